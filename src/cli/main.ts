@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+/**
+ * The `tiny-llm` command: dispatches to a subcommand and turns every error into one line on
+ * stderr with a non-zero exit.
+ */
+import { readFileSync } from "node:fs";
+import { GENERATE_HELP, runGenerate } from "./generate-command.js";
+
+const HELP = `Usage: tiny-llm <command> [options]
+
+Commands:
+  generate    generate text from a prompt (tiny-llm generate --help)
+
+Options:
+  -h, --help     show this help
+  --version      print the version`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "generate":
+      return runGenerate(rest);
+    case undefined:
+    case "-h":
+    case "--help":
+    case "help":
+      process.stdout.write(`${HELP}\n\n${GENERATE_HELP}\n`);
+      return;
+    case "--version":
+      process.stdout.write(version() + "\n");
+      return;
+    default:
+      throw new Error(`unknown command "${command}"; run tiny-llm --help for the list`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`tiny-llm: error: ${message}\n`);
+  if (process.env.TINY_LLM_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  process.exitCode = 1;
+});

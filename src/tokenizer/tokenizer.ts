@@ -1,0 +1,171 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+
+/** A special token as tokenizer_config.json writes it: plain text, or an AddedToken object. */
+export type SpecialTokenField = string | { content: string } | null;
+
+/** One entry of the list form of `chat_template`. */
+export interface NamedChatTemplate {
+  name: string;
+  template: string;
+}
+
+/** The tokenizer_config.json fields this engine reads; the rest pass through to the tokenizer library. */
+export interface TokenizerConfig {
+  bos_token?: SpecialTokenField;
+  eos_token?: SpecialTokenField;
+  add_bos_token?: boolean;
+  clean_up_tokenization_spaces?: boolean;
+  chat_template?: string | NamedChatTemplate[] | null;
+  [key: string]: unknown;
+}
+
+export interface EncodeOptions {
+  /** Add BOS (or whatever the tokenizer's post-processor adds). Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Leave out special tokens such as `<s>` or `<|im_end|>`. Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+/** The text of a special token field, or undefined when the config has none. */
+export function specialTokenContent(field: SpecialTokenField | undefined): string | undefined {
+  if (field === null || field === undefined) return undefined;
+  return typeof field === "string" ? field : field.content;
+}
+
+/**
+ * A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json): BPE with byte fallback
+ * (SentencePiece-style, Llama) or byte-level BPE (Qwen). Special tokens in the text, such as
+ * `<|im_start|>`, are parsed into their ids.
+ */
+export class Tokenizer {
+  readonly config: TokenizerConfig;
+  readonly bosId: number | undefined;
+  /** The EOS id from tokenizer_config's eos_token; empty when the tokenizer names none. */
+  readonly eosIds: number[];
+  /** One more than the largest token id, counting added tokens. */
+  readonly vocabSize: number;
+  private readonly hf: HfTokenizer;
+  private readonly specialIds: Set<number>;
+  private readonly addsBos: boolean;
+  private readonly postProcessorAddsBos: boolean;
+
+  /** Reads `tokenizer.json` and `tokenizer_config.json` from a model folder. */
+  static fromDir(dir: string): Tokenizer {
+    const tokenizerJson = readJsonFile(join(dir, "tokenizer.json"));
+    const config = readJsonFile(join(dir, "tokenizer_config.json")) as TokenizerConfig;
+    try {
+      return new Tokenizer(tokenizerJson, config);
+    } catch (err) {
+      throw new Error(
+        `The tokenizer in ${dir} could not be built: ${errorMessage(err)}. ` +
+          "Check that tokenizer.json and tokenizer_config.json come from the same Hugging Face model.",
+        { cause: err },
+      );
+    }
+  }
+
+  /** Builds a tokenizer from the parsed contents of tokenizer.json and tokenizer_config.json. */
+  constructor(tokenizerJson: object, config: TokenizerConfig) {
+    this.config = config;
+    // The library cleans up spaces (" ." becomes ".") unless the config says not to; llama.cpp and
+    // the Rust tokenizers never do, and that rewrite would make streamed text differ from a decode.
+    this.hf = new HfTokenizer(tokenizerJson, {
+      ...config,
+      clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false,
+    });
+
+    let maxId = -1;
+    for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    this.specialIds = new Set(
+      [...this.hf.get_added_tokens_decoder()].filter(([, token]) => token.special).map(([id]) => id),
+    );
+
+    this.bosId = this.resolveToken("bos_token", config.bos_token);
+    const eosId = this.resolveToken("eos_token", config.eos_token);
+    this.eosIds = eosId === undefined ? [] : [eosId];
+
+    // An explicit add_bos_token overrides what tokenizer.json's post-processor does, as in
+    // transformers' Llama tokenizers; this also lets a tokenizer rebuilt from GGUF metadata set
+    // BOS through the config alone.
+    this.postProcessorAddsBos = this.bosId !== undefined && this.hf.encode("").ids[0] === this.bosId;
+    this.addsBos =
+      typeof config.add_bos_token === "boolean"
+        ? config.add_bos_token && this.bosId !== undefined
+        : this.postProcessorAddsBos;
+  }
+
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const addSpecialTokens = opts.addSpecialTokens ?? true;
+    const ids = this.hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    if (!addSpecialTokens || this.addsBos === this.postProcessorAddsBos) return ids;
+    return this.addsBos ? [this.bosId as number, ...ids] : ids.slice(1);
+  }
+
+  decode(ids: readonly number[], opts: DecodeOptions = {}): string {
+    // Ids past the tokenizer's vocabulary (the padding rows of a model's embedding) print nothing,
+    // as in llama.cpp; the library would print its unknown token instead.
+    const known = ids.filter((id) => this.hf.id_to_token(id) !== undefined);
+    // The library throws on an empty list.
+    if (known.length === 0) return "";
+    return this.hf.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false });
+  }
+
+  /** The token's text as the vocabulary spells it (e.g. "▁the", "Ġthe", "<0xE4>"), if the id has one. */
+  idToToken(id: number): string | undefined {
+    return this.hf.id_to_token(id);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  private resolveToken(field: string, value: SpecialTokenField | undefined): number | undefined {
+    const content = specialTokenContent(value);
+    if (content === undefined) return undefined;
+    const id = this.hf.token_to_id(content);
+    if (id === undefined) {
+      throw new Error(`tokenizer_config.json's ${field} "${content}" is not in the tokenizer's vocabulary`);
+    }
+    return id;
+  }
+}
+
+function readJsonFile(path: string): object {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === "ENOENT";
+    throw new Error(
+      missing
+        ? `${path} not found: the model folder needs the tokenizer.json and tokenizer_config.json ` +
+            "from the model's Hugging Face repository; download them next to the weights."
+        : `Cannot read ${path}: ${errorMessage(err)}`,
+      { cause: err },
+    );
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Error(
+      `${path} is not valid JSON (${errorMessage(err)}). The file may be truncated or a Git LFS ` +
+        "pointer: download it again from the model's Hugging Face repository.",
+      { cause: err },
+    );
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error(`${path} does not hold a JSON object: download it again from the model's Hugging Face repository.`);
+  }
+  return value;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
