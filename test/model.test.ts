@@ -92,7 +92,7 @@ test("a tensor whose shape does not match config.json is named in the error", { 
   const dir = copyModel(qwen2.path, "wide", { config: (c) => (c.intermediate_size = 512) });
   assert.throws(() => loadModel(dir), (e: unknown) => {
     assert.ok(e instanceof CheckpointError);
-    assert.match(e.message, /model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[256,128\] but config\.json implies \[512,128\]/);
+    assert.match(e.message, /model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[256,128\] but the config implies \[512,128\]/);
     return true;
   });
 });

@@ -14,31 +14,41 @@ import { RoPE } from "../layers/rope.js";
 import { parseModelConfig, type ModelConfig } from "../models/config.js";
 import { DecoderLayer, Transformer } from "../models/transformer.js";
 import { Tensor } from "../tensor/tensor.js";
-import { DenseWeight } from "../tensor/weight.js";
+import { DenseWeight, type DenseDType, type WeightMatrix } from "../tensor/weight.js";
 import { CheckpointError, loadCheckpointTensors, readJson } from "./checkpoint.js";
 import type { RawTensor } from "./safetensors.js";
 
 /** Tensors some exporters include that carry nothing we need. */
 const IGNORED = /(^|\.)rotary_emb\.inv_freq$/;
 
+/**
+ * A tensor of a checkpoint in any file format, under its Hugging Face name, with its shape in
+ * Hugging Face order ([out, in] for a weight matrix).
+ */
+export interface StoredTensor {
+  readonly shape: readonly number[];
+  /** The file it comes from, for error messages. */
+  readonly file: string;
+  /** A 2-d weight kept in its stored type. */
+  matrix(): WeightMatrix;
+  /** A 1-d tensor (norm weight, bias) as float32. */
+  vector(): Tensor;
+}
+
 class TensorSource {
   private readonly used = new Set<string>();
 
   constructor(
-    private readonly tensors: Map<string, RawTensor>,
-    private readonly dir: string,
+    private readonly tensors: ReadonlyMap<string, StoredTensor>,
+    private readonly source: string,
   ) {}
 
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  take(name: string, shape: readonly number[]): RawTensor {
+  take(name: string, shape: readonly number[]): StoredTensor {
     const t = this.tensors.get(name);
-    if (!t) throw new CheckpointError(`${this.dir}: tensor "${name}" is missing; the checkpoint does not match its config.json`);
+    if (!t) throw new CheckpointError(`${this.source}: tensor "${name}" is missing; the checkpoint does not match its config`);
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new CheckpointError(
-        `${t.file}: tensor "${name}" has shape [${t.shape}] but config.json implies [${shape}]; the checkpoint does not match its config`,
+        `${t.file}: tensor "${name}" has shape [${t.shape}] but the config implies [${shape}]; the checkpoint does not match its config`,
       );
     }
     this.used.add(name);
@@ -54,44 +64,53 @@ class TensorSource {
     const left = [...this.tensors.keys()].filter((n) => !this.used.has(n) && !IGNORED.test(n));
     if (left.length > 0) {
       const shown = left.slice(0, 5).join(", ") + (left.length > 5 ? `, … (${left.length} in all)` : "");
-      throw new CheckpointError(`${this.dir}: unexpected tensors ${shown}; the checkpoint does not match its config.json`);
+      throw new CheckpointError(`${this.source}: unexpected tensors ${shown}; the checkpoint does not match its config`);
     }
   }
 }
 
-/** A 2-d weight kept in its stored type. */
-function matrix(t: RawTensor): DenseWeight {
-  const [rows, cols] = t.shape;
+/** A safetensors tensor as a StoredTensor: F32, F16 and BF16 are kept as they are. */
+export function safetensorsTensor(t: RawTensor): StoredTensor {
   const { buffer, byteOffset, byteLength } = t.data;
-  switch (t.dtype) {
-    case "F32":
-      return new DenseWeight("f32", [rows, cols], new Float32Array(buffer, byteOffset, byteLength / 4));
-    case "BF16":
-      return new DenseWeight("bf16", [rows, cols], new Uint16Array(buffer, byteOffset, byteLength / 2));
-    case "F16":
-      return new DenseWeight("f16", [rows, cols], new Uint16Array(buffer, byteOffset, byteLength / 2));
-    default:
-      throw new CheckpointError(`${t.file}: tensor "${t.name}" has dtype ${t.dtype}; only F32, F16 and BF16 weights are supported`);
-  }
+  const typed = (): [DenseDType, Float32Array | Uint16Array] => {
+    switch (t.dtype) {
+      case "F32":
+        return ["f32", new Float32Array(buffer, byteOffset, byteLength / 4)];
+      case "BF16":
+        return ["bf16", new Uint16Array(buffer, byteOffset, byteLength / 2)];
+      case "F16":
+        return ["f16", new Uint16Array(buffer, byteOffset, byteLength / 2)];
+      default:
+        throw new CheckpointError(`${t.file}: tensor "${t.name}" has dtype ${t.dtype}; only F32, F16 and BF16 weights are supported`);
+    }
+  };
+  return {
+    shape: t.shape,
+    file: t.file,
+    matrix: () => {
+      const [dtype, data] = typed();
+      return new DenseWeight(dtype, [t.shape[0], t.shape[1]], data);
+    },
+    vector: () => {
+      const [dtype, data] = typed();
+      const row = new DenseWeight(dtype, [1, t.shape[0]], data);
+      const out = new Float32Array(row.cols);
+      row.decodeRow(0, out);
+      return new Tensor(out, t.shape);
+    },
+  };
 }
 
-/** A small tensor (norm weight, bias) widened to f32. */
-function vector(t: RawTensor): Tensor {
-  const m = matrix({ ...t, shape: [1, t.shape[0]] });
-  const out = new Float32Array(m.cols);
-  m.decodeRow(0, out);
-  return new Tensor(out, t.shape);
-}
-
-export function buildTransformer(config: ModelConfig, tensors: Map<string, RawTensor>, dir: string): Transformer {
-  const src = new TensorSource(tensors, dir);
+/** Builds the model, checking that the tensors are exactly those the config implies. */
+export function buildTransformer(config: ModelConfig, tensors: ReadonlyMap<string, StoredTensor>, source: string): Transformer {
+  const src = new TensorSource(tensors, source);
   const { hiddenSize: E, intermediateSize: I, numHeads: H, numKvHeads: Hkv, headDim: D, vocabSize: V } = config;
   const linear = (name: string, out: number, inp: number, bias: boolean): Linear =>
-    new Linear(matrix(src.take(`${name}.weight`, [out, inp])), bias ? vector(src.take(`${name}.bias`, [out])) : undefined);
-  const norm = (name: string, n: number): RMSNorm => new RMSNorm(vector(src.take(`${name}.weight`, [n])), config.rmsNormEps);
+    new Linear(src.take(`${name}.weight`, [out, inp]).matrix(), bias ? src.take(`${name}.bias`, [out]).vector() : undefined);
+  const norm = (name: string, n: number): RMSNorm => new RMSNorm(src.take(`${name}.weight`, [n]).vector(), config.rmsNormEps);
   const rope = new RoPE(D, config.ropeTheta, config.ropeTraditional);
 
-  const embed = new Embedding(matrix(src.take("model.embed_tokens.weight", [V, E])));
+  const embed = new Embedding(src.take("model.embed_tokens.weight", [V, E]).matrix());
   const layers = Array.from({ length: config.numLayers }, (_, i) => {
     const p = `model.layers.${i}`;
     const attention = new Attention(
@@ -127,5 +146,6 @@ export function buildTransformer(config: ModelConfig, tensors: Map<string, RawTe
 export function loadModel(dir: string): Transformer {
   const configPath = join(dir, "config.json");
   const config = parseModelConfig(readJson(configPath, "model config") as Record<string, unknown>, configPath);
-  return buildTransformer(config, loadCheckpointTensors(dir), dir);
+  const tensors = new Map([...loadCheckpointTensors(dir)].map(([name, t]) => [name, safetensorsTensor(t)]));
+  return buildTransformer(config, tensors, dir);
 }
