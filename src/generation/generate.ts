@@ -2,7 +2,7 @@
  * Autoregressive generation: prefill the prompt in one forward pass, then decode one token at
  * a time against the KV cache until a stop token, the token budget or the context runs out.
  */
-import type { Transformer } from "../models/transformer.js";
+import type { LanguageModel } from "../models/language-model.js";
 import type { Sampler } from "./sampler.js";
 
 export interface GenerateOptions {
@@ -25,7 +25,7 @@ export class PromptTooLongError extends Error {
 }
 
 /** Throws a clear error when the prompt cannot fit the model's context. */
-export function checkPromptFits(model: Transformer, promptLength: number): void {
+export function checkPromptFits(model: LanguageModel, promptLength: number): void {
   const context = model.config.maxPositionEmbeddings;
   if (promptLength === 0) {
     throw new PromptTooLongError("the prompt is empty and the tokenizer adds no BOS token: give a non-empty prompt");
@@ -42,14 +42,14 @@ export function checkPromptFits(model: Transformer, promptLength: number): void 
  * Yields generated tokens one by one; returns why it stopped. Generation ends early at the
  * context length, so a long `maxTokens` never overflows it.
  */
-export function* generate(model: Transformer, promptIds: readonly number[], opts: GenerateOptions): Generator<GeneratedToken, FinishReason> {
+export function* generate(model: LanguageModel, promptIds: readonly number[], opts: GenerateOptions): Generator<GeneratedToken, FinishReason> {
   checkPromptFits(model, promptIds.length);
   const stop = new Set(opts.stopIds ?? []);
-  const cache = model.newCache();
+  const sequence = model.newSequence();
   const budget = Math.min(opts.maxTokens, model.config.maxPositionEmbeddings - promptIds.length);
   let input: readonly number[] = promptIds;
   for (let n = 0; n < budget; n++) {
-    const logits = model.forward([input], cache, { lastOnly: true }).toFloat32Array();
+    const logits = sequence.forward(input);
     const id = opts.sampler.sample(logits);
     if (stop.has(id)) return "stop";
     yield { id, logits };

@@ -18,6 +18,7 @@ import type { RMSNorm } from "../layers/rms-norm.js";
 import { add } from "../tensor/ops.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { ModelConfig } from "./config.js";
+import type { LanguageModel, Sequence } from "./language-model.js";
 
 export class DecoderLayer {
   constructor(
@@ -38,7 +39,7 @@ export class ContextOverflowError extends Error {
   override name = "ContextOverflowError";
 }
 
-export class Transformer {
+export class Transformer implements LanguageModel {
   constructor(
     readonly config: ModelConfig,
     readonly embed: Embedding,
@@ -51,6 +52,16 @@ export class Transformer {
   /** One empty cache per layer, for a generation that decodes token by token. */
   newCache(): KVCache[] {
     return this.layers.map(() => new KVCache());
+  }
+
+  newSequence(): Sequence {
+    const cache = this.newCache();
+    return {
+      get length() {
+        return cache[0]?.offset ?? 0;
+      },
+      forward: (ids) => this.forward([ids], cache, { lastOnly: true }).toFloat32Array(),
+    };
   }
 
   /**

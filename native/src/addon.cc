@@ -1,0 +1,140 @@
+// N-API bindings. Every array argument is a typed array whose memory the kernels read or write
+// in place: nothing is copied between JavaScript and C++.
+#include <napi.h>
+
+#include <string>
+
+#include "kernels.h"
+#include "ops.h"
+
+namespace {
+
+using tl::Weight;
+
+template <class T>
+T* data_of(const Napi::Value& v, const char* what, size_t min_bytes) {
+  if (!v.IsTypedArray()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a typed array");
+  auto a = v.As<Napi::TypedArray>();
+  if (a.ByteLength() < min_bytes) {
+    throw Napi::RangeError::New(v.Env(), std::string(what) + " is too small: " + std::to_string(a.ByteLength()) + " bytes, need " +
+                                             std::to_string(min_bytes));
+  }
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+}
+
+int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  const int64_t v = info[i].As<Napi::Number>().Int64Value();
+  if (v < 0) throw Napi::RangeError::New(info.Env(), std::string(what) + " must be >= 0");
+  return v;
+}
+
+// weight: { type, data, rows, cols }
+Weight weight_arg(const Napi::Value& v) {
+  Napi::Env env = v.Env();
+  if (!v.IsObject()) throw Napi::TypeError::New(env, "weight must be an object");
+  auto o = v.As<Napi::Object>();
+  Weight w{};
+  w.type = o.Get("type").As<Napi::Number>().Int32Value();
+  w.rows = o.Get("rows").As<Napi::Number>().Int64Value();
+  w.cols = o.Get("cols").As<Napi::Number>().Int64Value();
+  const int64_t row_bytes = tl::weight_row_bytes(w.type, w.cols);
+  if (row_bytes < 0) throw Napi::TypeError::New(env, "unknown weight type " + std::to_string(w.type));
+  if ((w.type == tl::W_Q8_0 || w.type == tl::W_Q4_0) && w.cols % tl::kBlock != 0) {
+    throw Napi::RangeError::New(env, "quantized weights need a column count that is a multiple of 32");
+  }
+  w.data = data_of<const uint8_t>(o.Get("data"), "weight data", static_cast<size_t>(row_bytes * w.rows));
+  return w;
+}
+
+// matmul(out, x, M, weight, bias | null)
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  const Weight w = weight_arg(info[3]);
+  const int64_t M = int_arg(info, 2, "M");
+  float* out = data_of<float>(info[0], "out", M * w.rows * 4);
+  const float* x = data_of<const float>(info[1], "x", M * w.cols * 4);
+  const float* bias = info[4].IsNull() || info[4].IsUndefined() ? nullptr : data_of<const float>(info[4], "bias", w.rows * 4);
+  tl::matmul(out, x, M, w, bias);
+  return info.Env().Undefined();
+}
+
+// attention(out, q, k, v, L, S, H, Hkv, D, capacity, scale)
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  tl::AttentionArgs a{};
+  a.L = int_arg(info, 4, "L");
+  a.S = int_arg(info, 5, "S");
+  a.H = int_arg(info, 6, "H");
+  a.Hkv = int_arg(info, 7, "Hkv");
+  a.D = int_arg(info, 8, "D");
+  a.capacity = int_arg(info, 9, "capacity");
+  a.scale = info[10].As<Napi::Number>().FloatValue();
+  if (a.Hkv == 0 || a.H % a.Hkv != 0) throw Napi::RangeError::New(info.Env(), "H must be a multiple of Hkv");
+  if (a.L > a.S || a.S > a.capacity || a.L == 0) throw Napi::RangeError::New(info.Env(), "need 0 < L <= S <= capacity");
+  const size_t qbytes = a.L * a.H * a.D * 4;
+  const size_t kvbytes = a.Hkv * a.capacity * a.D * 4;
+  a.out = data_of<float>(info[0], "out", qbytes);
+  a.q = data_of<const float>(info[1], "q", qbytes);
+  a.k = data_of<const float>(info[2], "k", kvbytes);
+  a.v = data_of<const float>(info[3], "v", kvbytes);
+  tl::attention(a);
+  return info.Env().Undefined();
+}
+
+// rmsNorm(out, x, weight, rows, n, eps)
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  const int64_t rows = int_arg(info, 3, "rows");
+  const int64_t n = int_arg(info, 4, "n");
+  tl::rms_norm(data_of<float>(info[0], "out", rows * n * 4), data_of<const float>(info[1], "x", rows * n * 4),
+               data_of<const float>(info[2], "weight", n * 4), rows, n, info[5].As<Napi::Number>().FloatValue());
+  return info.Env().Undefined();
+}
+
+// rope(x, L, heads, D, offset, theta, traditional)
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  const int64_t L = int_arg(info, 1, "L");
+  const int64_t heads = int_arg(info, 2, "heads");
+  const int64_t D = int_arg(info, 3, "D");
+  if (D % 2 != 0) throw Napi::RangeError::New(info.Env(), "RoPE needs an even head dim");
+  tl::rope(data_of<float>(info[0], "x", L * heads * D * 4), L, heads, D, int_arg(info, 4, "offset"),
+           info[5].As<Napi::Number>().DoubleValue(), info[6].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+// siluMul(out, gate, up, n)
+Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  const int64_t n = int_arg(info, 3, "n");
+  tl::silu_mul(data_of<float>(info[0], "out", n * 4), data_of<const float>(info[1], "gate", n * 4), data_of<const float>(info[2], "up", n * 4), n);
+  return info.Env().Undefined();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  tl::set_threads(static_cast<int>(int_arg(info, 0, "threads")));
+  return Napi::Number::New(info.Env(), tl::get_threads());
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), tl::set_isa(info[0].As<Napi::String>().Utf8Value().c_str()));
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  auto o = Napi::Object::New(info.Env());
+  o.Set("isa", tl::isa_name());
+  o.Set("threads", tl::get_threads());
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
+  exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tiny_llm_native, Init)

@@ -1,0 +1,201 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cpu_features.h"
+#include "thread_pool.h"
+
+namespace tl {
+
+namespace {
+
+std::unique_ptr<ThreadPool> g_pool;
+const IsaKernels* g_kernels = nullptr;
+
+ThreadPool& pool() {
+  if (!g_pool) set_threads(0);
+  return *g_pool;
+}
+
+const IsaKernels& best_kernels() {
+#if defined(TL_X86)
+  if (cpu_features().avx512) return avx512_kernels();
+  if (cpu_features().avx2) return avx2_kernels();
+#endif
+  return scalar_kernels();
+}
+
+const IsaKernels& kernels() {
+  if (!g_kernels) g_kernels = &best_kernels();
+  return *g_kernels;
+}
+
+// Reused between calls so the decode loop allocates nothing.
+std::vector<BlockQ8A> g_xq;
+
+}  // namespace
+
+void set_threads(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  g_pool.reset();
+  g_pool = std::make_unique<ThreadPool>(threads);
+}
+
+int get_threads() { return pool().threads(); }
+
+const char* isa_name() { return kernels().name; }
+
+bool set_isa(const char* name) {
+  const std::string n = name;
+  if (n == "auto") g_kernels = &best_kernels();
+  else if (n == "scalar") g_kernels = &scalar_kernels();
+#if defined(TL_X86)
+  else if (n == "avx2" && cpu_features().avx2) g_kernels = &avx2_kernels();
+  else if (n == "avx512" && cpu_features().avx512) g_kernels = &avx512_kernels();
+#endif
+  else return false;
+  return true;
+}
+
+void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
+  const IsaKernels& k = kernels();
+  MatmulTask task{&w, x, nullptr, M, bias, out};
+  if (w.type == W_Q8_0 || w.type == W_Q4_0) {
+    const int64_t nb = w.cols / kBlock;
+    if (static_cast<int64_t>(g_xq.size()) < M * nb) g_xq.resize(M * nb);
+    for (int64_t m = 0; m < M; m++) k.quantize_q8a(x + m * w.cols, g_xq.data() + m * nb, w.cols);
+    task.xq = g_xq.data();
+  }
+  // Many small chunks of rows (multiples of 4, the tile height) so threads balance dynamically.
+  const int threads = pool().threads();
+  int64_t rows = (w.rows + threads * 8 - 1) / (threads * 8);
+  rows = std::max<int64_t>(4, (rows + 3) / 4 * 4);
+  const int64_t chunks = (w.rows + rows - 1) / rows;
+  pool().parallel_for(chunks, [&](int64_t c) {
+    const int64_t n0 = c * rows;
+    k.matmul_rows(task, n0, std::min(w.rows, n0 + rows));
+  });
+}
+
+namespace {
+
+constexpr int64_t kKeyTile = 64;    // keys per tile of the online softmax
+constexpr int64_t kQueryBlock = 16; // query rows that share one pass over the keys
+
+// Online-softmax state of one (query row, head) pair.
+struct Row {
+  const float* q;
+  float* out;
+  int64_t last;  // last key position it may see
+  float max;
+  float sum;
+};
+
+// One kv head and a block of query rows: every query head of the group, every row of the block,
+// share each tile of K and V while it is in cache.
+void attend_block(const AttentionArgs& a, int64_t kvh, int64_t l0, int64_t l1, std::vector<Row>& rows, std::vector<float>& scores) {
+  const IsaKernels& k = kernels();
+  const int64_t G = a.H / a.Hkv;
+  const int64_t D = a.D;
+  rows.clear();
+  for (int64_t l = l0; l < l1; l++) {
+    for (int64_t g = 0; g < G; g++) {
+      const int64_t h = kvh * G + g;
+      float* out = a.out + (l * a.H + h) * D;
+      std::memset(out, 0, D * sizeof(float));
+      rows.push_back({a.q + (l * a.H + h) * D, out, a.S - a.L + l, -std::numeric_limits<float>::infinity(), 0.0f});
+    }
+  }
+  scores.resize(kKeyTile);
+  const float* K = a.k + kvh * a.capacity * D;
+  const float* Vv = a.v + kvh * a.capacity * D;
+  const int64_t end = a.S - a.L + l1;  // one past the last key any row of the block sees
+  for (int64_t j0 = 0; j0 < end; j0 += kKeyTile) {
+    for (Row& r : rows) {
+      const int64_t j1 = std::min(j0 + kKeyTile, r.last + 1);
+      if (j1 <= j0) continue;
+      float tile_max = r.max;
+      for (int64_t j = j0; j < j1; j++) {
+        const float s = k.dot(r.q, K + j * D, D) * a.scale;
+        scores[j - j0] = s;
+        tile_max = std::max(tile_max, s);
+      }
+      // Rescale what was accumulated under the old maximum, then add this tile.
+      const float correction = std::exp(r.max - tile_max);
+      float sum = r.sum * correction;
+      bool first = true;
+      for (int64_t j = j0; j < j1; j++) {
+        const float p = std::exp(scores[j - j0] - tile_max);
+        sum += p;
+        k.scale_add(r.out, first ? correction : 1.0f, Vv + j * D, p, D);
+        first = false;
+      }
+      r.max = tile_max;
+      r.sum = sum;
+    }
+  }
+  for (Row& r : rows) {
+    const float inv = 1.0f / r.sum;
+    for (int64_t d = 0; d < D; d++) r.out[d] *= inv;
+  }
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a) {
+  const int64_t blocks = (a.L + kQueryBlock - 1) / kQueryBlock;
+  pool().parallel_for(a.Hkv * blocks, [&](int64_t c) {
+    thread_local std::vector<Row> rows;
+    thread_local std::vector<float> scores;
+    const int64_t kvh = c % a.Hkv;
+    const int64_t l0 = (c / a.Hkv) * kQueryBlock;
+    attend_block(a, kvh, l0, std::min(a.L, l0 + kQueryBlock), rows, scores);
+  });
+}
+
+void rms_norm(float* out, const float* x, const float* w, int64_t rows, int64_t n, float eps) {
+  const IsaKernels& k = kernels();
+  for (int64_t r = 0; r < rows; r++) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    const float inv = 1.0f / std::sqrt(k.dot(xr, xr, n) / static_cast<float>(n) + eps);
+    for (int64_t i = 0; i < n; i++) o[i] = xr[i] * inv * w[i];
+  }
+}
+
+void rope(float* x, int64_t L, int64_t heads, int64_t D, int64_t offset, double theta, bool traditional) {
+  const int64_t half = D / 2;
+  thread_local std::vector<float> cs;
+  cs.resize(2 * half);
+  for (int64_t l = 0; l < L; l++) {
+    const double pos = static_cast<double>(offset + l);
+    for (int64_t i = 0; i < half; i++) {
+      const double angle = pos * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+      cs[i] = static_cast<float>(std::cos(angle));
+      cs[half + i] = static_cast<float>(std::sin(angle));
+    }
+    for (int64_t h = 0; h < heads; h++) {
+      float* v = x + (l * heads + h) * D;
+      for (int64_t i = 0; i < half; i++) {
+        float* a = traditional ? v + 2 * i : v + i;
+        float* b = traditional ? a + 1 : a + half;
+        const float x0 = *a, x1 = *b;
+        *a = x0 * cs[i] - x1 * cs[half + i];
+        *b = x1 * cs[i] + x0 * cs[half + i];
+      }
+    }
+  }
+}
+
+void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+}  // namespace tl

@@ -1,0 +1,42 @@
+// The operations the TypeScript side calls: each splits its work over the thread pool and runs
+// the best kernels for this CPU.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace tl {
+
+void set_threads(int threads);
+int get_threads();
+const char* isa_name();
+// Selects the kernels: "auto" (the best this CPU has), "avx512", "avx2" or "scalar".
+// Returns false if that set is not available here.
+bool set_isa(const char* name);
+
+// out[M, N] = x[M, K] · wᵀ + bias
+void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias);
+
+// Causal attention of L new query rows against S cached positions (the last L are the new ones).
+// q, out: [L, H, D]; k, v: [H_kv, capacity, D].
+struct AttentionArgs {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* out;
+  int64_t L, S, H, Hkv, D, capacity;
+  float scale;
+};
+void attention(const AttentionArgs& a);
+
+// out[r] = x[r] / sqrt(mean(x[r]²) + eps) * w, for each of `rows` rows of n.
+void rms_norm(float* out, const float* x, const float* w, int64_t rows, int64_t n, float eps);
+
+// Rotates x [L, heads, D] in place for positions offset .. offset + L - 1.
+void rope(float* x, int64_t L, int64_t heads, int64_t D, int64_t offset, double theta, bool traditional);
+
+// out = silu(gate) * up
+void silu_mul(float* out, const float* gate, const float* up, int64_t n);
+
+}  // namespace tl

@@ -1,0 +1,67 @@
+/**
+ * The native kernel backend (C++ in native/, built by node-gyp during `npm install`), loaded if
+ * it built. Every function works in place on typed arrays: no copies cross the boundary.
+ */
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/** Weight storage types, numbered as in native/src/kernels.h. */
+export const NativeWeightType = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4 } as const;
+export type NativeWeightTypeName = keyof typeof NativeWeightType;
+
+export interface NativeWeight {
+  type: number;
+  data: Float32Array | Uint16Array | Uint8Array;
+  /** Output features (N). */
+  rows: number;
+  /** Input features (K). */
+  cols: number;
+}
+
+export interface NativeKernels {
+  /** out[M, N] = x[M, K] · wᵀ + bias */
+  matmul(out: Float32Array, x: Float32Array, M: number, w: NativeWeight, bias: Float32Array | null): void;
+  /**
+   * Causal attention of L new query rows (positions S - L .. S - 1) against the cache.
+   * out, q: [L, H, D]; k, v: [H_kv, capacity, D].
+   */
+  attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, L: number, S: number, H: number, Hkv: number, D: number, capacity: number, scale: number): void;
+  /** RMSNorm of `rows` rows of n features; out may be x. */
+  rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, n: number, eps: number): void;
+  /** Rotates x [L, heads, D] in place for positions offset .. offset + L - 1. */
+  rope(x: Float32Array, L: number, heads: number, D: number, offset: number, theta: number, traditional: boolean): void;
+  /** out = silu(gate) ⊙ up over n elements; out may be gate. */
+  siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  /** Sets the thread count (0 = one per core); returns the count in use. */
+  setThreads(threads: number): number;
+  /** Selects "auto", "avx512", "avx2" or "scalar" kernels; false if this CPU lacks them. */
+  setIsa(isa: string): boolean;
+  info(): { isa: string; threads: number };
+}
+
+/** Where node-gyp puts the addon; TINY_LLM_ADDON points elsewhere (tests use it to simulate a failed build). */
+const addonPath = process.env.TINY_LLM_ADDON ?? fileURLToPath(new URL("../../../build/Release/tiny_llm_native.node", import.meta.url));
+
+let loaded: NativeKernels | undefined;
+let loadError: string | undefined;
+
+/** The native kernels, or undefined when the addon did not build here (see nativeUnavailableReason). */
+export function nativeKernels(): NativeKernels | undefined {
+  if (loaded || loadError) return loaded;
+  if (!existsSync(addonPath)) {
+    loadError = `${addonPath} was not built (npm install builds it with node-gyp and a C++17 compiler)`;
+    return undefined;
+  }
+  try {
+    loaded = createRequire(import.meta.url)(addonPath) as NativeKernels;
+  } catch (err) {
+    loadError = `${addonPath} could not be loaded: ${(err as Error).message}`;
+  }
+  return loaded;
+}
+
+export function nativeUnavailableReason(): string | undefined {
+  nativeKernels();
+  return loadError;
+}

@@ -1,0 +1,230 @@
+/**
+ * The same transformer as transformer.ts, run by the native kernels for one sequence at a time:
+ * weights stay in their stored type and are passed to C++ without copies, activations live in
+ * buffers allocated once and reused, and the KV cache is preallocated per layer as
+ * [H_kv, capacity, D] and grown by doubling. The TypeScript Transformer is the reference this is
+ * tested against.
+ */
+import { NativeWeightType, type NativeKernels, type NativeWeight } from "../kernels/native.js";
+import type { Linear } from "../layers/linear.js";
+import type { RMSNorm } from "../layers/rms-norm.js";
+import type { WeightMatrix } from "../tensor/weight.js";
+import type { ModelConfig } from "./config.js";
+import type { LanguageModel, Sequence } from "./language-model.js";
+import { ContextOverflowError, type Transformer } from "./transformer.js";
+
+interface NativeLinear {
+  weight: NativeWeight;
+  bias: Float32Array | null;
+}
+
+interface NativeLayer {
+  inputNorm: Float32Array;
+  q: NativeLinear;
+  k: NativeLinear;
+  v: NativeLinear;
+  o: NativeLinear;
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
+  postAttentionNorm: Float32Array;
+  gate: NativeLinear;
+  up: NativeLinear;
+  down: NativeLinear;
+}
+
+/** The native view of a weight matrix, or an error naming a storage type the kernels lack. */
+export function toNativeWeight(w: WeightMatrix): NativeWeight {
+  const type = (NativeWeightType as Record<string, number>)[w.dtype];
+  const data = (w as { data?: unknown }).data;
+  if (type === undefined || !(data instanceof Float32Array || data instanceof Uint16Array || data instanceof Uint8Array)) {
+    throw new Error(`the native backend has no kernel for ${w.dtype} weights; use --backend ts`);
+  }
+  return { type, data, rows: w.rows, cols: w.cols };
+}
+
+function nativeLinear(l: Linear): NativeLinear {
+  return { weight: toNativeWeight(l.weight), bias: l.bias ? l.bias.toFloat32Array() : null };
+}
+
+const normWeight = (n: RMSNorm): Float32Array => n.weight.toFloat32Array();
+
+/** Activation buffers for up to `rows` tokens per forward pass. */
+class Scratch {
+  readonly x: Float32Array;
+  readonly xn: Float32Array;
+  readonly q: Float32Array;
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+  readonly attn: Float32Array;
+  readonly proj: Float32Array;
+  readonly gate: Float32Array;
+  readonly up: Float32Array;
+
+  constructor(
+    readonly rows: number,
+    c: ModelConfig,
+  ) {
+    const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, intermediateSize: I } = c;
+    this.x = new Float32Array(rows * E);
+    this.xn = new Float32Array(rows * E);
+    this.q = new Float32Array(rows * H * D);
+    this.k = new Float32Array(rows * Hkv * D);
+    this.v = new Float32Array(rows * Hkv * D);
+    this.attn = new Float32Array(rows * H * D);
+    this.proj = new Float32Array(rows * E);
+    this.gate = new Float32Array(rows * I);
+    this.up = new Float32Array(rows * I);
+  }
+}
+
+export class NativeTransformer implements LanguageModel {
+  readonly config: ModelConfig;
+  private readonly layers: NativeLayer[];
+  private readonly finalNorm: Float32Array;
+  private readonly lmHead: NativeWeight;
+  private readonly logits: Float32Array;
+  private scratch: Scratch;
+
+  constructor(
+    private readonly reference: Transformer,
+    private readonly kernels: NativeKernels,
+  ) {
+    this.config = reference.config;
+    this.layers = reference.layers.map((layer) => {
+      const a = layer.attention.w;
+      return {
+        inputNorm: normWeight(layer.inputNorm),
+        q: nativeLinear(a.qProj),
+        k: nativeLinear(a.kProj),
+        v: nativeLinear(a.vProj),
+        o: nativeLinear(a.oProj),
+        qNorm: a.qNorm && normWeight(a.qNorm),
+        kNorm: a.kNorm && normWeight(a.kNorm),
+        postAttentionNorm: normWeight(layer.postAttentionNorm),
+        gate: nativeLinear(layer.mlp.gateProj),
+        up: nativeLinear(layer.mlp.upProj),
+        down: nativeLinear(layer.mlp.downProj),
+      };
+    });
+    this.finalNorm = normWeight(reference.norm);
+    this.lmHead = toNativeWeight(reference.lmHead ? reference.lmHead.weight : reference.embed.weight);
+    this.logits = new Float32Array(this.config.vocabSize);
+    this.scratch = new Scratch(1, this.config);
+  }
+
+  newSequence(): Sequence {
+    return new NativeSequence(this);
+  }
+
+  /** Runs `ids` at positions cache.length ..; returns the logits after the last token. */
+  forward(ids: readonly number[], cache: KVCacheNative): Float32Array {
+    const c = this.config;
+    const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, intermediateSize: I, rmsNormEps: eps } = c;
+    const L = ids.length;
+    const offset = cache.length;
+    const S = offset + L;
+    if (S > c.maxPositionEmbeddings) {
+      throw new ContextOverflowError(`${S} tokens exceed the model's context of ${c.maxPositionEmbeddings} (max_position_embeddings)`);
+    }
+    if (L > this.scratch.rows) this.scratch = new Scratch(L, c);
+    cache.reserve(S);
+    const k = this.kernels;
+    const s = this.scratch;
+    const x = s.x.subarray(0, L * E);
+
+    const embed = this.reference.embed.weight;
+    ids.forEach((id, l) => {
+      if (!Number.isInteger(id) || id < 0 || id >= embed.rows) throw new RangeError(`token id ${id} is outside the vocabulary (0..${embed.rows - 1})`);
+      embed.decodeRow(id, x, l * E);
+    });
+
+    const linear = (out: Float32Array, input: Float32Array, lin: NativeLinear): void => k.matmul(out, input, L, lin.weight, lin.bias);
+    this.layers.forEach((layer, i) => {
+      // a = x + Attention(RMSNorm(x))
+      k.rmsNorm(s.xn, x, layer.inputNorm, L, E, eps);
+      linear(s.q, s.xn, layer.q);
+      linear(s.k, s.xn, layer.k);
+      linear(s.v, s.xn, layer.v);
+      if (layer.qNorm && layer.kNorm) {
+        k.rmsNorm(s.q, s.q, layer.qNorm, L * H, D, eps);
+        k.rmsNorm(s.k, s.k, layer.kNorm, L * Hkv, D, eps);
+      }
+      k.rope(s.q, L, H, D, offset, c.ropeTheta, c.ropeTraditional);
+      k.rope(s.k, L, Hkv, D, offset, c.ropeTheta, c.ropeTraditional);
+      cache.write(i, s.k, s.v, offset, L);
+      k.attention(s.attn, s.q, cache.keys[i], cache.values[i], L, S, H, Hkv, D, cache.capacity, 1 / Math.sqrt(D));
+      linear(s.proj, s.attn, layer.o);
+      addInPlace(x, s.proj);
+      // x = a + MLP(RMSNorm(a))
+      k.rmsNorm(s.xn, x, layer.postAttentionNorm, L, E, eps);
+      linear(s.gate, s.xn, layer.gate);
+      linear(s.up, s.xn, layer.up);
+      k.siluMul(s.gate, s.gate, s.up, L * I);
+      linear(s.proj, s.gate, layer.down);
+      addInPlace(x, s.proj);
+    });
+    cache.length = S;
+
+    const last = x.subarray((L - 1) * E, L * E);
+    k.rmsNorm(s.xn, last, this.finalNorm, 1, E, eps);
+    k.matmul(this.logits, s.xn, 1, this.lmHead, null);
+    return this.logits;
+  }
+}
+
+function addInPlace(x: Float32Array, y: Float32Array): void {
+  for (let i = 0; i < x.length; i++) x[i] += y[i];
+}
+
+/** Per-layer keys and values as [H_kv, capacity, D], grown by doubling up to the context length. */
+export class KVCacheNative {
+  keys: Float32Array[] = [];
+  values: Float32Array[] = [];
+  capacity = 0;
+  length = 0;
+
+  constructor(private readonly config: ModelConfig) {}
+
+  reserve(positions: number): void {
+    if (positions <= this.capacity) return;
+    const { numLayers, numKvHeads: Hkv, headDim: D, maxPositionEmbeddings } = this.config;
+    const capacity = Math.min(maxPositionEmbeddings, Math.max(positions, 2 * this.capacity, 256));
+    const grow = (old: Float32Array | undefined): Float32Array => {
+      const next = new Float32Array(Hkv * capacity * D);
+      if (old) for (let h = 0; h < Hkv; h++) next.set(old.subarray(h * this.capacity * D, (h * this.capacity + this.length) * D), h * capacity * D);
+      return next;
+    };
+    this.keys = Array.from({ length: numLayers }, (_, i) => grow(this.keys[i]));
+    this.values = Array.from({ length: numLayers }, (_, i) => grow(this.values[i]));
+    this.capacity = capacity;
+  }
+
+  /** Stores k, v ([L, H_kv, D]) of layer i at positions offset .. offset + L - 1. */
+  write(i: number, k: Float32Array, v: Float32Array, offset: number, L: number): void {
+    const { numKvHeads: Hkv, headDim: D } = this.config;
+    for (let l = 0; l < L; l++) {
+      for (let h = 0; h < Hkv; h++) {
+        const src = (l * Hkv + h) * D;
+        const dst = (h * this.capacity + offset + l) * D;
+        this.keys[i].set(k.subarray(src, src + D), dst);
+        this.values[i].set(v.subarray(src, src + D), dst);
+      }
+    }
+  }
+}
+
+class NativeSequence implements Sequence {
+  private readonly cache: KVCacheNative;
+
+  constructor(private readonly model: NativeTransformer) {
+    this.cache = new KVCacheNative(model.config);
+  }
+
+  get length(): number {
+    return this.cache.length;
+  }
+
+  forward(ids: readonly number[]): Float32Array {
+    return this.model.forward(ids, this.cache);
+  }
+}

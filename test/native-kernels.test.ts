@@ -1,0 +1,148 @@
+/**
+ * Every native kernel against the week-1 TypeScript op on random inputs, for each instruction
+ * set this CPU offers (AVX-512, AVX2, portable scalar), including awkward shapes.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { NativeWeightType, nativeKernels, nativeUnavailableReason, type NativeKernels } from "../src/kernels/native.js";
+import { causalMask, scaledDotProductAttention } from "../src/layers/attention.js";
+import { Linear } from "../src/layers/linear.js";
+import { RMSNorm } from "../src/layers/rms-norm.js";
+import { RoPE } from "../src/layers/rope.js";
+import { numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
+import { mul, silu } from "../src/tensor/ops.js";
+import { Tensor } from "../src/tensor/tensor.js";
+import { DenseWeight } from "../src/tensor/weight.js";
+import { assertClose, randomTensor } from "./support/numeric.js";
+
+const native = nativeKernels();
+const skip = native ? false : `native kernels unavailable: ${nativeUnavailableReason()}`;
+const isas = native ? ["avx512", "avx2", "scalar"].filter((isa) => native.setIsa(isa)) : [];
+native?.setIsa("auto");
+
+/** Relative tolerance for f32 kernels: they sum in a different order than the float64 reference. */
+const F32_TOL = 1e-5;
+
+function relClose(actual: Float32Array, expected: Float32Array, relTol: number, what: string): void {
+  let scale = 0;
+  for (const v of expected) scale = Math.max(scale, Math.abs(v));
+  assertClose(new Tensor(actual, [actual.length]), new Tensor(expected, [expected.length]), relTol * Math.max(scale, 1), what);
+}
+
+function denseWeight(dtype: "f32" | "bf16" | "f16", t: Tensor): { ref: DenseWeight; native: Parameters<NativeKernels["matmul"]>[3] } {
+  const values = t.toFloat32Array();
+  const data = dtype === "f32" ? values : Uint16Array.from(values, dtype === "bf16" ? numberToBf16 : numberToF16);
+  const ref = new DenseWeight(dtype, [t.shape[0], t.shape[1]], data);
+  return { ref, native: { type: NativeWeightType[dtype], data, rows: t.shape[0], cols: t.shape[1] } };
+}
+
+for (const isa of isas) {
+  describe(`native kernels (${isa})`, { skip }, () => {
+    const k = native as NativeKernels;
+    const useIsa = (): void => assert.ok(k.setIsa(isa));
+
+    for (const dtype of ["f32", "bf16", "f16"] as const) {
+      test(`matmul with ${dtype} weights equals Linear, for awkward shapes`, () => {
+        useIsa();
+        // [M, K, N]: one row, sizes off the vector width, tails in every dimension, a long K.
+        for (const [M, K, N] of [
+          [1, 64, 32],
+          [1, 37, 5],
+          [3, 100, 13],
+          [5, 17, 9],
+          [7, 129, 66],
+          [1, 4099, 7],
+          [16, 96, 40],
+        ]) {
+          const w = denseWeight(dtype, randomTensor([N, K], M * 1000 + K));
+          const bias = randomTensor([N], 7);
+          const x = randomTensor([M, K], K);
+          const expected = new Linear(w.ref, bias).forward(x).toFloat32Array();
+          const out = new Float32Array(M * N);
+          k.matmul(out, x.toFloat32Array(), M, w.native, bias.toFloat32Array());
+          relClose(out, expected, F32_TOL * Math.sqrt(K), `${dtype} M=${M} K=${K} N=${N}`);
+        }
+      });
+    }
+
+    test("attention equals scaledDotProductAttention: decode and prefill, GQA ratios 1, 2 and 7", () => {
+      useIsa();
+      for (const [L, S, Hkv, G, D] of [
+        [1, 1, 2, 1, 8],
+        [1, 300, 2, 7, 64],
+        [5, 5, 1, 2, 16],
+        [20, 33, 2, 7, 24],
+        [17, 17, 3, 1, 64],
+        [3, 200, 2, 2, 128],
+      ]) {
+        const H = Hkv * G;
+        const capacity = S + 5;
+        const q = randomTensor([L, H, D], L + S);
+        const keys = randomTensor([Hkv, S, D], 2 * S);
+        const values = randomTensor([Hkv, S, D], 3 * S);
+        const scale = 1 / Math.sqrt(D);
+        const expected = scaledDotProductAttention(q.transpose(0, 1).expandDims(0), keys.expandDims(0), values.expandDims(0), { scale, mask: causalMask(L, S) })
+          .reshape([H, L, D])
+          .transpose(0, 1)
+          .toFloat32Array();
+        // The cache has room for more positions than are filled: pad each head to capacity.
+        const pad = (t: Tensor): Float32Array => {
+          const out = new Float32Array(Hkv * capacity * D).fill(NaN);
+          for (let h = 0; h < Hkv; h++) out.set(t.slice(0, h, h + 1).toFloat32Array(), h * capacity * D);
+          return out;
+        };
+        const out = new Float32Array(L * H * D);
+        k.attention(out, q.toFloat32Array(), pad(keys), pad(values), L, S, H, Hkv, D, capacity, scale);
+        relClose(out, expected, 1e-5, `L=${L} S=${S} Hkv=${Hkv} G=${G} D=${D}`);
+      }
+    });
+
+    test("rmsNorm, rope (both layouts) and siluMul equal the TypeScript layers", () => {
+      useIsa();
+      const n = 37;
+      const x = randomTensor([3, n], 1, 4);
+      const w = randomTensor([n], 2);
+      const out = new Float32Array(3 * n);
+      k.rmsNorm(out, x.toFloat32Array(), w.toFloat32Array(), 3, n, 1e-6);
+      relClose(out, new RMSNorm(w, 1e-6).forward(x).toFloat32Array(), 1e-6, "rmsNorm");
+
+      for (const traditional of [false, true]) {
+        const [L, heads, D] = [4, 3, 10];
+        const r = randomTensor([L, heads, D], 3);
+        const data = r.toFloat32Array().slice();
+        k.rope(data, L, heads, D, 17, 10000, traditional);
+        const expected = new RoPE(D, 10000, traditional).forward(r.transpose(0, 1), 17).transpose(0, 1).toFloat32Array();
+        relClose(data, expected, 1e-5, `rope traditional=${traditional}`);
+      }
+
+      const gate = randomTensor([101], 4, 6);
+      const up = randomTensor([101], 5);
+      const s = new Float32Array(101);
+      k.siluMul(s, gate.toFloat32Array(), up.toFloat32Array(), 101);
+      relClose(s, mul(silu(gate), up).toFloat32Array(), 1e-6, "siluMul");
+    });
+  });
+}
+
+test("native kernels reject arrays too small for the shapes given", { skip }, () => {
+  const k = native as NativeKernels;
+  const w = { type: NativeWeightType.f32, data: new Float32Array(12), rows: 3, cols: 4 };
+  assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(3), 1, w, null), /x is too small/);
+  assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(4), 1, { ...w, rows: 4 }, null), /too small/);
+  assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(4), 1, { ...w, type: 9 }, null), /unknown weight type/);
+});
+
+test("the thread count can be changed and results do not depend on it", { skip }, () => {
+  const k = native as NativeKernels;
+  const w = denseWeight("f32", randomTensor([300, 64], 1));
+  const x = randomTensor([2, 64], 2).toFloat32Array();
+  const run = (threads: number): Float32Array => {
+    assert.equal(k.setThreads(threads), threads);
+    const out = new Float32Array(600);
+    k.matmul(out, x, 2, w.native, null);
+    return out;
+  };
+  const one = run(1);
+  assert.deepEqual(run(3), one);
+  k.setThreads(0);
+});
