@@ -107,6 +107,13 @@ Napi::Value SiluMul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// readProbe(data): sums a Float32Array with every thread (a bandwidth probe)
+Napi::Value ReadProbe(const Napi::CallbackInfo& info) {
+  if (!info[0].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "data must be a Float32Array");
+  const size_t n = info[0].As<Napi::TypedArray>().ElementLength();
+  return Napi::Number::New(info.Env(), tl::read_probe(data_of<const float>(info[0], "data", n * 4), static_cast<int64_t>(n)));
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   tl::set_threads(static_cast<int>(int_arg(info, 0, "threads")));
   return Napi::Number::New(info.Env(), tl::get_threads());
@@ -129,6 +136,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("readProbe", Napi::Function::New(env, ReadProbe));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("info", Napi::Function::New(env, Info));

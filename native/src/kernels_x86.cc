@@ -8,6 +8,8 @@
 
 #include "kernels.h"
 
+
+
 #if defined(__AVX512F__)
 #define TL_NS avx512
 #else

@@ -194,6 +194,22 @@ void rope(float* x, int64_t L, int64_t heads, int64_t D, int64_t offset, double 
   }
 }
 
+double read_probe(const float* data, int64_t n) {
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> sums(chunks);
+  const IsaKernels& k = kernels();
+  // dot(x, 1-vector) streams x with the same vector loads the matmul kernels use.
+  pool().parallel_for(chunks, [&](int64_t c) {
+    thread_local std::vector<float> one(kChunk, 1.0f);
+    const int64_t i0 = c * kChunk;
+    sums[c] = k.dot(data + i0, one.data(), std::min(kChunk, n - i0));
+  });
+  double total = 0;
+  for (double s : sums) total += s;
+  return total;
+}
+
 void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }

@@ -36,6 +36,9 @@ void rms_norm(float* out, const float* x, const float* w, int64_t rows, int64_t 
 // Rotates x [L, heads, D] in place for positions offset .. offset + L - 1.
 void rope(float* x, int64_t L, int64_t heads, int64_t D, int64_t offset, double theta, bool traditional);
 
+// Reads n floats with every thread and returns their sum: a probe of streaming-read bandwidth.
+double read_probe(const float* data, int64_t n);
+
 // out = silu(gate) * up
 void silu_mul(float* out, const float* gate, const float* up, int64_t n);
 

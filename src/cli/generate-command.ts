@@ -1,15 +1,13 @@
 /**
  * `tiny-llm generate`: load a checkpoint, build the prompt, stream the generated text.
  */
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { checkPromptFits, generate } from "../generation/generate.js";
-import { readGenerationConfig } from "../generation/generation-config.js";
 import { Sampler, type SamplerOptions } from "../generation/sampler.js";
-import { loadModel } from "../loaders/model-loader.js";
+import { loadCheckpoint } from "../generation/load-checkpoint.js";
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
-import { Tokenizer } from "../tokenizer/tokenizer.js";
 import { UsageError } from "./errors.js";
 
 export const GENERATE_HELP = `Usage: tiny-llm generate --model DIR --prompt TEXT [options]
@@ -17,7 +15,8 @@ export const GENERATE_HELP = `Usage: tiny-llm generate --model DIR --prompt TEXT
 Generates text from a prompt and streams it to stdout.
 
 Options:
-  --model DIR         Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files)
+  --model DIR         Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files),
+                      or a .gguf file (weights and tokenizer in one file)
   --prompt TEXT       the prompt; "" starts from the BOS token alone
   --chat              wrap the prompt in the model's chat template as a user message
   --system TEXT       system message (with --chat)
@@ -67,20 +66,17 @@ export async function runGenerate(argv: string[]): Promise<void> {
     process.stdout.write(GENERATE_HELP + "\n");
     return;
   }
-  if (!values.model) throw new UsageError("--model DIR is required (a folder with config.json, weights and tokenizer files)");
+  if (!values.model) throw new UsageError("--model DIR is required (a checkpoint folder with config.json, weights and tokenizer files, or a .gguf file)");
   if (values.prompt === undefined) throw new UsageError('--prompt TEXT is required (use --prompt "" to start from BOS)');
   if (values.system !== undefined && !values.chat) throw new UsageError("--system needs --chat");
   const maxTokens = parseNumber("max-tokens", values["max-tokens"], true) ?? 256;
   if (maxTokens < 0) throw new UsageError("--max-tokens must be >= 0");
 
-  const dir = values.model;
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new UsageError(`model folder ${dir} does not exist; --model takes a folder with config.json, weights and tokenizer files`);
+  if (!existsSync(values.model)) {
+    throw new UsageError(`model folder or file ${values.model} does not exist; --model takes a checkpoint folder or a .gguf file`);
   }
   const started = performance.now();
-  const tokenizer = Tokenizer.fromDir(dir);
-  const generationConfig = readGenerationConfig(dir);
-  const model = loadModel(dir);
+  const { model, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
   const loaded = performance.now();
 
   let promptIds: number[];
@@ -103,7 +99,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
     minP: parseNumber("min-p", values["min-p"], false),
     seed: parseNumber("seed", values.seed, true),
   };
-  const options = { ...generationConfig.sampling };
+  const options = { ...sampling };
   for (const [key, value] of Object.entries(flags)) if (value !== undefined) Object.assign(options, { [key]: value });
   let sampler: Sampler;
   try {
@@ -112,9 +108,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
     throw new UsageError((err as Error).message);
   }
 
-  const stopIds = values["ignore-eos"]
-    ? []
-    : [...new Set([...generationConfig.eosTokenIds, ...tokenizer.eosIds, ...(generationConfig.eosTokenIds.length ? [] : model.config.eosTokenIds)])];
+  const stopIds = values["ignore-eos"] ? [] : eosTokenIds;
   const stream = new StreamDecoder(tokenizer, { skipSpecialTokens: true, context: promptIds });
   let firstToken = 0;
   let count = 0;

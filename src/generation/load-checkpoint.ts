@@ -1,0 +1,56 @@
+/**
+ * Everything generation needs from a checkpoint, from either a Hugging Face folder or a single
+ * GGUF file: the model, its tokenizer, the ids that end generation and the sampling defaults.
+ */
+import { existsSync, statSync } from "node:fs";
+import { readGenerationConfig } from "./generation-config.js";
+import type { SamplerOptions } from "./sampler.js";
+import type { Transformer } from "../models/transformer.js";
+import { ggufTokenizer } from "../tokenizer/gguf-tokenizer.js";
+import { Tokenizer } from "../tokenizer/tokenizer.js";
+import { metadataNumber, readGgufHeader } from "../loaders/gguf.js";
+import { ggufModelConfig, loadGgufModel } from "../loaders/gguf-model.js";
+import { loadModel } from "../loaders/model-loader.js";
+import { CheckpointError } from "../loaders/safetensors.js";
+
+export interface LoadedCheckpoint {
+  model: Transformer;
+  tokenizer: Tokenizer;
+  /** Tokens that end generation. */
+  eosTokenIds: number[];
+  /** The model's sampling defaults (greedy when it has none). */
+  sampling: SamplerOptions;
+}
+
+/** Loads a Hugging Face checkpoint folder, or a GGUF file when `path` is a file. */
+export function loadCheckpoint(path: string): LoadedCheckpoint {
+  if (!existsSync(path)) throw new CheckpointError(`${path} does not exist; expected a checkpoint folder or a .gguf file`);
+  return statSync(path).isDirectory() ? loadFolder(path) : loadGguf(path);
+}
+
+function loadFolder(dir: string): LoadedCheckpoint {
+  const tokenizer = Tokenizer.fromDir(dir);
+  const generationConfig = readGenerationConfig(dir);
+  const model = loadModel(dir);
+  // generation_config.json's list is authoritative; config.json's is the fallback.
+  const configured = generationConfig.eosTokenIds.length > 0 ? generationConfig.eosTokenIds : model.config.eosTokenIds;
+  return {
+    model,
+    tokenizer,
+    eosTokenIds: [...new Set([...configured, ...tokenizer.eosIds])],
+    sampling: generationConfig.sampling,
+  };
+}
+
+function loadGguf(path: string): LoadedCheckpoint {
+  const header = readGgufHeader(path);
+  // Check the metadata before reading gigabytes of weights.
+  const config = ggufModelConfig(header);
+  const tokenizer = ggufTokenizer(header);
+  const model = loadGgufModel(header, config);
+  // End of turn and end of message (chat models) end generation as well as end of sequence.
+  const stopKeys = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"];
+  const eosTokenIds = [...new Set(stopKeys.map((key) => metadataNumber(header, key)).filter((id) => id !== undefined))];
+  // GGUF carries no sampling settings.
+  return { model, tokenizer, eosTokenIds, sampling: { temperature: 0 } };
+}

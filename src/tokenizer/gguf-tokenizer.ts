@@ -1,0 +1,247 @@
+/**
+ * Rebuilds a Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) from the tokenizer
+ * llama.cpp stores in GGUF metadata, so a GGUF file runs with nothing beside it.
+ *
+ * Two kinds are supported, named by `tokenizer.ggml.model`:
+ * - "gpt2": byte-level BPE (Qwen, Llama 3). The vocabulary and merges are stored as they are in
+ *   tokenizer.json; `tokenizer.ggml.pre` names the pre-tokenizer, i.e. the regex that splits
+ *   text into words before BPE.
+ * - "llama": SentencePiece-style BPE with byte fallback (Llama 2, TinyStories). GGUF stores a
+ *   score per token instead of merges; as in Hugging Face's converter, the merges are every
+ *   split of a token into two tokens of the vocabulary, ranked by the merged token's score.
+ *
+ * `tokenizer.ggml.token_type` marks control and user-defined tokens, which become added tokens
+ * (matched whole in the text), and unused padding slots, which are left out.
+ */
+import {
+  metadataBool,
+  metadataNumber,
+  metadataNumbers,
+  metadataString,
+  metadataStrings,
+  type GgufHeader,
+} from "../loaders/gguf.js";
+import { CheckpointError } from "../loaders/safetensors.js";
+import { Tokenizer, type TokenizerConfig } from "./tokenizer.js";
+
+/** llama.cpp's token types (tokenizer.ggml.token_type). */
+export const GGUF_TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
+
+interface PreTokenizer {
+  regex: string;
+  /** Unicode NFC before splitting. */
+  nfc: boolean;
+  /** A word that is a whole token is taken as is, without applying merges. */
+  ignoreMerges: boolean;
+  /** Whether BOS is added when the file does not say. */
+  addBos: boolean;
+}
+
+const QWEN2_PRE: PreTokenizer = {
+  regex: String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
+  nfc: true,
+  ignoreMerges: false,
+  addBos: false,
+};
+const LLAMA3_PRE: PreTokenizer = {
+  regex: String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
+  nfc: false,
+  ignoreMerges: true,
+  addBos: true,
+};
+
+/** tokenizer.ggml.pre values (as llama.cpp's converter writes them) and their pre-tokenizers. */
+const PRE_TOKENIZERS: Readonly<Record<string, PreTokenizer>> = {
+  qwen2: QWEN2_PRE,
+  "deepseek-r1-qwen": QWEN2_PRE,
+  "llama-bpe": LLAMA3_PRE,
+  llama3: LLAMA3_PRE,
+  "llama-v3": LLAMA3_PRE,
+};
+
+const SUPPORTED_MODELS = `"gpt2" (byte-level BPE) and "llama" (SentencePiece-style BPE)`;
+
+export interface HfTokenizerFiles {
+  /** The contents of an equivalent tokenizer.json. */
+  tokenizerJson: Record<string, unknown>;
+  /** The contents of an equivalent tokenizer_config.json. */
+  config: TokenizerConfig;
+}
+
+/** The tokenizer stored in a GGUF file's metadata. */
+export function ggufTokenizer(header: GgufHeader): Tokenizer {
+  const { tokenizerJson, config } = ggufTokenizerFiles(header);
+  try {
+    return new Tokenizer(tokenizerJson, config);
+  } catch (err) {
+    throw new CheckpointError(`${header.path}: the tokenizer in its metadata could not be built: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The tokenizer.json and tokenizer_config.json contents equivalent to the GGUF tokenizer. */
+export function ggufTokenizerFiles(header: GgufHeader): HfTokenizerFiles {
+  const fail = (problem: string): never => {
+    throw new CheckpointError(`${header.path}: ${problem}`);
+  };
+  const kind = metadataString(header, "tokenizer.ggml.model");
+  if (kind !== "gpt2" && kind !== "llama") {
+    return fail(
+      kind === undefined
+        ? `has no tokenizer (tokenizer.ggml.model is missing); use a GGUF that includes one`
+        : `has tokenizer.ggml.model ${JSON.stringify(kind)}, which is not supported; supported tokenizers are ${SUPPORTED_MODELS}`,
+    );
+  }
+  const tokens = metadataStrings(header, "tokenizer.ggml.tokens") ?? fail("has no tokenizer.ggml.tokens; the file is incomplete");
+  const types = metadataNumbers(header, "tokenizer.ggml.token_type") ?? tokens.map(() => GGUF_TOKEN_TYPE.NORMAL);
+  if (types.length !== tokens.length) {
+    fail(`has ${types.length} tokenizer.ggml.token_type entries for ${tokens.length} tokens; the file is corrupt`);
+  }
+  const tokenId = (key: string): number | undefined => {
+    const id = metadataNumber(header, key);
+    if (id !== undefined && !(Number.isInteger(id) && id >= 0 && id < tokens.length)) {
+      fail(`has ${key} ${id}, outside its ${tokens.length} tokens; the file is corrupt`);
+    }
+    return id;
+  };
+  const bos = tokenId("tokenizer.ggml.bos_token_id");
+  const eos = tokenId("tokenizer.ggml.eos_token_id");
+  const unk = tokenId("tokenizer.ggml.unknown_token_id");
+
+  const addedTokens = tokens.flatMap((content, id) => {
+    const type = types[id];
+    if (type !== GGUF_TOKEN_TYPE.CONTROL && type !== GGUF_TOKEN_TYPE.USER_DEFINED && type !== GGUF_TOKEN_TYPE.UNKNOWN) return [];
+    const special = type !== GGUF_TOKEN_TYPE.USER_DEFINED;
+    return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special }];
+  });
+
+  let tokenizerJson: Record<string, unknown>;
+  let addBosDefault: boolean;
+  if (kind === "gpt2") {
+    const preName = metadataString(header, "tokenizer.ggml.pre") ?? "(none)";
+    const pre = Object.hasOwn(PRE_TOKENIZERS, preName)
+      ? PRE_TOKENIZERS[preName]
+      : fail(`has tokenizer.ggml.pre ${JSON.stringify(preName)}, which is not supported; supported values are ${Object.keys(PRE_TOKENIZERS).join(", ")}`);
+    const merges = (metadataStrings(header, "tokenizer.ggml.merges") ?? fail("has a gpt2 tokenizer without tokenizer.ggml.merges; the file is incomplete")).map(
+      (merge) => {
+        // Byte-level tokens never contain a space, so the first space separates the pair.
+        const space = merge.indexOf(" ");
+        return space > 0 ? [merge.slice(0, space), merge.slice(space + 1)] : fail(`has a malformed merge ${JSON.stringify(merge)}`);
+      },
+    );
+    // llama.cpp pads the vocabulary to the embedding size with unused tokens that Hugging Face lacks.
+    const vocab = Object.fromEntries(tokens.flatMap((t, id) => (types[id] === GGUF_TOKEN_TYPE.UNUSED ? [] : [[t, id]])));
+    tokenizerJson = byteLevelTokenizer(vocab, merges, addedTokens, pre);
+    addBosDefault = pre.addBos;
+  } else {
+    const scores = metadataNumbers(header, "tokenizer.ggml.scores") ?? tokens.map(() => 0);
+    if (scores.length !== tokens.length) fail(`has ${scores.length} tokenizer.ggml.scores for ${tokens.length} tokens; the file is corrupt`);
+    const addSpacePrefix = metadataBool(header, "tokenizer.ggml.add_space_prefix") ?? true;
+    tokenizerJson = sentencePieceTokenizer(tokens, scores, addedTokens, unk === undefined ? null : tokens[unk], addSpacePrefix);
+    addBosDefault = true;
+  }
+
+  const config: TokenizerConfig = {
+    bos_token: bos === undefined ? null : tokens[bos],
+    eos_token: eos === undefined ? null : tokens[eos],
+    add_bos_token: metadataBool(header, "tokenizer.ggml.add_bos_token") ?? addBosDefault,
+    clean_up_tokenization_spaces: false,
+    chat_template: metadataString(header, "tokenizer.chat_template") ?? null,
+  };
+  return { tokenizerJson, config };
+}
+
+/**
+ * Merges for a SentencePiece-style vocabulary: for each token (in id order), every split into
+ * two tokens of the vocabulary, ordered by the ids of the two halves; then all of them ordered
+ * by the merged token's score, highest first (a stable sort, so ties keep that order).
+ */
+export function mergesFromScores(tokens: readonly string[], scores: readonly number[]): [string, string][] {
+  const ids = new Map(tokens.map((t, id) => [t, id]));
+  const merges: { left: string; right: string; score: number }[] = [];
+  tokens.forEach((token, id) => {
+    // Splits are by code point, so a token of astral characters is never cut inside a surrogate pair.
+    const chars = Array.from(token);
+    const local: { left: string; right: string; leftId: number; rightId: number }[] = [];
+    for (let i = 1; i < chars.length; i++) {
+      const left = chars.slice(0, i).join("");
+      const right = chars.slice(i).join("");
+      const leftId = ids.get(left);
+      const rightId = ids.get(right);
+      if (leftId !== undefined && rightId !== undefined) local.push({ left, right, leftId, rightId });
+    }
+    local.sort((a, b) => a.leftId - b.leftId || a.rightId - b.rightId);
+    for (const { left, right } of local) merges.push({ left, right, score: scores[id] });
+  });
+  merges.sort((a, b) => b.score - a.score);
+  return merges.map(({ left, right }) => [left, right]);
+}
+
+function byteLevelTokenizer(
+  vocab: Record<string, number>,
+  merges: string[][],
+  addedTokens: object[],
+  pre: PreTokenizer,
+): Record<string, unknown> {
+  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: addedTokens,
+    normalizer: pre.nfc ? { type: "NFC" } : null,
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [{ type: "Split", pattern: { Regex: pre.regex }, behavior: "Isolated", invert: false }, byteLevel],
+    },
+    post_processor: byteLevel,
+    decoder: byteLevel,
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: "",
+      end_of_word_suffix: "",
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: pre.ignoreMerges,
+      vocab,
+      merges,
+    },
+  };
+}
+
+function sentencePieceTokenizer(
+  tokens: readonly string[],
+  scores: readonly number[],
+  addedTokens: object[],
+  unkToken: string | null,
+  addSpacePrefix: boolean,
+): Record<string, unknown> {
+  const spaceToMeta = { type: "Replace", pattern: { String: " " }, content: "▁" };
+  const decoders: object[] = [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }];
+  // The space prefixed to the text is not part of it, so decoding drops one leading space.
+  if (addSpacePrefix) decoders.push({ type: "Strip", content: " ", start: 1, stop: 0 });
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: addedTokens,
+    normalizer: addSpacePrefix ? { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, spaceToMeta] } : spaceToMeta,
+    pre_tokenizer: null,
+    // BOS is added through tokenizer_config's add_bos_token.
+    post_processor: null,
+    decoder: { type: "Sequence", decoders },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: unkToken,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab: Object.fromEntries(tokens.map((t, id) => [t, id])),
+      merges: mergesFromScores(tokens, scores),
+    },
+  };
+}
