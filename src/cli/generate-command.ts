@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { checkPromptFits, generate } from "../generation/generate.js";
 import { Sampler, type SamplerOptions } from "../generation/sampler.js";
 import { loadCheckpoint } from "../generation/load-checkpoint.js";
+import { selectBackend } from "../models/backend.js";
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import { UsageError } from "./errors.js";
@@ -27,7 +28,9 @@ Options:
   --min-p P           drop tokens less than P times as likely as the most likely one
   --seed S            seed for sampling, for reproducible output
   --ignore-eos        keep going past end-of-sequence tokens
-  --verbose           print token counts and speed to stderr
+  --backend B         native (C++ kernels, the default where they built) or ts (the TypeScript reference)
+  --threads N         threads for the native kernels (default: one per core)
+  --verbose           print token counts, speed and peak memory to stderr
   -h, --help          show this help
 
 Sampling settings not given fall back to the model's generation_config.json.`;
@@ -56,6 +59,8 @@ export async function runGenerate(argv: string[]): Promise<void> {
       "min-p": { type: "string" },
       seed: { type: "string" },
       "ignore-eos": { type: "boolean", default: false },
+      backend: { type: "string" },
+      threads: { type: "string" },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -72,11 +77,21 @@ export async function runGenerate(argv: string[]): Promise<void> {
   const maxTokens = parseNumber("max-tokens", values["max-tokens"], true) ?? 256;
   if (maxTokens < 0) throw new UsageError("--max-tokens must be >= 0");
 
+  const backendName = values.backend;
+  if (backendName !== undefined && backendName !== "ts" && backendName !== "native") {
+    throw new UsageError(`--backend must be "native" or "ts", got "${backendName}"`);
+  }
+  const threads = parseNumber("threads", values.threads, true);
+  if (threads !== undefined && threads < 1) throw new UsageError("--threads must be at least 1");
+
   if (!existsSync(values.model)) {
     throw new UsageError(`model folder or file ${values.model} does not exist; --model takes a checkpoint folder or a .gguf file`);
   }
   const started = performance.now();
-  const { model, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
+  const { model: reference, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
+  const backend = selectBackend(reference, { backend: backendName, threads });
+  if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
+  const model = backend.model;
   const loaded = performance.now();
 
   let promptIds: number[];
@@ -123,7 +138,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
     const end = performance.now();
     const decodeRate = count > 1 ? ((count - 1) / (end - firstToken)) * 1000 : 0;
     process.stderr.write(
-      `load ${(loaded - started).toFixed(0)} ms | prompt ${promptIds.length} tokens, first token after ${(firstToken - loaded).toFixed(0)} ms | ` +
+      `${backend.name} backend, ${backend.threads} thread(s) | load ${(loaded - started).toFixed(0)} ms | prompt ${promptIds.length} tokens, first token after ${(firstToken - loaded).toFixed(0)} ms | ` +
         `${count} tokens generated, decode ${decodeRate.toFixed(1)} tokens/s | peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n`,
     );
   }
