@@ -219,3 +219,29 @@ describe("BlockQuantWeight", () => {
     assert.throws(() => new BlockQuantWeight("q4_0", [1, 48], new Uint8Array(27)), /multiple of 32/);
   });
 });
+
+describe("BlockQuantWeight row layout", () => {
+  for (const dtype of ["q8_0", "q4_0"] as const) {
+    test(`${dtype}: regrouping rows in place keeps every decoded value and puts scales after quants`, () => {
+      const [rows, cols] = [3, 96];
+      const values = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 7)));
+      const w = BlockQuantWeight.quantize(dtype, [rows, cols], values);
+      const before = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) w.decodeRow(r, before, r * cols);
+      const blocksCopy = w.data.slice();
+      w.useRowLayout();
+      assert.equal(w.layout, "rows");
+      assert.notDeepEqual(w.data, blocksCopy);
+      const after = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) w.decodeRow(r, after, r * cols);
+      assert.deepEqual(after, before);
+      // Row 1's first scale sits right after its quants, and equals block 0's scale in GGUF order.
+      const quantBytes = dtype === "q8_0" ? cols : cols / 2;
+      assert.equal(w.data[w.rowBytes + quantBytes], blocksCopy[w.rowBytes]);
+      assert.equal(w.data[w.rowBytes + quantBytes + 1], blocksCopy[w.rowBytes + 1]);
+      const regrouped = w.data.slice();
+      w.useRowLayout();
+      assert.deepEqual(w.data, regrouped, "a second call is a no-op");
+    });
+  }
+});

@@ -12,7 +12,8 @@ import { RoPE } from "../src/layers/rope.js";
 import { numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { mul, silu } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
-import { DenseWeight } from "../src/tensor/weight.js";
+import { BlockQuantWeight } from "../src/tensor/block-quant.js";
+import { DenseWeight, weightToTensor } from "../src/tensor/weight.js";
 import { assertClose, randomTensor } from "./support/numeric.js";
 
 const native = nativeKernels();
@@ -61,6 +62,46 @@ for (const isa of isas) {
           const out = new Float32Array(M * N);
           k.matmul(out, x.toFloat32Array(), M, w.native, bias.toFloat32Array());
           relClose(out, expected, F32_TOL * Math.sqrt(K), `${dtype} M=${M} K=${K} N=${N}`);
+        }
+      });
+    }
+
+    for (const dtype of ["q8_0", "q4_0"] as const) {
+      test(`matmul with ${dtype} weights equals Linear on the dequantized weights, within the activation-quantization bound`, () => {
+        useIsa();
+        // K from one block to a group tail with an odd block count, and a long K.
+        for (const [M, K, N] of [
+          [1, 32, 5],
+          [1, 96, 9],
+          [3, 544, 13],
+          [6, 1024, 7],
+          [1, 4128, 4],
+          [17, 64, 33],
+        ]) {
+          const values = randomTensor([N, K], M * 100 + K).toFloat32Array();
+          const ref = BlockQuantWeight.quantize(dtype, [N, K], values);
+          const w = BlockQuantWeight.quantize(dtype, [N, K], values);
+          w.useRowLayout((d, data, rows, cols) => k.regroupRows(NativeWeightType[d], data, rows, cols));
+          const x = randomTensor([M, K], K + 1, 3);
+          const bias = randomTensor([N], 3);
+          const expected = new Linear(ref, bias).forward(x).toFloat32Array();
+          const out = new Float32Array(M * N);
+          k.matmul(out, x.toFloat32Array(), M, { type: NativeWeightType[dtype], data: w.data, rows: N, cols: K }, bias.toFloat32Array());
+          // The kernels quantize x per block of 32 to int8: each x moves by at most amax/254.
+          const xs = x.toFloat32Array();
+          const wf = weightToTensor(ref).toFloat32Array();
+          for (let m = 0; m < M; m++) {
+            for (let n = 0; n < N; n++) {
+              let bound = 0;
+              for (let b = 0; b < K / 32; b++) {
+                let amax = 0;
+                for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
+                for (let j = 0; j < 32; j++) bound += (Math.abs(wf[n * K + b * 32 + j]) * amax) / 254;
+              }
+              const err = Math.abs(out[m * N + n] - expected[m * N + n]);
+              assert.ok(err <= bound * 1.01 + 1e-4, `${dtype} M=${M} K=${K} N=${N} [${m},${n}]: error ${err} > bound ${bound}`);
+            }
+          }
         }
       });
     }

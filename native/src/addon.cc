@@ -114,6 +114,17 @@ Napi::Value ReadProbe(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), tl::read_probe(data_of<const float>(info[0], "data", n * 4), static_cast<int64_t>(n)));
 }
 
+// regroupRows(type, data, rows, cols): GGUF blocks -> "rows" layout, in place
+Napi::Value RegroupRows(const Napi::CallbackInfo& info) {
+  const int type = static_cast<int>(int_arg(info, 0, "type"));
+  if (type != tl::W_Q8_0 && type != tl::W_Q4_0) throw Napi::TypeError::New(info.Env(), "regroupRows takes Q8_0 or Q4_0 weights");
+  const int64_t rows = int_arg(info, 2, "rows");
+  const int64_t cols = int_arg(info, 3, "cols");
+  if (cols % tl::kBlock != 0) throw Napi::RangeError::New(info.Env(), "cols must be a multiple of 32");
+  tl::regroup_rows(type, data_of<uint8_t>(info[1], "data", rows * tl::weight_row_bytes(type, cols)), rows, cols);
+  return info.Env().Undefined();
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   tl::set_threads(static_cast<int>(int_arg(info, 0, "threads")));
   return Napi::Number::New(info.Env(), tl::get_threads());
@@ -136,6 +147,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("regroupRows", Napi::Function::New(env, RegroupRows));
   exports.Set("readProbe", Napi::Function::New(env, ReadProbe));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));

@@ -13,22 +13,24 @@ enum WeightType : int { W_F32 = 0, W_F16 = 1, W_BF16 = 2, W_Q8_0 = 3, W_Q4_0 = 4
 
 constexpr int kBlock = 32;  // elements per quantization block (GGML Q8_0 / Q4_0)
 
-// GGML Q8_0: x = d * q.
-struct BlockQ8_0 {
-  uint16_t d;  // f16
-  int8_t qs[kBlock];
-};
-// GGML Q4_0: x = d * (q - 8); byte j holds element j (low nibble) and element j + 16 (high nibble).
-struct BlockQ4_0 {
-  uint16_t d;  // f16
-  uint8_t qs[kBlock / 2];
-};
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "GGML block layouts are packed");
+// Quantized weights (GGML Q8_0 and Q4_0) are kept in the "rows" layout (see
+// src/tensor/block-quant.ts): each row holds all its quants, then its cols / 32 float16 scales.
+//   Q8_0: cols int8 q; x = d * q.
+//   Q4_0: cols / 2 bytes; in each block's 16 bytes, byte j holds element j in its low nibble and
+//         element j + 16 in its high nibble; x = d * (q - 8).
+// regroup_rows turns GGUF's block-after-block layout into it, in place (same size).
+void regroup_rows(int type, uint8_t* data, int64_t rows, int64_t cols);
 
-// Activations quantized on the fly for the integer dot products: x ≈ d * q per block of 32.
-struct BlockQ8A {
-  float d;
-  int8_t qs[kBlock];
+// Activations quantized on the fly for the integer dot products, one row of x per K elements
+// (padded to a multiple of 64 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and
+// s[b] = d[b] * Σ q over the block (for kernels that feed weights as unsigned bytes and correct
+// the offset afterwards). Each instruction set may order q within a row as its kernel wants.
+struct QuantX {
+  int8_t* q;
+  float* d;
+  float* s;
+  int64_t q_stride;  // elements between rows of q (K rounded up to 64)
+  int64_t b_stride;  // blocks between rows of d and s
 };
 
 struct Weight {
@@ -44,7 +46,7 @@ int64_t weight_row_bytes(int type, int64_t cols);
 struct MatmulTask {
   const Weight* w;
   const float* x;      // [M, K]
-  const BlockQ8A* xq;  // x quantized, [M, K / 32] (quantized weight types only)
+  QuantX xq;           // x quantized (quantized weight types only)
   int64_t M;
   const float* bias;   // [N] or null
   float* out;          // [M, N]
@@ -53,7 +55,8 @@ struct MatmulTask {
 struct IsaKernels {
   const char* name;
   void (*matmul_rows)(const MatmulTask& t, int64_t n0, int64_t n1);
-  void (*quantize_q8a)(const float* x, BlockQ8A* out, int64_t k);
+  // Quantizes one row of x for weights of `type`; null where matmul_rows needs no quantized x.
+  void (*quantize_x)(int type, const float* x, int64_t K, int8_t* q, float* d, float* s);
   float (*dot)(const float* a, const float* b, int64_t n);
   // y = y * a + x * b
   void (*scale_add)(float* y, float a, const float* x, float b, int64_t n);

@@ -33,10 +33,27 @@ int64_t weight_row_bytes(int type, int64_t cols) {
     case W_F32: return cols * 4;
     case W_F16:
     case W_BF16: return cols * 2;
-    case W_Q8_0: return cols / kBlock * static_cast<int64_t>(sizeof(BlockQ8_0));
-    case W_Q4_0: return cols / kBlock * static_cast<int64_t>(sizeof(BlockQ4_0));
+    case W_Q8_0: return cols + cols / kBlock * 2;
+    case W_Q4_0: return cols / 2 + cols / kBlock * 2;
     default: return -1;
   }
+}
+
+void regroup_rows(int type, uint8_t* data, int64_t rows, int64_t cols) {
+  const int64_t blocks = cols / kBlock;
+  const int64_t quant_bytes = type == W_Q8_0 ? kBlock : kBlock / 2;
+  const int64_t block_bytes = quant_bytes + 2;
+  const int64_t row_bytes = blocks * block_bytes;
+  uint8_t* tmp = new uint8_t[row_bytes];
+  for (int64_t r = 0; r < rows; r++) {
+    uint8_t* row = data + r * row_bytes;
+    for (int64_t b = 0; b < blocks; b++) {
+      std::memcpy(tmp + b * quant_bytes, row + b * block_bytes + 2, quant_bytes);
+      std::memcpy(tmp + blocks * quant_bytes + 2 * b, row + b * block_bytes, 2);
+    }
+    std::memcpy(row, tmp, row_bytes);
+  }
+  delete[] tmp;
 }
 
 namespace {
@@ -65,20 +82,19 @@ void decode_row(const Weight& w, int64_t n, float* out) {
       break;
     }
     case W_Q8_0: {
-      const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(row);
-      for (int64_t i = 0; i < K / kBlock; i++) {
-        const float d = f16_to_f32(b[i].d);
-        for (int j = 0; j < kBlock; j++) out[i * kBlock + j] = d * b[i].qs[j];
-      }
+      const int8_t* q = reinterpret_cast<const int8_t*>(row);
+      const uint16_t* d = reinterpret_cast<const uint16_t*>(row + K);
+      for (int64_t k = 0; k < K; k++) out[k] = f16_to_f32(d[k / kBlock]) * q[k];
       break;
     }
     case W_Q4_0: {
-      const BlockQ4_0* b = reinterpret_cast<const BlockQ4_0*>(row);
-      for (int64_t i = 0; i < K / kBlock; i++) {
-        const float d = f16_to_f32(b[i].d);
+      const uint16_t* d = reinterpret_cast<const uint16_t*>(row + K / 2);
+      for (int64_t b = 0; b < K / kBlock; b++) {
+        const float scale = f16_to_f32(d[b]);
+        const uint8_t* q = row + b * kBlock / 2;
         for (int j = 0; j < kBlock / 2; j++) {
-          out[i * kBlock + j] = d * ((b[i].qs[j] & 0x0f) - 8);
-          out[i * kBlock + j + kBlock / 2] = d * ((b[i].qs[j] >> 4) - 8);
+          out[b * kBlock + j] = scale * ((q[j] & 0x0f) - 8);
+          out[b * kBlock + j + kBlock / 2] = scale * ((q[j] >> 4) - 8);
         }
       }
       break;
@@ -104,17 +120,6 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
   if (wrow != row) delete[] wrow;
 }
 
-void quantize_q8a(const float* x, BlockQ8A* out, int64_t k) {
-  for (int64_t i = 0; i < k / kBlock; i++) {
-    float amax = 0;
-    for (int j = 0; j < kBlock; j++) amax = std::fmax(amax, std::fabs(x[i * kBlock + j]));
-    const float d = amax / 127.0f;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
-    out[i].d = d;
-    for (int j = 0; j < kBlock; j++) out[i].qs[j] = static_cast<int8_t>(std::lrintf(x[i * kBlock + j] * id));
-  }
-}
-
 float dot(const float* a, const float* b, int64_t n) {
   float acc = 0;
   for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
@@ -128,7 +133,7 @@ void scale_add(float* y, float a, const float* x, float b, int64_t n) {
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{"scalar", matmul_rows, quantize_q8a, dot, scale_add};
+  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add};
   return k;
 }
 

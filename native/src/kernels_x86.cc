@@ -118,30 +118,14 @@ void dense_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   }
 }
 
-// ---- quantized weights: int8 dot products per block of 32, scaled per block ----
-
-// 32 weights of a Q8_0 block as int8.
-inline __m256i q8_0_values(const BlockQ8_0* b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs)); }
-// 32 weights of a Q4_0 block as int8 in [-8, 7]: low nibbles are elements 0-15, high nibbles 16-31.
-inline __m256i q4_0_values(const BlockQ4_0* b) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b->qs));
-  const __m128i lo = _mm_and_si128(packed, _mm_set1_epi8(0x0f));
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f));
-  return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
-}
-
-// Eight partial sums of w·x over one block (signed int8 both), as floats.
-inline __m256 block_dot(__m256i w, __m256i x) {
-  // vpdpbusd / vpmaddubsw take one unsigned operand: move w's sign onto x.
-  const __m256i aw = _mm256_sign_epi8(w, w);
-  const __m256i sx = _mm256_sign_epi8(x, w);
-#if defined(__AVX512VNNI__)
-  const __m256i s32 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
-#else
-  const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
-#endif
-  return _mm256_cvtepi32_ps(s32);
-}
+// ---- quantized weights ("rows" layout): int8 dot products per block, scaled per block ----
+//
+// A row of x is quantized per block of 32 (q, d, s = d·Σq). For weight block b of row n:
+//   dot_b = Σ_j w_j x_j ≈ dw_b · dx_b · Σ_j qw_j qx_j
+// The dot-product instructions multiply unsigned by signed bytes. Q4_0's nibbles are unsigned
+// already (qw = u − 8), and AVX-512 shifts Q8_0 weights to unsigned (u = qw + 128); both then
+// correct with Σ_b dw_b · c · s_b (c = 8 or 128), one short dot product per row. AVX2 instead
+// moves the weight's sign onto x (vpmaddubsw would saturate on the shifted values).
 
 inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -150,46 +134,227 @@ inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-struct Q8_0 {
-  using Block = BlockQ8_0;
-  static __m256i values(const Block* b) { return q8_0_values(b); }
-};
-struct Q4_0 {
-  using Block = BlockQ4_0;
-  static __m256i values(const Block* b) { return q4_0_values(b); }
+// Per-row pointers into the "rows" layout.
+template <int Type>
+struct QRow {
+  static constexpr int64_t quant_bytes(int64_t K) { return Type == W_Q8_0 ? K : K / 2; }
 };
 
-template <class Q, int MR, int NR>
+#if defined(__AVX512VNNI__)
+
+constexpr int kGroup = 16;  // blocks per group: one vector of scales
+
+// x order for Q4_0: within each pair of blocks (A, B), [A0-15, B0-15, A16-31, B16-31], which is
+// how one 32-byte load of their packed nibbles unpacks into low and high halves.
+void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
+  const int64_t nb = K / kBlock;
+  alignas(64) int8_t tmp[kBlock];
+  for (int64_t b = 0; b < nb; b++) {
+    const float* p = x + b * kBlock;
+    __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float db = amax / 127.0f;
+    const __m512 id = _mm512_set1_ps(db != 0 ? 1.0f / db : 0.0f);
+    const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+    const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp), _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp + 16), _mm512_cvtsepi32_epi8(q1));
+    d[b] = db;
+    s[b] = db * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1)));
+    if (type == W_Q4_0) {
+      const int64_t pair = b / 2, second = b % 2;
+      std::memcpy(q + pair * 64 + second * 16, tmp, 16);
+      std::memcpy(q + pair * 64 + 32 + second * 16, tmp + 16, 16);
+    } else {
+      std::memcpy(q + b * kBlock, tmp, kBlock);
+    }
+  }
+  // Zero the padding up to a whole pair so that an odd last block pairs with nothing.
+  const int64_t padded = (K + 63) / 64 * 64;
+  if (type == W_Q4_0 && nb % 2) {
+    std::memset(q + (nb / 2) * 64 + 16, 0, 16);
+    std::memset(q + (nb / 2) * 64 + 48, 0, 16);
+  } else if (padded > K) {
+    std::memset(q + K, 0, padded - K);
+  }
+}
+
+// 64 weights of block pair p as unsigned bytes (Q8_0 shifted by 128; Q4_0 nibbles in x's pair order).
+template <int Type>
+inline __m512i pair_weights(const uint8_t* quants, int64_t p, __mmask64 mask) {
+  if constexpr (Type == W_Q8_0) {
+    return _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, quants + p * 64), _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    const __m256i packed = _mm256_maskz_loadu_epi8(static_cast<__mmask32>(mask), quants + p * 32);
+    const __m256i lo = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
+}
+
+// Lane -> block index within a pair: Q8_0 lanes 0-7 are block A, 8-15 block B; Q4_0 lanes
+// 0-3 and 8-11 are A, 4-7 and 12-15 are B.
+template <int Type>
+inline __m512i pair_lanes(int64_t p) {
+  const __m512i base = Type == W_Q8_0 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+                                      : _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+  return _mm512_add_epi32(base, _mm512_set1_epi32(static_cast<int>(2 * p)));
+}
+
+template <int Type, int MR, int NR>
 void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
-  using Block = typename Q::Block;
+  constexpr float kOffset = Type == W_Q8_0 ? 128.0f : 8.0f;
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
   const int64_t nb = K / kBlock;
-  const Block* w[NR];
-  const BlockQ8A* x[MR];
-  for (int r = 0; r < NR; r++) w[r] = reinterpret_cast<const Block*>(t.w->data) + (n0 + r) * nb;
-  for (int i = 0; i < MR; i++) x[i] = t.xq + (m0 + i) * nb;
-  __m256 acc[MR][NR];
+  const int64_t row_bytes = weight_row_bytes(Type, K);
+  const uint8_t* wq[NR];
+  const uint16_t* wd[NR];
+  for (int r = 0; r < NR; r++) {
+    wq[r] = t.w->data + (n0 + r) * row_bytes;
+    wd[r] = reinterpret_cast<const uint16_t*>(wq[r] + QRow<Type>::quant_bytes(K));
+  }
+  const int8_t* xq[MR];
+  const float* xd[MR];
+  const float* xs[MR];
+  for (int i = 0; i < MR; i++) {
+    xq[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
+    xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
+    xs[i] = t.xq.s + (m0 + i) * t.xq.b_stride;
+  }
+  __m512 acc[MR][NR], cor[MR][NR];
   for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; b++) {
-    if ((b * sizeof(Block)) % 64 < sizeof(Block))
-      for (int r = 0; r < NR; r++) prefetch(reinterpret_cast<const uint8_t*>(w[r] + b) + kPrefetch);
-    __m256i wv[NR];
-    float wd[NR];
-    for (int r = 0; r < NR; r++) {
-      wv[r] = Q::values(w[r] + b);
-      wd[r] = f16(w[r][b].d);
-    }
+    for (int r = 0; r < NR; r++) acc[i][r] = cor[i][r] = _mm512_setzero_ps();
+  alignas(64) float scale[MR][NR][kGroup];
+  constexpr int64_t pair_bytes = Type == W_Q8_0 ? 64 : 32;
+  for (int64_t g = 0; g < nb; g += kGroup) {
+    const int64_t gb = std::min<int64_t>(kGroup, nb - g);
+    const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
+    __m512 dw[NR];
+    for (int r = 0; r < NR; r++) dw[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bmask, wd[r] + g));
     for (int i = 0; i < MR; i++) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i][b].qs));
-      const float xd = x[i][b].d;
-      for (int r = 0; r < NR; r++) acc[i][r] = _mm256_fmadd_ps(block_dot(wv[r], xv), _mm256_set1_ps(wd[r] * xd), acc[i][r]);
+      const __m512 dx = _mm512_maskz_loadu_ps(bmask, xd[i] + g);
+      const __m512 sx = _mm512_maskz_loadu_ps(bmask, xs[i] + g);
+      for (int r = 0; r < NR; r++) {
+        _mm512_store_ps(scale[i][r], _mm512_mul_ps(dw[r], dx));
+        cor[i][r] = _mm512_fmadd_ps(dw[r], sx, cor[i][r]);
+      }
+    }
+    const int64_t pairs = (gb + 1) / 2;
+    for (int64_t p = 0; p < pairs; p++) {
+      const int64_t gp = g / 2 + p;  // pair index within the row
+      // An odd last block fills only half of its pair.
+      const bool half = 2 * p + 1 == gb;
+      const __mmask64 wmask = half ? (Type == W_Q8_0 ? 0xffffffffull : 0xffffull) : ~0ull;
+      __m512i wv[NR];
+      for (int r = 0; r < NR; r++) {
+        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + gp * pair_bytes + kPrefetch), _MM_HINT_T0);
+        wv[r] = pair_weights<Type>(wq[r], gp, wmask);
+      }
+      const __m512i lanes = pair_lanes<Type>(p);
+      for (int i = 0; i < MR; i++) {
+        const __m512i xv = _mm512_loadu_si512(xq[i] + gp * 64);
+        for (int r = 0; r < NR; r++) {
+          const __m512i dotp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
+          acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
+        }
+      }
     }
   }
   for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
+    for (int r = 0; r < NR; r++) {
+      const float v = _mm512_reduce_add_ps(acc[i][r]) - kOffset * _mm512_reduce_add_ps(cor[i][r]);
+      t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
+    }
 }
+
+#else  // AVX2
+
+void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
+  (void)type;
+  const int64_t nb = K / kBlock;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t b = 0; b < nb; b++) {
+    const float* p = x + b * kBlock;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int j = 0; j < 4; j++) {
+      v[j] = _mm256_loadu_ps(p + 8 * j);
+      amax = _mm256_max_ps(amax, _mm256_and_ps(v[j], abs_mask));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float db = _mm_cvtss_f32(m) / 127.0f;
+    const __m256 id = _mm256_set1_ps(db != 0 ? 1.0f / db : 0.0f);
+    __m256i qi[4];
+    for (int j = 0; j < 4; j++) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id));  // nearest even
+    const __m256i sum32 = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum32), _mm256_extracti128_si256(sum32, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    d[b] = db;
+    s[b] = db * static_cast<float>(_mm_cvtsi128_si32(s4));
+    // Pack 32 int32 -> 32 int8, undoing the lane interleaving of the pack instructions.
+    const __m256i a = _mm256_packs_epi32(qi[0], qi[1]);
+    const __m256i c = _mm256_packs_epi16(a, _mm256_packs_epi32(qi[2], qi[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock), _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+}
+
+// Eight partial sums of one block's weights · x, as int32.
+template <int Type>
+inline __m256i block_dot(const uint8_t* quants, int64_t b, __m256i x) {
+  if constexpr (Type == W_Q8_0) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + b * kBlock));
+    const __m256i prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(prod, _mm256_set1_epi16(1));
+  } else {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quants + b * kBlock / 2));
+    const __m128i lo = _mm_and_si128(packed, _mm_set1_epi8(0x0f));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), x), _mm256_set1_epi16(1));
+  }
+}
+
+template <int Type, int MR, int NR>
+void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+  constexpr float kOffset = Type == W_Q8_0 ? 0.0f : 8.0f;
+  const int64_t K = t.w->cols;
+  const int64_t N = t.w->rows;
+  const int64_t nb = K / kBlock;
+  const int64_t row_bytes = weight_row_bytes(Type, K);
+  const uint8_t* wq[NR];
+  const uint16_t* wd[NR];
+  for (int r = 0; r < NR; r++) {
+    wq[r] = t.w->data + (n0 + r) * row_bytes;
+    wd[r] = reinterpret_cast<const uint16_t*>(wq[r] + QRow<Type>::quant_bytes(K));
+  }
+  __m256 acc[MR][NR];
+  float cor[MR][NR] = {};
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    for (int r = 0; r < NR; r++) _mm_prefetch(reinterpret_cast<const char*>(wq[r] + b * kBlock + kPrefetch), _MM_HINT_T0);
+    float dw[NR];
+    for (int r = 0; r < NR; r++) dw[r] = f16(wd[r][b]);
+    for (int i = 0; i < MR; i++) {
+      const int64_t m = m0 + i;
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + b * kBlock));
+      const float dx = t.xq.d[m * t.xq.b_stride + b];
+      const float sx = t.xq.s[m * t.xq.b_stride + b];
+      for (int r = 0; r < NR; r++) {
+        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot<Type>(wq[r], b, xv)), _mm256_set1_ps(dw[r] * dx), acc[i][r]);
+        if constexpr (Type == W_Q4_0) cor[i][r] += dw[r] * sx;
+      }
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++)
+      t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) - kOffset * cor[i][r] + (t.bias ? t.bias[n0 + r] : 0.0f);
+}
+
+#endif
 
 // Covers rows [n0, n1) x all M with tiles of up to 4 x 4, falling back to narrower tiles at the edges.
 template <template <class, int, int> class Tile, class T>
@@ -218,7 +383,13 @@ struct DenseTile {
 };
 template <class Q, int MR, int NR>
 struct QuantTile {
-  static void run(const MatmulTask& t, int64_t m0, int64_t n0) { quant_tile<Q, MR, NR>(t, m0, n0); }
+  static void run(const MatmulTask& t, int64_t m0, int64_t n0) { quant_tile<Q::kType, MR, NR>(t, m0, n0); }
+};
+struct Q8_0 {
+  static constexpr int kType = W_Q8_0;
+};
+struct Q4_0 {
+  static constexpr int kType = W_Q4_0;
 };
 
 void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
@@ -229,33 +400,6 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
     case W_Q8_0: Tiler<QuantTile, Q8_0>::run(t, n0, n1); break;
     case W_Q4_0: Tiler<QuantTile, Q4_0>::run(t, n0, n1); break;
     default: break;
-  }
-}
-
-void quantize_q8a(const float* x, BlockQ8A* out, int64_t k) {
-  for (int64_t i = 0; i < k / kBlock; i++) {
-    const float* p = x + i * kBlock;
-    __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    for (int j = 0; j < 4; j++) {
-      v[j] = _mm256_loadu_ps(p + 8 * j);
-      amax = _mm256_max_ps(amax, _mm256_and_ps(v[j], abs_mask));
-    }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float d = _mm_cvtss_f32(m) / 127.0f;
-    const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
-    out[i].d = d;
-    __m256i q[4];
-    for (int j = 0; j < 4; j++) q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id));  // rounds to nearest even
-    // Pack 32 int32 -> 32 int8, undoing the lane interleaving of the pack instructions.
-    const __m256i a = _mm256_packs_epi32(q[0], q[1]);
-    const __m256i b = _mm256_packs_epi32(q[2], q[3]);
-    const __m256i c = _mm256_packs_epi16(a, b);
-    const __m256i ordered = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i].qs), ordered);
   }
 }
 
@@ -284,12 +428,12 @@ void scale_add(float* y, float a, const float* x, float b, int64_t n) {
 
 #if defined(__AVX512F__)
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_q8a, avx512::dot, avx512::scale_add};
+  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scale_add};
   return k;
 }
 #else
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_q8a, avx2::dot, avx2::scale_add};
+  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scale_add};
   return k;
 }
 #endif

@@ -37,8 +37,9 @@ const IsaKernels& kernels() {
   return *g_kernels;
 }
 
-// Reused between calls so the decode loop allocates nothing.
-std::vector<BlockQ8A> g_xq;
+// Quantized activations, reused between calls so the decode loop allocates nothing.
+std::vector<int8_t> g_xq;
+std::vector<float> g_xd, g_xs;
 
 }  // namespace
 
@@ -66,12 +67,19 @@ bool set_isa(const char* name) {
 
 void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
   const IsaKernels& k = kernels();
-  MatmulTask task{&w, x, nullptr, M, bias, out};
-  if (w.type == W_Q8_0 || w.type == W_Q4_0) {
+  MatmulTask task{&w, x, {}, M, bias, out};
+  if ((w.type == W_Q8_0 || w.type == W_Q4_0) && k.quantize_x) {
     const int64_t nb = w.cols / kBlock;
-    if (static_cast<int64_t>(g_xq.size()) < M * nb) g_xq.resize(M * nb);
-    for (int64_t m = 0; m < M; m++) k.quantize_q8a(x + m * w.cols, g_xq.data() + m * nb, w.cols);
-    task.xq = g_xq.data();
+    const int64_t stride = (w.cols + 63) / 64 * 64;
+    if (static_cast<int64_t>(g_xq.size()) < M * stride) g_xq.resize(M * stride);
+    if (static_cast<int64_t>(g_xd.size()) < M * nb) {
+      g_xd.resize(M * nb);
+      g_xs.resize(M * nb);
+    }
+    task.xq = {g_xq.data(), g_xd.data(), g_xs.data(), stride, nb};
+    for (int64_t m = 0; m < M; m++) {
+      k.quantize_x(w.type, x + m * w.cols, w.cols, g_xq.data() + m * stride, g_xd.data() + m * nb, g_xs.data() + m * nb);
+    }
   }
   // Many small chunks of rows (multiples of 4, the tile height) so threads balance dynamically.
   const int threads = pool().threads();

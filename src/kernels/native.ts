@@ -33,6 +33,8 @@ export interface NativeKernels {
   rope(x: Float32Array, L: number, heads: number, D: number, offset: number, theta: number, traditional: boolean): void;
   /** out = silu(gate) ⊙ up over n elements; out may be gate. */
   siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  /** Regroups Q8_0 / Q4_0 weights from GGUF blocks into the "rows" layout, in place. */
+  regroupRows(type: number, data: Uint8Array, rows: number, cols: number): void;
   /** Sums the array with every thread: a probe of streaming-read bandwidth. */
   readProbe(data: Float32Array): number;
   /** Sets the thread count (0 = one per core); returns the count in use. */

@@ -8,6 +8,7 @@
 import { NativeWeightType, type NativeKernels, type NativeWeight } from "../kernels/native.js";
 import type { Linear } from "../layers/linear.js";
 import type { RMSNorm } from "../layers/rms-norm.js";
+import { BlockQuantWeight } from "../tensor/block-quant.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { ModelConfig } from "./config.js";
 import type { LanguageModel, Sequence } from "./language-model.js";
@@ -32,8 +33,14 @@ interface NativeLayer {
   down: NativeLinear;
 }
 
-/** The native view of a weight matrix, or an error naming a storage type the kernels lack. */
-export function toNativeWeight(w: WeightMatrix): NativeWeight {
+/**
+ * The native view of a weight matrix, or an error naming a storage type the kernels lack.
+ * Block-quantized weights are switched to the "rows" layout the kernels read, in place.
+ */
+export function toNativeWeight(w: WeightMatrix, kernels: NativeKernels): NativeWeight {
+  if (w instanceof BlockQuantWeight) {
+    w.useRowLayout((dtype, data, rows, cols) => kernels.regroupRows(NativeWeightType[dtype], data, rows, cols));
+  }
   const type = (NativeWeightType as Record<string, number>)[w.dtype];
   const data = (w as { data?: unknown }).data;
   if (type === undefined || !(data instanceof Float32Array || data instanceof Uint16Array || data instanceof Uint8Array)) {
@@ -42,8 +49,8 @@ export function toNativeWeight(w: WeightMatrix): NativeWeight {
   return { type, data, rows: w.rows, cols: w.cols };
 }
 
-function nativeLinear(l: Linear): NativeLinear {
-  return { weight: toNativeWeight(l.weight), bias: l.bias ? l.bias.toFloat32Array() : null };
+function nativeLinear(l: Linear, kernels: NativeKernels): NativeLinear {
+  return { weight: toNativeWeight(l.weight, kernels), bias: l.bias ? l.bias.toFloat32Array() : null };
 }
 
 const normWeight = (n: RMSNorm): Float32Array => n.weight.toFloat32Array();
@@ -94,20 +101,20 @@ export class NativeTransformer implements LanguageModel {
       const a = layer.attention.w;
       return {
         inputNorm: normWeight(layer.inputNorm),
-        q: nativeLinear(a.qProj),
-        k: nativeLinear(a.kProj),
-        v: nativeLinear(a.vProj),
-        o: nativeLinear(a.oProj),
+        q: nativeLinear(a.qProj, kernels),
+        k: nativeLinear(a.kProj, kernels),
+        v: nativeLinear(a.vProj, kernels),
+        o: nativeLinear(a.oProj, kernels),
         qNorm: a.qNorm && normWeight(a.qNorm),
         kNorm: a.kNorm && normWeight(a.kNorm),
         postAttentionNorm: normWeight(layer.postAttentionNorm),
-        gate: nativeLinear(layer.mlp.gateProj),
-        up: nativeLinear(layer.mlp.upProj),
-        down: nativeLinear(layer.mlp.downProj),
+        gate: nativeLinear(layer.mlp.gateProj, kernels),
+        up: nativeLinear(layer.mlp.upProj, kernels),
+        down: nativeLinear(layer.mlp.downProj, kernels),
       };
     });
     this.finalNorm = normWeight(reference.norm);
-    this.lmHead = toNativeWeight(reference.lmHead ? reference.lmHead.weight : reference.embed.weight);
+    this.lmHead = toNativeWeight(reference.lmHead ? reference.lmHead.weight : reference.embed.weight, kernels);
     this.logits = new Float32Array(this.config.vocabSize);
     this.scratch = new Scratch(1, this.config);
   }

@@ -115,17 +115,51 @@ export function dequantize(dtype: BlockQuantDType, blocks: Uint8Array, out: Floa
   else dequantizeQ4_0(blocks, out, outOffset);
 }
 
+/**
+ * How a row's bytes are arranged in memory:
+ * - "blocks": as in GGUF files, one block after another (scale, then quants);
+ * - "rows": the same bytes regrouped per row, all quants first (cols int8 for Q8_0, cols / 2
+ *   packed bytes for Q4_0, each block's bytes in GGUF order) and then the cols / 32 float16
+ *   scales. SIMD kernels load quants and scales as aligned-in-sequence vectors from this layout.
+ * Both layouts take the same number of bytes, so a row can be regrouped in place.
+ */
+export type BlockLayout = "blocks" | "rows";
+
+/** Regroups `rows` rows of GGUF blocks into the "rows" layout, in place. */
+export type RowRegrouper = (dtype: BlockQuantDType, data: Uint8Array, rows: number, cols: number) => void;
+
+/** The TypeScript regrouping; the native backend passes a faster one. */
+export function regroupRows(dtype: BlockQuantDType, data: Uint8Array, rows: number, cols: number): void {
+  const blocks = cols / QUANT_BLOCK_SIZE;
+  const bytes = blockBytes(dtype);
+  const quantBytes = bytes - 2;
+  const rowBytes = blocks * bytes;
+  const tmp = new Uint8Array(rowBytes);
+  for (let r = 0; r < rows; r++) {
+    const row = data.subarray(r * rowBytes, (r + 1) * rowBytes);
+    for (let b = 0; b < blocks; b++) {
+      tmp.set(row.subarray(b * bytes + 2, (b + 1) * bytes), b * quantBytes);
+      tmp[blocks * quantBytes + 2 * b] = row[b * bytes];
+      tmp[blocks * quantBytes + 2 * b + 1] = row[b * bytes + 1];
+    }
+    row.set(tmp);
+  }
+}
+
 /** A [rows, cols] matrix of Q8_0 or Q4_0 blocks, row-major; each row is cols / 32 blocks. */
 export class BlockQuantWeight implements WeightMatrix {
   readonly rows: number;
   readonly cols: number;
   /** Bytes of one row. */
   readonly rowBytes: number;
+  private currentLayout: BlockLayout = "blocks";
+  /** Decoding scratch for the "rows" layout: one row in GGUF block order. */
+  private scratch?: Uint8Array;
 
   constructor(
     readonly dtype: BlockQuantDType,
     shape: readonly [number, number],
-    /** The raw blocks, exactly rows · rowBytes long. */
+    /** The raw bytes, exactly rows · rowBytes long, in GGUF block layout. */
     readonly data: Uint8Array,
   ) {
     [this.rows, this.cols] = shape;
@@ -141,9 +175,34 @@ export class BlockQuantWeight implements WeightMatrix {
     return new BlockQuantWeight(dtype, shape, quantize(dtype, values));
   }
 
+  get layout(): BlockLayout {
+    return this.currentLayout;
+  }
+
+  /** Switches `data` to the "rows" layout in place (once); decoding keeps working. */
+  useRowLayout(regroup: RowRegrouper = regroupRows): void {
+    if (this.currentLayout === "rows") return;
+    regroup(this.dtype, this.data, this.rows, this.cols);
+    this.currentLayout = "rows";
+  }
+
   decodeRow(r: number, out: Float32Array, outOffset = 0): void {
-    const start = r * this.rowBytes;
-    dequantize(this.dtype, this.data.subarray(start, start + this.rowBytes), out, outOffset);
+    const row = this.data.subarray(r * this.rowBytes, (r + 1) * this.rowBytes);
+    if (this.currentLayout === "blocks") {
+      dequantize(this.dtype, row, out, outOffset);
+      return;
+    }
+    // Put the row back in block order, then decode it as blocks.
+    const blocks = this.cols / QUANT_BLOCK_SIZE;
+    const bytes = blockBytes(this.dtype);
+    const quantBytes = bytes - 2;
+    const tmp = (this.scratch ??= new Uint8Array(this.rowBytes));
+    for (let b = 0; b < blocks; b++) {
+      tmp[b * bytes] = row[blocks * quantBytes + 2 * b];
+      tmp[b * bytes + 1] = row[blocks * quantBytes + 2 * b + 1];
+      tmp.set(row.subarray(b * quantBytes, (b + 1) * quantBytes), b * bytes + 2);
+    }
+    dequantize(this.dtype, tmp, out, outOffset);
   }
 }
 
