@@ -133,7 +133,7 @@ void scale_add(float* y, float a, const float* x, float b, int64_t n) {
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add};
+  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add, nullptr, nullptr};
   return k;
 }
 
