@@ -67,3 +67,17 @@ test("invalid options are rejected with a clear message", () => {
   assert.throws(() => new Sampler({ topK: 1.5 }), /top-k/);
   assert.throws(() => new Sampler({ minP: 2 }), /min-p/);
 });
+
+test("candidates on a large vocabulary: the far tail is left out but the nucleus is unchanged", () => {
+  const V = 150000;
+  const logits = new Float32Array(V).fill(-50);
+  logits[7] = 10;
+  logits[123456] = 9.5;
+  logits[42] = 8;
+  const { ids, probs } = new Sampler({ temperature: 1, topP: 0.99 }).candidates(logits);
+  assert.deepEqual(ids, [7, 123456, 42]);
+  const z = Math.exp(0) + Math.exp(-0.5) + Math.exp(-2);
+  assert.ok(Math.abs(probs[0] - 1 / z) < 1e-6);
+  // With a very high temperature the tail is no longer negligible and stays in.
+  assert.equal(new Sampler({ temperature: 100 }).candidates(logits).ids.length, V);
+});

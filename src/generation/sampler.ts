@@ -42,9 +42,16 @@ export class Sampler {
 
   /** The candidates that survive the filters, most likely first, with renormalised probabilities. */
   candidates(logits: ArrayLike<number>): { ids: number[]; probs: number[] } {
-    let ids = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b] - logits[a]);
+    let max = -Infinity;
+    for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+    // Tokens more than 30 temperature units below the best have probability below e^-30 of its
+    // own; even all 150k of them together hold under 1e-8 of the mass. Leaving them out before
+    // sorting keeps each step fast on large vocabularies without changing any filter's choice.
+    const cutoff = max - 30 * this.temperature;
+    let ids: number[] = [];
+    for (let i = 0; i < logits.length; i++) if (logits[i] >= cutoff) ids.push(i);
+    ids.sort((a, b) => logits[b] - logits[a] || a - b);
     if (this.topK > 0) ids = ids.slice(0, this.topK);
-    const max = logits[ids[0]];
     let probs = ids.map((id) => Math.exp((logits[id] - max) / this.temperature));
     const total = probs.reduce((s, p) => s + p, 0);
     probs = probs.map((p) => p / total);

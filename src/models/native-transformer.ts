@@ -90,7 +90,9 @@ export class NativeTransformer implements LanguageModel {
   private readonly finalNorm: Float32Array;
   private readonly lmHead: NativeWeight;
   private readonly logits: Float32Array;
-  private scratch: Scratch;
+  /** Buffers for one token (decode) and for the longest prompt so far (prefill). */
+  private readonly decodeScratch: Scratch;
+  private prefillScratch?: Scratch;
 
   constructor(
     private readonly reference: Transformer,
@@ -116,14 +118,17 @@ export class NativeTransformer implements LanguageModel {
     this.finalNorm = normWeight(reference.norm);
     this.lmHead = toNativeWeight(reference.lmHead ? reference.lmHead.weight : reference.embed.weight, kernels);
     this.logits = new Float32Array(this.config.vocabSize);
-    this.scratch = new Scratch(1, this.config);
+    this.decodeScratch = new Scratch(1, this.config);
   }
 
   newSequence(): Sequence {
     return new NativeSequence(this);
   }
 
-  /** Runs `ids` at positions cache.length ..; returns the logits after the last token. */
+  /**
+   * Runs `ids` at positions cache.length ..; returns the logits after the last token. A
+   * one-token call (decode) allocates nothing: every buffer is reused.
+   */
   forward(ids: readonly number[], cache: KVCacheNative): Float32Array {
     const c = this.config;
     const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, intermediateSize: I, rmsNormEps: eps } = c;
@@ -133,25 +138,25 @@ export class NativeTransformer implements LanguageModel {
     if (S > c.maxPositionEmbeddings) {
       throw new ContextOverflowError(`${S} tokens exceed the model's context of ${c.maxPositionEmbeddings} (max_position_embeddings)`);
     }
-    if (L > this.scratch.rows) this.scratch = new Scratch(L, c);
     cache.reserve(S);
+    const s = L === 1 ? this.decodeScratch : this.scratchFor(L);
     const k = this.kernels;
-    const s = this.scratch;
-    const x = s.x.subarray(0, L * E);
+    const x = s.x;
 
     const embed = this.reference.embed.weight;
-    ids.forEach((id, l) => {
+    for (let l = 0; l < L; l++) {
+      const id = ids[l];
       if (!Number.isInteger(id) || id < 0 || id >= embed.rows) throw new RangeError(`token id ${id} is outside the vocabulary (0..${embed.rows - 1})`);
       embed.decodeRow(id, x, l * E);
-    });
+    }
 
-    const linear = (out: Float32Array, input: Float32Array, lin: NativeLinear): void => k.matmul(out, input, L, lin.weight, lin.bias);
-    this.layers.forEach((layer, i) => {
+    for (let i = 0; i < this.layers.length; i++) {
+      const layer = this.layers[i];
       // a = x + Attention(RMSNorm(x))
       k.rmsNorm(s.xn, x, layer.inputNorm, L, E, eps);
-      linear(s.q, s.xn, layer.q);
-      linear(s.k, s.xn, layer.k);
-      linear(s.v, s.xn, layer.v);
+      k.matmul(s.q, s.xn, L, layer.q.weight, layer.q.bias);
+      k.matmul(s.k, s.xn, L, layer.k.weight, layer.k.bias);
+      k.matmul(s.v, s.xn, L, layer.v.weight, layer.v.bias);
       if (layer.qNorm && layer.kNorm) {
         k.rmsNorm(s.q, s.q, layer.qNorm, L * H, D, eps);
         k.rmsNorm(s.k, s.k, layer.kNorm, L * Hkv, D, eps);
@@ -160,27 +165,33 @@ export class NativeTransformer implements LanguageModel {
       k.rope(s.k, L, Hkv, D, offset, c.ropeTheta, c.ropeTraditional);
       cache.write(i, s.k, s.v, offset, L);
       k.attention(s.attn, s.q, cache.keys[i], cache.values[i], L, S, H, Hkv, D, cache.capacity, 1 / Math.sqrt(D));
-      linear(s.proj, s.attn, layer.o);
-      addInPlace(x, s.proj);
+      k.matmul(s.proj, s.attn, L, layer.o.weight, layer.o.bias);
+      addInPlace(x, s.proj, L * E);
       // x = a + MLP(RMSNorm(a))
       k.rmsNorm(s.xn, x, layer.postAttentionNorm, L, E, eps);
-      linear(s.gate, s.xn, layer.gate);
-      linear(s.up, s.xn, layer.up);
+      k.matmul(s.gate, s.xn, L, layer.gate.weight, layer.gate.bias);
+      k.matmul(s.up, s.xn, L, layer.up.weight, layer.up.bias);
       k.siluMul(s.gate, s.gate, s.up, L * I);
-      linear(s.proj, s.gate, layer.down);
-      addInPlace(x, s.proj);
-    });
+      k.matmul(s.proj, s.gate, L, layer.down.weight, layer.down.bias);
+      addInPlace(x, s.proj, L * E);
+    }
     cache.length = S;
 
-    const last = x.subarray((L - 1) * E, L * E);
-    k.rmsNorm(s.xn, last, this.finalNorm, 1, E, eps);
-    k.matmul(this.logits, s.xn, 1, this.lmHead, null);
+    // Only the last position's logits are needed: normalise that row into the decode buffer.
+    const last = L === 1 ? x : x.subarray((L - 1) * E, L * E);
+    k.rmsNorm(this.decodeScratch.xn, last, this.finalNorm, 1, E, eps);
+    k.matmul(this.logits, this.decodeScratch.xn, 1, this.lmHead, null);
     return this.logits;
+  }
+
+  private scratchFor(L: number): Scratch {
+    if (!this.prefillScratch || this.prefillScratch.rows < L) this.prefillScratch = new Scratch(L, this.config);
+    return this.prefillScratch;
   }
 }
 
-function addInPlace(x: Float32Array, y: Float32Array): void {
-  for (let i = 0; i < x.length; i++) x[i] += y[i];
+function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) x[i] += y[i];
 }
 
 /** Per-layer keys and values as [H_kv, capacity, D], grown by doubling up to the context length. */
@@ -209,12 +220,16 @@ export class KVCacheNative {
   /** Stores k, v ([L, H_kv, D]) of layer i at positions offset .. offset + L - 1. */
   write(i: number, k: Float32Array, v: Float32Array, offset: number, L: number): void {
     const { numKvHeads: Hkv, headDim: D } = this.config;
+    const keys = this.keys[i];
+    const values = this.values[i];
     for (let l = 0; l < L; l++) {
       for (let h = 0; h < Hkv; h++) {
         const src = (l * Hkv + h) * D;
         const dst = (h * this.capacity + offset + l) * D;
-        this.keys[i].set(k.subarray(src, src + D), dst);
-        this.values[i].set(v.subarray(src, src + D), dst);
+        for (let d = 0; d < D; d++) {
+          keys[dst + d] = k[src + d];
+          values[dst + d] = v[src + d];
+        }
       }
     }
   }
