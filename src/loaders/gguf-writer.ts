@@ -226,7 +226,10 @@ function alignUp(n: number, alignment: number): number {
   return Math.ceil(n / alignment) * alignment;
 }
 
+/** fs.writeSync takes lengths below 2 GiB, so big tensors go out in chunks. */
+const WRITE_CHUNK_BYTES = 1 << 30;
+
 function writeFully(fd: number, source: Uint8Array): void {
   let done = 0;
-  while (done < source.byteLength) done += writeSync(fd, source, done, source.byteLength - done);
+  while (done < source.byteLength) done += writeSync(fd, source, done, Math.min(source.byteLength - done, WRITE_CHUNK_BYTES));
 }

@@ -56,6 +56,18 @@ export interface TensorToWrite {
   data: Uint8Array;
 }
 
+/** A tensor to write whose bytes are made only when it is written, piece by piece. */
+export interface StreamedTensorToWrite {
+  name: string;
+  dtype: string;
+  shape: readonly number[];
+  /**
+   * The tensor's bytes in order, in pieces of any size. Each piece is written before the next
+   * is asked for, so a generator may reuse one buffer for all of them.
+   */
+  chunks: () => Iterable<Uint8Array>;
+}
+
 // Every dtype we can size is loadable as raw bytes, including the integer types that
 // quantized checkpoints pack their weights into; the compute side decides what it accepts.
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -145,8 +157,25 @@ export function writeSafetensors(
   tensors: readonly TensorToWrite[],
   metadata?: Readonly<Record<string, string>>,
 ): void {
+  writeSafetensorsStreamed(
+    path,
+    tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, chunks: () => [t.data] })),
+    metadata,
+  );
+}
+
+/**
+ * writeSafetensors for tensors whose bytes come in pieces, asked for one tensor at a time, so
+ * that a checkpoint larger than memory can be written with one piece in memory at once.
+ */
+export function writeSafetensorsStreamed(
+  path: string,
+  tensors: readonly StreamedTensorToWrite[],
+  metadata?: Readonly<Record<string, string>>,
+): void {
   const header: Record<string, unknown> = {};
   if (metadata !== undefined && Object.keys(metadata).length > 0) header[METADATA_KEY] = metadata;
+  const sizes: number[] = [];
   let offset = 0;
   for (const t of tensors) {
     if (t.name === METADATA_KEY || Object.hasOwn(header, t.name)) {
@@ -155,12 +184,8 @@ export function writeSafetensors(
     const size = dtypeByteSize(t.dtype);
     if (size === undefined) throw new RangeError(`cannot write tensor "${t.name}" to ${path}: unknown dtype ${t.dtype}`);
     const expected = elementCount(t.shape) * size;
-    if (t.data.byteLength !== expected) {
-      throw new RangeError(
-        `cannot write tensor "${t.name}" to ${path}: shape [${t.shape.join(", ")}] of ${t.dtype} needs ${expected} bytes, data has ${t.data.byteLength}`,
-      );
-    }
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] };
+    sizes.push(expected);
     offset += expected;
   }
   const json = Buffer.from(JSON.stringify(header), "utf8");
@@ -175,7 +200,19 @@ export function writeSafetensors(
   const fd = openSync(partial, "w");
   try {
     writeFully(fd, prefix);
-    for (const t of tensors) writeFully(fd, t.data);
+    tensors.forEach((t, i) => {
+      // Bytes past the expected size are counted, not written, so the error can say how many came.
+      let given = 0;
+      for (const chunk of t.chunks()) {
+        if (given + chunk.byteLength <= sizes[i]) writeFully(fd, chunk);
+        given += chunk.byteLength;
+      }
+      if (given !== sizes[i]) {
+        throw new RangeError(
+          `cannot write tensor "${t.name}" to ${path}: shape [${t.shape.join(", ")}] of ${t.dtype} needs ${sizes[i]} bytes, data has ${given}`,
+        );
+      }
+    });
   } catch (error) {
     closeSync(fd);
     rmSync(partial, { force: true });

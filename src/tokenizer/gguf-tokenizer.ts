@@ -1,6 +1,7 @@
 /**
  * Rebuilds a Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) from the tokenizer
- * llama.cpp stores in GGUF metadata, so a GGUF file runs with nothing beside it.
+ * llama.cpp stores in GGUF metadata, so a GGUF file runs with nothing beside it; and, for
+ * byte-level BPE, writes that metadata from a Hugging Face tokenizer as llama.cpp's converter does.
  *
  * Two kinds are supported, named by `tokenizer.ggml.model`:
  * - "gpt2": byte-level BPE (Qwen, Llama 3). The vocabulary and merges are stored as they are in
@@ -19,10 +20,11 @@ import {
   metadataNumbers,
   metadataString,
   metadataStrings,
+  type GgufEntry,
   type GgufHeader,
 } from "../loaders/gguf.js";
 import { CheckpointError } from "../loaders/safetensors.js";
-import { Tokenizer, type TokenizerConfig } from "./tokenizer.js";
+import { specialTokenContent, Tokenizer, type TokenizerConfig } from "./tokenizer.js";
 
 /** llama.cpp's token types (tokenizer.ggml.token_type). */
 export const GGUF_TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -148,6 +150,109 @@ export function ggufTokenizerFiles(header: GgufHeader): HfTokenizerFiles {
     chat_template: metadataString(header, "tokenizer.chat_template") ?? null,
   };
   return { tokenizerJson, config };
+}
+
+/** Special token ids from the model's config.json, for the tokens tokenizer_config.json leaves unnamed. */
+export interface FallbackTokenIds {
+  bos?: number;
+  eos?: number;
+}
+
+interface AddedTokenJson {
+  id: number;
+  content: string;
+  special?: boolean;
+}
+
+/**
+ * The `tokenizer.*` GGUF metadata of a Hugging Face byte-level BPE tokenizer, as llama.cpp's
+ * converter writes it:
+ * - exactly `vocabSize` tokens, one per embedding row; ids the tokenizer does not use become
+ *   "[PAD<id>]" tokens of type UNUSED (Qwen pads its embedding past the tokenizer);
+ * - added tokens are CONTROL when marked special or spelled `<|…|>`, else USER_DEFINED;
+ * - the pre-tokenizer is named by matching its split regex with the ones `ggufTokenizer` knows;
+ * - special token ids come from tokenizer_config.json, else from `fallbackIds` (Qwen names its
+ *   BOS only in config.json).
+ */
+export function ggufTokenizerMetadata(files: HfTokenizerFiles, vocabSize: number, fallbackIds: FallbackTokenIds = {}): [string, GgufEntry][] {
+  const fail = (problem: string): never => {
+    throw new Error(`cannot write the tokenizer as GGUF metadata: ${problem}`);
+  };
+  const { tokenizerJson: json, config } = files;
+  const model = json.model as { type?: unknown; vocab?: Record<string, number>; merges?: unknown[] } | undefined;
+  if (model?.type !== "BPE" || typeof model.vocab !== "object" || !Array.isArray(model.merges)) {
+    return fail(`tokenizer.json's model is not BPE with a vocab and merges; only byte-level BPE tokenizers are supported`);
+  }
+  const pre = byteLevelPreTokenizerName(json) ?? fail("the pre-tokenizer is not byte-level with the split regex of Qwen2 or Llama 3");
+
+  const byId = new Map<number, { token: string; type: number }>();
+  const place = (token: string, id: number, type: number): void => {
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) fail(`token ${JSON.stringify(token)} has id ${id}, outside the model's ${vocabSize} embedding rows`);
+    byId.set(id, { token, type });
+  };
+  for (const [token, id] of Object.entries(model.vocab)) place(token, id, GGUF_TOKEN_TYPE.NORMAL);
+  for (const added of (json.added_tokens ?? []) as AddedTokenJson[]) {
+    // llama.cpp's converter also treats <|…|> tokens as control tokens when they are not marked special.
+    const control = added.special === true || (added.content.startsWith("<|") && added.content.endsWith("|>"));
+    place(added.content, added.id, control ? GGUF_TOKEN_TYPE.CONTROL : GGUF_TOKEN_TYPE.USER_DEFINED);
+  }
+  const tokens: string[] = [];
+  const types: number[] = [];
+  for (let id = 0; id < vocabSize; id++) {
+    const entry = byId.get(id) ?? { token: `[PAD${id}]`, type: GGUF_TOKEN_TYPE.UNUSED };
+    tokens.push(entry.token);
+    types.push(entry.type);
+  }
+  const merges = model.merges.map((m) =>
+    typeof m === "string" ? m : Array.isArray(m) && m.length === 2 ? m.join(" ") : fail(`malformed merge ${JSON.stringify(m)}`),
+  );
+
+  const ids = new Map(tokens.map((t, id) => [t, id]));
+  const named = (field: string): number | undefined => {
+    const content = specialTokenContent(config[field] as TokenizerConfig["bos_token"]);
+    if (content === undefined) return undefined;
+    return ids.get(content) ?? fail(`tokenizer_config.json's ${field} ${JSON.stringify(content)} is not in the vocabulary`);
+  };
+  const specialIds: [string, number | undefined][] = [
+    ["bos_token_id", named("bos_token") ?? fallbackIds.bos],
+    ["eos_token_id", named("eos_token") ?? fallbackIds.eos],
+    ["unknown_token_id", named("unk_token")],
+    ["padding_token_id", named("pad_token")],
+  ];
+
+  const strings = (items: string[]): GgufEntry => ({ type: "array", value: { itemType: "string", items } });
+  const metadata: [string, GgufEntry][] = [
+    ["tokenizer.ggml.model", { type: "string", value: "gpt2" }],
+    ["tokenizer.ggml.pre", { type: "string", value: pre }],
+    ["tokenizer.ggml.tokens", strings(tokens)],
+    ["tokenizer.ggml.token_type", { type: "array", value: { itemType: "int32", items: types } }],
+    ["tokenizer.ggml.merges", strings(merges)],
+  ];
+  for (const [key, id] of specialIds) {
+    if (id === undefined) continue;
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) fail(`${key} ${id} is outside the model's ${vocabSize} tokens`);
+    metadata.push([`tokenizer.ggml.${key}`, { type: "uint32", value: id }]);
+  }
+  if (typeof config.add_bos_token === "boolean") metadata.push(["tokenizer.ggml.add_bos_token", { type: "bool", value: config.add_bos_token }]);
+  // A list of named templates is stored as the default one plus tokenizer.chat_template.<name>.
+  const templates = typeof config.chat_template === "string" ? [{ name: "default", template: config.chat_template }] : (config.chat_template ?? []);
+  for (const { name, template } of templates) {
+    const key = name === "default" ? "tokenizer.chat_template" : `tokenizer.chat_template.${name}`;
+    metadata.push([key, { type: "string", value: template }]);
+  }
+  return metadata;
+}
+
+/** The tokenizer.ggml.pre name of a byte-level pre-tokenizer, found by its split regex and normalizer. */
+function byteLevelPreTokenizerName(json: Record<string, unknown>): string | undefined {
+  type Step = { type?: unknown; pattern?: { Regex?: unknown }; pretokenizers?: unknown } | null | undefined;
+  const pre = json.pre_tokenizer as Step;
+  const steps = (pre?.type === "Sequence" && Array.isArray(pre.pretokenizers) ? pre.pretokenizers : [pre]) as Step[];
+  if (!steps.some((step) => step?.type === "ByteLevel")) return undefined;
+  const regex = steps.find((step) => step?.type === "Split")?.pattern?.Regex;
+  const nfc = (json.normalizer as Step)?.type === "NFC";
+  // The first name of each pre-tokenizer is the one llama.cpp's converter writes.
+  return Object.keys(PRE_TOKENIZERS).find((name) => PRE_TOKENIZERS[name].regex === regex && PRE_TOKENIZERS[name].nfc === nfc);
 }
 
 /**

@@ -1,0 +1,297 @@
+/**
+ * `npm run bench`: times tiny-llm and llama.cpp (through node-llama-cpp) on the same GGUF files,
+ * the same prompt ids and the same thread count, prints a side-by-side table and records it in
+ * docs/benchmarks.md.
+ *
+ * Each engine runs in a child process of its own, one after the other, so that peak RSS is per
+ * model and engine and the two never compete for cores.
+ */
+import { execFileSync } from "node:child_process";
+import { cpus, loadavg } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import type { Token } from "node-llama-cpp";
+import type { BenchResult } from "../src/cli/bench-command.js";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const cli = join(root, "dist", "src", "cli", "main.js");
+const docPath = join(root, "docs", "benchmarks.md");
+const RESULTS_HEADING = "## Latest run";
+
+/** Qwen2-0.5B shapes with random weights, one file per storage type. */
+const DEFAULT_TYPES = ["f16", "q8_0", "q4_0"] as const;
+const defaultModelPath = (type: string): string => join(root, "bench-models", `qwen2-0.5b-gguf-${type}.gguf`);
+
+/** Marks the child process that runs llama.cpp; its job follows as JSON. */
+const LLAMA_WORKER = "--llama-cpp-worker";
+
+interface LlamaJob {
+  model: string;
+  threads: number;
+  promptIds: number[];
+  genTokens: number;
+}
+
+interface LlamaResult {
+  threads: number;
+  loadMs: number;
+  ttftMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  peakRssBytes: number;
+}
+
+/**
+ * Times llama.cpp the way tiny-llm bench times itself: a one-token warm-up, then the prompt up to
+ * the first greedy token, then `genTokens` more tokens with end-of-generation ignored.
+ */
+async function llamaCppWorker(job: LlamaJob): Promise<void> {
+  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+  const started = performance.now();
+  const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: job.model });
+  const context = await model.createContext({
+    threads: job.threads,
+    contextSize: job.promptIds.length + job.genTokens + 1,
+    batchSize: job.promptIds.length,
+  });
+  const loadMs = performance.now() - started;
+  const sequence = context.getSequence();
+  const prompt = job.promptIds as Token[];
+
+  const warmup = sequence.evaluate(prompt.slice(0, 1), { temperature: 0 });
+  await warmup.next();
+  await warmup.return();
+  await sequence.clearHistory();
+
+  const t0 = performance.now();
+  const tokens = sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true });
+  let step = await tokens.next();
+  const first = performance.now();
+  for (let i = 0; i < job.genTokens && !step.done; i++) step = await tokens.next();
+  const end = performance.now();
+  if (step.done) throw new Error("llama.cpp stopped generating early");
+  await tokens.return();
+  const result: LlamaResult = {
+    threads: context.currentThreads,
+    loadMs,
+    ttftMs: first - t0,
+    prefillTokensPerSecond: prompt.length / ((first - t0) / 1000),
+    decodeTokensPerSecond: job.genTokens / ((end - first) / 1000),
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  };
+  await context.dispose();
+  await model.dispose();
+  await llama.dispose();
+  process.stdout.write(JSON.stringify(result) + "\n");
+}
+
+/** Runs `node args` and parses the last line of its stdout as JSON; stderr passes through. */
+function runJson<T>(args: string[]): T {
+  const out = execFileSync(process.execPath, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 * 2 ** 20 });
+  const lines = out.trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]) as T;
+}
+
+interface Options {
+  models: string[];
+  threads: number;
+  promptTokens: number;
+  genTokens: number;
+  llamaCpp: boolean;
+  write: boolean;
+}
+
+function count(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n) || n < 1) throw new Error(`--${name} expects a whole number >= 1, got "${value}"`);
+  return n;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      models: { type: "string" },
+      threads: { type: "string" },
+      "prompt-tokens": { type: "string" },
+      "gen-tokens": { type: "string" },
+      "no-llama-cpp": { type: "boolean", default: false },
+      "no-write": { type: "boolean", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  return {
+    models: values.models?.split(",").filter((m) => m !== "") ?? DEFAULT_TYPES.map(defaultModelPath),
+    threads: count("threads", values.threads, 2),
+    promptTokens: count("prompt-tokens", values["prompt-tokens"], 128),
+    genTokens: count("gen-tokens", values["gen-tokens"], 128),
+    llamaCpp: !values["no-llama-cpp"],
+    write: !values["no-write"],
+  };
+}
+
+/** What this script uses of scripts/make-random-checkpoint.ts. */
+interface CheckpointGenerator {
+  makeRandomCheckpoint(opts: { preset: string; outDir: string; formats: string[]; log: (line: string) => void }): unknown;
+}
+
+/**
+ * Writes the default model files that are missing with the random-checkpoint generator, imported
+ * by a computed path so that this script builds whether or not the generator is there.
+ */
+async function ensureDefaultModels(models: readonly string[]): Promise<void> {
+  const asked = new Set(models.map((m) => resolve(m)));
+  const missing = DEFAULT_TYPES.filter((type) => asked.has(defaultModelPath(type)) && !existsSync(defaultModelPath(type)));
+  if (missing.length === 0) return;
+  const formats = missing.map((type) => `gguf-${type}`);
+  const generatorPath = join(dirname(fileURLToPath(import.meta.url)), "make-random-checkpoint.js");
+  if (!existsSync(generatorPath)) {
+    throw new Error(
+      `${missing.map((type) => relative(root, defaultModelPath(type))).join(", ")} missing, and the generator that writes them is not built: ` +
+        `run \`npm run build && node dist/scripts/make-random-checkpoint.js --preset qwen2-0.5b --out bench-models --formats ${formats.join(",")}\`, ` +
+        `or pass GGUF files with --models a.gguf,b.gguf`,
+    );
+  }
+  const generator = (await import(pathToFileURL(generatorPath).href)) as CheckpointGenerator;
+  generator.makeRandomCheckpoint({
+    preset: "qwen2-0.5b",
+    outDir: join(root, "bench-models"),
+    formats,
+    log: (line) => process.stderr.write(line + "\n"),
+  });
+}
+
+interface Row {
+  model: string;
+  ours: BenchResult;
+  llama?: LlamaResult;
+}
+
+const fixed = (x: number, digits: number): string => x.toFixed(digits);
+const ratio = (ours: number, theirs: number | undefined): string => (theirs === undefined ? "—" : `${fixed(ours / theirs, 2)}×`);
+const orDash = (x: number | undefined, digits: number): string => (x === undefined ? "—" : fixed(x, digits));
+const mb = (bytes: number): string => fixed(bytes / 1e6, 0);
+
+/** A Markdown table with padded columns, readable as plain text too. */
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(" | ")} |`;
+  return [line(header), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...rows.map(line)].join("\n");
+}
+
+function resultsTable(rows: readonly Row[]): string {
+  const header = [
+    "model",
+    "type",
+    "tiny-llm on",
+    "prefill tok/s",
+    "llama.cpp",
+    "ratio",
+    "decode tok/s",
+    "llama.cpp",
+    "ratio",
+    "TTFT ms",
+    "llama.cpp",
+    "load ms",
+    "llama.cpp",
+    "peak RSS MB",
+    "llama.cpp",
+    "decode GB/s",
+    "probe GB/s",
+    "of probe",
+  ];
+  const cells = rows.map(({ model, ours: o, llama: l }) => [
+    model,
+    o.weightTypes.join("+"),
+    o.isa ? `${o.backend} ${o.isa}` : o.backend,
+    fixed(o.prefillTokensPerSecond, 1),
+    orDash(l?.prefillTokensPerSecond, 1),
+    ratio(o.prefillTokensPerSecond, l?.prefillTokensPerSecond),
+    fixed(o.decodeTokensPerSecond, 1),
+    orDash(l?.decodeTokensPerSecond, 1),
+    ratio(o.decodeTokensPerSecond, l?.decodeTokensPerSecond),
+    fixed(o.ttftMs, 1),
+    orDash(l?.ttftMs, 1),
+    fixed(o.loadMs, 0),
+    orDash(l?.loadMs, 0),
+    mb(o.peakRssBytes),
+    l === undefined ? "—" : mb(l.peakRssBytes),
+    fixed(o.decodeBytesPerSecond / 1e9, 2),
+    o.probeBytesPerSecond === null ? "—" : fixed(o.probeBytesPerSecond / 1e9, 1),
+    o.probeFraction === null ? "—" : `${fixed(o.probeFraction * 100, 0)} %`,
+  ]);
+  return table(header, cells);
+}
+
+function runSection(rows: readonly Row[], opts: Options, argv: readonly string[], load: number): string {
+  const command = ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" ");
+  const date = new Date().toISOString().replace("T", " ").slice(0, 16) + " UTC";
+  return [
+    RESULTS_HEADING,
+    "",
+    `${date}: \`${command}\``,
+    "",
+    `${opts.threads} threads, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated tokens; ` +
+      `${cpus()[0]?.model ?? "unknown CPU"}, Node ${process.version}; load average ${fixed(load, 2)} at the start.`,
+    "",
+    resultsTable(rows),
+    "",
+  ].join("\n");
+}
+
+/** Replaces the previous results section of docs/benchmarks.md, keeping the introduction above it. */
+function writeDoc(section: string): void {
+  const previous = existsSync(docPath) ? readFileSync(docPath, "utf8") : "# Benchmarks\n\n";
+  const at = previous.indexOf(RESULTS_HEADING);
+  const intro = at === -1 ? previous.trimEnd() + "\n\n" : previous.slice(0, at);
+  writeFileSync(docPath, intro + section);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const opts = parseOptions(argv);
+  await ensureDefaultModels(opts.models);
+  const load = loadavg()[0];
+  if (load > cpus().length / 2) {
+    process.stderr.write(`warning: the machine is busy (load average ${fixed(load, 2)} on ${cpus().length} cores); figures will be low and noisy\n`);
+  }
+  const rows: Row[] = [];
+  for (const model of opts.models) {
+    if (!existsSync(model)) throw new Error(`${model} does not exist`);
+    process.stderr.write(`${basename(model)}: tiny-llm ...\n`);
+    const ours = runJson<BenchResult>([
+      cli, "bench", "--json", "--model", model,
+      "--threads", String(opts.threads), "--prompt-tokens", String(opts.promptTokens), "--gen-tokens", String(opts.genTokens),
+    ]);
+    let llama: LlamaResult | undefined;
+    if (opts.llamaCpp && model.endsWith(".gguf")) {
+      process.stderr.write(`${basename(model)}: llama.cpp ...\n`);
+      const job: LlamaJob = { model, threads: opts.threads, promptIds: ours.promptIds, genTokens: opts.genTokens };
+      try {
+        llama = runJson<LlamaResult>([fileURLToPath(import.meta.url), LLAMA_WORKER, JSON.stringify(job)]);
+      } catch (err) {
+        // One file llama.cpp cannot run should not lose the other results.
+        process.stderr.write(`${basename(model)}: llama.cpp failed: ${(err as Error).message.split("\n")[0]}\n`);
+      }
+      if (llama && llama.threads !== opts.threads) process.stderr.write(`${basename(model)}: llama.cpp used ${llama.threads} threads\n`);
+    }
+    rows.push({ model: basename(model), ours, llama });
+  }
+  const section = runSection(rows, opts, argv, load);
+  process.stdout.write(section.slice(RESULTS_HEADING.length).trimStart());
+  if (opts.write) {
+    writeDoc(section);
+    process.stdout.write(`\nwritten to ${relative(process.cwd(), docPath)}\n`);
+  }
+}
+
+const [mode, job] = process.argv.slice(2);
+const run = mode === LLAMA_WORKER ? llamaCppWorker(JSON.parse(job) as LlamaJob) : main(process.argv.slice(2));
+run.catch((err: unknown) => {
+  process.stderr.write(`bench: error: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
