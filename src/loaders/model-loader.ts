@@ -11,8 +11,9 @@ import { Linear } from "../layers/linear.js";
 import { MLP } from "../layers/mlp.js";
 import { RMSNorm } from "../layers/rms-norm.js";
 import { RoPE } from "../layers/rope.js";
-import { parseModelConfig, type ModelConfig } from "../models/config.js";
+import { parseModelConfig, type ModelConfig, type QuantizationConfig } from "../models/config.js";
 import { DecoderLayer, Transformer } from "../models/transformer.js";
+import { AffineQuantWeight, type AffineParams } from "../tensor/affine-quant.js";
 import { Tensor } from "../tensor/tensor.js";
 import { DenseWeight, type DenseDType, type WeightMatrix } from "../tensor/weight.js";
 import { CheckpointError, loadCheckpointTensors, readJson } from "./checkpoint.js";
@@ -33,6 +34,8 @@ export interface StoredTensor {
   matrix(): WeightMatrix;
   /** A 1-d tensor (norm weight, bias) as float32. */
   vector(): Tensor;
+  /** The words of a U32 tensor: an MLX-quantized weight's packed codes. Absent in formats without them. */
+  words?(): Uint32Array;
 }
 
 class TensorSource {
@@ -53,6 +56,10 @@ class TensorSource {
     }
     this.used.add(name);
     return t;
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
   }
 
   /** Marks a present tensor as deliberately unused (e.g. a redundant copy of a tied head). */
@@ -98,19 +105,65 @@ export function safetensorsTensor(t: RawTensor): StoredTensor {
       row.decodeRow(0, out);
       return new Tensor(out, t.shape);
     },
+    words: () => {
+      if (t.dtype !== "U32") throw new CheckpointError(`${t.file}: tensor "${t.name}" has dtype ${t.dtype}; a quantized weight's packed codes are U32`);
+      return new Uint32Array(buffer, byteOffset, byteLength / 4);
+    },
   };
+}
+
+/**
+ * How `module`'s weight is stored: its affine parameters, or undefined when it is dense. As in
+ * mlx-lm, the module's own config entry decides; without one, a `.scales` tensor marks it quantized.
+ */
+function affineParamsFor(quantization: QuantizationConfig | undefined, module: string, src: TensorSource): AffineParams | undefined {
+  if (!quantization) return undefined;
+  const entry = quantization.modules.get(module);
+  if (entry !== undefined) return entry === false ? undefined : entry;
+  return src.has(`${module}.scales`) ? quantization.defaults : undefined;
+}
+
+/** `module`'s packed weight, scales and biases as one matrix of `rows` × `cols` values. */
+function affineWeight(src: TensorSource, source: string, module: string, rows: number, cols: number, p: AffineParams): AffineQuantWeight {
+  if (cols % p.groupSize !== 0) {
+    throw new CheckpointError(
+      `${source}: "${module}" is quantized with group size ${p.groupSize}, which does not divide its ${cols} input features; the checkpoint does not match its config`,
+    );
+  }
+  for (const part of ["scales", "biases"]) {
+    if (!src.has(`${module}.${part}`)) {
+      throw new CheckpointError(`${source}: "${module}" is quantized but tensor "${module}.${part}" is missing; the checkpoint is incomplete or does not match its config`);
+    }
+  }
+  const packed = src.take(`${module}.weight`, [rows, (cols * p.bits) / 32]);
+  const scales = src.take(`${module}.scales`, [rows, cols / p.groupSize]).matrix();
+  const biases = src.take(`${module}.biases`, [rows, cols / p.groupSize]).matrix();
+  if (!packed.words) throw new CheckpointError(`${packed.file}: "${module}" is MLX-quantized, which this file format cannot hold`);
+  if (!(scales instanceof DenseWeight && biases instanceof DenseWeight) || scales.dtype !== biases.dtype) {
+    throw new CheckpointError(`${packed.file}: "${module}.scales" (${scales.dtype}) and "${module}.biases" (${biases.dtype}) must share one float type`);
+  }
+  return new AffineQuantWeight(p, [rows, cols], { scaleDType: scales.dtype, packed: packed.words(), scales: scales.data, biases: biases.data });
 }
 
 /** Builds the model, checking that the tensors are exactly those the config implies. */
 export function buildTransformer(config: ModelConfig, tensors: ReadonlyMap<string, StoredTensor>, source: string): Transformer {
   const src = new TensorSource(tensors, source);
   const { hiddenSize: E, intermediateSize: I, numHeads: H, numKvHeads: Hkv, headDim: D, vocabSize: V } = config;
+  const matrix = (module: string, rows: number, cols: number): WeightMatrix => {
+    const params = affineParamsFor(config.quantization, module, src);
+    if (params) return affineWeight(src, source, module, rows, cols, params);
+    if (src.has(`${module}.scales`)) {
+      const why = config.quantization ? `its "quantization" entry is false` : `it has no "quantization" section`;
+      throw new CheckpointError(`${source}: "${module}" is stored quantized (it has "${module}.scales") but config.json says it is not: ${why}`);
+    }
+    return src.take(`${module}.weight`, [rows, cols]).matrix();
+  };
   const linear = (name: string, out: number, inp: number, bias: boolean): Linear =>
-    new Linear(src.take(`${name}.weight`, [out, inp]).matrix(), bias ? src.take(`${name}.bias`, [out]).vector() : undefined);
+    new Linear(matrix(name, out, inp), bias ? src.take(`${name}.bias`, [out]).vector() : undefined);
   const norm = (name: string, n: number): RMSNorm => new RMSNorm(src.take(`${name}.weight`, [n]).vector(), config.rmsNormEps);
   const rope = new RoPE(D, config.ropeTheta, config.ropeTraditional);
 
-  const embed = new Embedding(src.take("model.embed_tokens.weight", [V, E]).matrix());
+  const embed = new Embedding(matrix("model.embed_tokens", V, E));
   const layers = Array.from({ length: config.numLayers }, (_, i) => {
     const p = `model.layers.${i}`;
     const attention = new Attention(
@@ -136,7 +189,7 @@ export function buildTransformer(config: ModelConfig, tensors: ReadonlyMap<strin
   });
   const finalNorm = norm("model.norm", E);
   let lmHead: Linear | undefined;
-  if (config.tieWordEmbeddings) src.skip("lm_head.weight");
+  if (config.tieWordEmbeddings) for (const part of ["weight", "scales", "biases"]) src.skip(`lm_head.${part}`);
   else lmHead = linear("lm_head", V, E, false);
   src.checkAllUsed();
   return new Transformer(config, embed, layers, finalNorm, lmHead);

@@ -27,5 +27,14 @@ export function selectBackend(reference: Transformer, opts: { backend?: BackendN
     return { name: "ts", model: reference, threads: 1, notice: `native kernels unavailable (${reason}); using the slower TypeScript backend` };
   }
   const threads = kernels.setThreads(opts.threads ?? 0);
-  return { name: "native", model: new NativeTransformer(reference, kernels), threads };
+  let model: NativeTransformer;
+  try {
+    model = new NativeTransformer(reference, kernels);
+  } catch (err) {
+    // Asked for by name, the kernels' refusal (e.g. a weight type they lack) is the error;
+    // as the default choice, the TypeScript path runs any model.
+    if (opts.backend === "native") throw err;
+    return { name: "ts", model: reference, threads: 1, notice: `native kernels cannot run this model (${(err as Error).message}); using the slower TypeScript backend` };
+  }
+  return { name: "native", model, threads };
 }

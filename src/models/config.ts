@@ -1,6 +1,8 @@
 /**
  * The model hyper-parameters we use, read from a Hugging Face `config.json`.
  */
+import { checkAffineParams, type AffineParams } from "../tensor/affine-quant.js";
+
 export const SUPPORTED_MODEL_TYPES = ["qwen2", "qwen3", "llama"] as const;
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
 
@@ -35,6 +37,22 @@ export interface ModelConfig {
   qkNorm: boolean;
   bosTokenId?: number;
   eosTokenIds: number[];
+  /** MLX affine quantization of the weights, when config.json has a "quantization" section. */
+  quantization?: QuantizationConfig;
+}
+
+/**
+ * config.json's "quantization" section as mlx-lm writes it: {"group_size", "bits", "mode"} plus
+ * optional entries keyed by module path ("model.layers.0.mlp.down_proj") that override them.
+ */
+export interface QuantizationConfig {
+  /** Parameters of each quantized module without an entry of its own. */
+  defaults: AffineParams;
+  /**
+   * Per-module entries: parameters, or false for a module stored unquantized. A module without
+   * an entry is quantized exactly when its checkpoint has a `.scales` tensor (mlx-lm's rule).
+   */
+  modules: ReadonlyMap<string, AffineParams | false>;
 }
 
 export class ConfigError extends Error {
@@ -113,5 +131,42 @@ export function parseModelConfig(cfg: Json, source = "config.json"): ModelConfig
     qkNorm: type === "qwen3",
     bosTokenId: typeof cfg.bos_token_id === "number" ? cfg.bos_token_id : undefined,
     eosTokenIds: idList(cfg.eos_token_id),
+    quantization: parseQuantization(cfg, source),
   };
+}
+
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function affineParams(section: Json, where: string): AffineParams {
+  if (section.mode !== undefined && section.mode !== "affine") {
+    throw new ConfigError(`${where}: quantization mode ${JSON.stringify(section.mode)} is not supported; only "affine" is`);
+  }
+  const params = { bits: int(section, "bits", where), groupSize: int(section, "group_size", where) };
+  try {
+    checkAffineParams(params);
+  } catch (err) {
+    throw new ConfigError(`${where}: ${(err as Error).message}`);
+  }
+  return params;
+}
+
+/** mlx-lm writes "quantization" and a copy as "quantization_config"; the latter alone also counts. */
+function parseQuantization(cfg: Json, source: string): QuantizationConfig | undefined {
+  const section = cfg.quantization ?? cfg.quantization_config;
+  if (section == null) return undefined;
+  if (!isObject(section)) throw new ConfigError(`${source}: "quantization" must be an object, got ${JSON.stringify(section)}`);
+  // Hugging Face quantizers (GPTQ, AWQ, bitsandbytes, …) name themselves; MLX's section does not.
+  if (section.quant_method !== undefined) {
+    throw new ConfigError(`${source}: quantization method ${JSON.stringify(section.quant_method)} is not supported; only MLX affine quantization is`);
+  }
+  const defaults = affineParams(section, `${source} "quantization"`);
+  const modules = new Map<string, AffineParams | false>();
+  for (const [key, value] of Object.entries(section)) {
+    if (key === "bits" || key === "group_size" || key === "mode") continue;
+    if (value === false) modules.set(key, false);
+    else if (value === true) modules.set(key, defaults);
+    else if (isObject(value)) modules.set(key, affineParams(value, `${source} "quantization" entry "${key}"`));
+    else throw new ConfigError(`${source}: "quantization" entry "${key}" must be false or {"group_size", "bits"}, got ${JSON.stringify(value)}`);
+  }
+  return { defaults, modules };
 }

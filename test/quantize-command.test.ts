@@ -1,0 +1,432 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { quantizeCheckpoint } from "../src/cli/quantize-command.js";
+import { generate } from "../src/generation/generate.js";
+import { Sampler } from "../src/generation/sampler.js";
+import { nativeKernels } from "../src/kernels/native.js";
+import { CheckpointError } from "../src/loaders/checkpoint.js";
+import { loadModel } from "../src/loaders/model-loader.js";
+import { readSafetensors, readSafetensorsHeader, writeSafetensors, type RawTensor } from "../src/loaders/safetensors.js";
+import { selectBackend } from "../src/models/backend.js";
+import { ConfigError, parseModelConfig } from "../src/models/config.js";
+import type { Transformer } from "../src/models/transformer.js";
+import { AffineQuantWeight, quantizeAffine, unpackCode } from "../src/tensor/affine-quant.js";
+import { bf16ToNumber, f16ToNumber } from "../src/tensor/dtype.js";
+import { DenseWeight, type WeightMatrix } from "../src/tensor/weight.js";
+import { Tokenizer } from "../src/tokenizer/tokenizer.js";
+import { projectRoot, sharedPath } from "./support/shared.js";
+
+const cli = join(projectRoot, "dist", "src", "cli", "main.js");
+const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-quantize-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const stories = { qwen2: sharedPath("models", "stories260k-qwen2"), llama: sharedPath("models", "stories260k-llama") };
+const tinyRandom = sharedPath("models", "tiny-random-qwen2");
+const golden = sharedPath("golden", "stories260k.json");
+
+/** Each (model, bits, group size) is quantized once, on first use. */
+const outputs = new Map<string, string>();
+function quantized(model: string, bits: number, groupSize = 64): string {
+  const key = `${model}-${bits}-${groupSize}`;
+  let out = outputs.get(key);
+  if (!out) {
+    out = join(tmp, key.replaceAll("/", "_"));
+    quantizeCheckpoint(model, out, { bits, groupSize });
+    outputs.set(key, out);
+  }
+  return out;
+}
+
+/** A model's weight matrices under their checkpoint module names. */
+function matrices(m: Transformer): Map<string, WeightMatrix> {
+  const out = new Map<string, WeightMatrix>([["model.embed_tokens", m.embed.weight]]);
+  m.layers.forEach((layer, i) => {
+    const a = layer.attention.w;
+    const p = `model.layers.${i}`;
+    for (const [name, l] of Object.entries({ q_proj: a.qProj, k_proj: a.kProj, v_proj: a.vProj, o_proj: a.oProj })) out.set(`${p}.self_attn.${name}`, l.weight);
+    for (const [name, l] of Object.entries({ gate_proj: layer.mlp.gateProj, up_proj: layer.mlp.upProj, down_proj: layer.mlp.downProj })) out.set(`${p}.mlp.${name}`, l.weight);
+  });
+  if (m.lmHead) out.set("lm_head", m.lmHead.weight);
+  return out;
+}
+
+/** Relative rounding of float32 scales and biases to the stored type, doubled for slack. */
+const STORAGE_ROUNDING = { f32: 0, bf16: 2 ** -8, f16: 2 ** -10 };
+
+/**
+ * Asserts |w − ŵ| within the bound MLX's rules give (see quantizeAffine): |s|/2, or |s| for the
+ * top code, plus the rounding of s and b to their stored type, plus float32 slack.
+ */
+function assertWithinBound(original: WeightMatrix, q: AffineQuantWeight, what: string): void {
+  assert.deepEqual([q.rows, q.cols], [original.rows, original.cols], what);
+  const read = (a: Float32Array | Uint16Array, i: number): number => (q.scaleDType === "f32" ? a[i] : q.scaleDType === "bf16" ? bf16ToNumber(a[i]) : f16ToNumber(a[i]));
+  const u = STORAGE_ROUNDING[q.scaleDType];
+  const top = 2 ** q.bits - 1;
+  const w = new Float32Array(q.cols);
+  const wq = new Float32Array(q.cols);
+  let worst = 0;
+  for (let r = 0; r < q.rows; r++) {
+    original.decodeRow(r, w);
+    q.decodeRow(r, wq);
+    const words = q.packed.subarray(r * q.rowWords, (r + 1) * q.rowWords);
+    for (let c = 0; c < q.cols; c++) {
+      const g = r * q.rowGroups + Math.floor(c / q.groupSize);
+      const s = Math.abs(read(q.scales, g));
+      const b = Math.abs(read(q.biases, g));
+      const code = unpackCode(words, q.bits, c);
+      const bound = (code === top ? 1 : 0.5) * s * (1 + u) + code * s * u + b * u + 1e-6 * (Math.abs(w[c]) + b + top * s);
+      worst = Math.max(worst, Math.abs(w[c] - wq[c]) / bound);
+    }
+  }
+  assert.ok(worst <= 1, `${what}: worst error is ${worst.toFixed(3)} × the bound`);
+}
+
+/** Checks every matrix of `quantizedDir` against `originalDir`; returns the modules left dense. */
+function checkWeights(originalDir: string, quantizedDir: string, bits: number, groupSize: number): string[] {
+  const original = matrices(loadModel(originalDir));
+  const dense: string[] = [];
+  for (const [name, w] of matrices(loadModel(quantizedDir))) {
+    const o = original.get(name);
+    assert.ok(o, name);
+    if (w instanceof AffineQuantWeight) {
+      assert.equal(w.dtype, `affine${bits}`, name);
+      assert.equal(w.groupSize, groupSize, name);
+      assertWithinBound(o, w, name);
+    } else {
+      assert.ok(w instanceof DenseWeight && o instanceof DenseWeight, name);
+      assert.deepEqual(w.data, o.data, `${name} is copied exactly`);
+      dense.push(name);
+    }
+  }
+  return dense;
+}
+
+const downProjs = [0, 1, 2, 3, 4].map((i) => `model.layers.${i}.mlp.down_proj`);
+const greedy = (m: Transformer, maxTokens: number): number[] =>
+  [...generate(m, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens, stopIds: [1, 2] })].map((t) => t.id);
+
+for (const [arch, model] of Object.entries(stories)) {
+  const skip = model.skip;
+  describe(`quantize stories260k-${arch}`, () => {
+    for (const bits of [8, 4]) {
+      test(`${bits} bits: writes MLX's layout, records the unquantized down_proj, copies the other files`, { skip }, () => {
+        const out = quantized(model.path, bits);
+        const header = readSafetensorsHeader(join(out, "model.safetensors"));
+        assert.equal(header.metadata.format, "mlx");
+        const entry = (name: string) => {
+          const e = header.tensors.get(name);
+          assert.ok(e, `${name} is written`);
+          return [e.dtype, e.shape];
+        };
+        // q_proj is [H·D, E] = [64, 64]; the embedding [512, 64]; down_proj [64, 172].
+        assert.deepEqual(entry("model.layers.0.self_attn.q_proj.weight"), ["U32", [64, (64 * bits) / 32]]);
+        assert.deepEqual(entry("model.layers.0.self_attn.q_proj.scales"), ["F32", [64, 1]]);
+        assert.deepEqual(entry("model.layers.0.self_attn.q_proj.biases"), ["F32", [64, 1]]);
+        assert.deepEqual(entry("model.embed_tokens.weight"), ["U32", [512, (64 * bits) / 32]]);
+        assert.deepEqual(entry("model.layers.0.mlp.down_proj.weight"), ["F32", [64, 172]]);
+        assert.deepEqual(entry("model.layers.0.input_layernorm.weight"), ["F32", [64]]);
+        assert.ok(!header.tensors.has("model.layers.0.mlp.down_proj.scales"));
+        assert.ok(![...header.tensors.keys()].some((n) => n.startsWith("lm_head")), "the tied head is not written");
+
+        const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+        const expected: Record<string, unknown> = { group_size: 64, bits, mode: "affine" };
+        for (const name of downProjs) expected[name] = false;
+        assert.deepEqual(config.quantization, expected);
+        assert.deepEqual(config.quantization_config, expected);
+        assert.equal(config.hidden_size, 64, "the rest of the config is kept");
+        for (const file of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
+          assert.deepEqual(readFileSync(join(out, file)), readFileSync(join(model.path, file)), file);
+        }
+      });
+
+      test(`${bits} bits: loads, with every dequantized weight within the bound and down_proj exact`, { skip }, () => {
+        assert.deepEqual(checkWeights(model.path, quantized(model.path, bits), bits, 64), downProjs);
+      });
+    }
+
+    test("groups of 32: 172 is still no multiple, so down_proj stays float again", { skip }, () => {
+      assert.deepEqual(checkWeights(model.path, quantized(model.path, 4, 32), 4, 32), downProjs);
+    });
+
+    test("8 bits: the greedy story from BOS matches the f32 model's first sentence", { skip: skip || golden.skip }, () => {
+      const story: string = JSON.parse(readFileSync(golden.path, "utf8"))[arch].greedy_text;
+      const firstSentence = story.slice(0, story.indexOf(".") + 1);
+      assert.ok(firstSentence.length > 20);
+      const text = Tokenizer.fromDir(model.path).decode(greedy(loadModel(quantized(model.path, 8)), 256));
+      assert.equal(text.slice(0, firstSentence.length), firstSentence);
+    });
+
+    // Coherence, made checkable: the f32 model, reading the 4-bit model's story, finds nearly
+    // every token among its own 5 most likely next tokens, and most of them its first choice.
+    test("4 bits: still tells a story the f32 model finds likely, token by token", { skip }, () => {
+      const ids = greedy(loadModel(quantized(model.path, 4)), 256);
+      const text = Tokenizer.fromDir(model.path).decode(ids);
+      assert.ok(ids.length >= 100, `${ids.length} tokens: ${text}`);
+      assert.ok(text.startsWith("Once upon a time"), text);
+      const V = 512;
+      const logits = loadModel(model.path).forward([[1, ...ids.slice(0, -1)]]).toFloat32Array();
+      let top1 = 0;
+      let top5 = 0;
+      ids.forEach((id, i) => {
+        const row = logits.subarray(i * V, (i + 1) * V);
+        const rank = row.filter((x) => x > row[id]).length;
+        if (rank === 0) top1++;
+        if (rank < 5) top5++;
+      });
+      assert.ok(top5 / ids.length >= 0.95, `only ${top5} of ${ids.length} tokens in the f32 top 5: ${text}`);
+      assert.ok(top1 / ids.length >= 0.7, `only ${top1} of ${ids.length} tokens the f32 first choice: ${text}`);
+    });
+  });
+}
+
+describe("quantize tiny-random-qwen2 (bf16; hidden 128, intermediate 256)", () => {
+  for (const bits of [4, 8]) {
+    test(`${bits} bits in groups of 128: every matrix quantized, bf16 scales, within the bound`, { skip: tinyRandom.skip }, () => {
+      const out = quantized(tinyRandom.path, bits, 128);
+      const header = readSafetensorsHeader(join(out, "model.safetensors"));
+      assert.deepEqual(header.tensors.get("model.layers.2.mlp.down_proj.scales")?.dtype, "BF16");
+      assert.deepEqual(header.tensors.get("model.layers.2.mlp.down_proj.weight")?.shape, [128, (256 * bits) / 32]);
+      assert.deepEqual(JSON.parse(readFileSync(join(out, "config.json"), "utf8")).quantization, { group_size: 128, bits, mode: "affine" });
+      assert.deepEqual(checkWeights(tinyRandom.path, out, bits, 128), []);
+      const logits = loadModel(out).newSequence().forward([1, 2, 3]);
+      assert.ok(logits.every(Number.isFinite));
+    });
+  }
+});
+
+test("an untied LM head (tiny-random-llama) is quantized and loaded as one", { skip: sharedPath("models", "tiny-random-llama").skip }, () => {
+  const model = sharedPath("models", "tiny-random-llama").path;
+  const out = quantized(model, 8);
+  assert.deepEqual(readSafetensorsHeader(join(out, "model.safetensors")).tensors.get("lm_head.scales")?.shape, [512, 2]);
+  assert.deepEqual(checkWeights(model, out, 8, 64), []);
+  assert.ok(loadModel(out).lmHead?.weight instanceof AffineQuantWeight);
+});
+
+/** A copy of `dir` to edit. */
+function copyOf(dir: string, name: string): string {
+  const out = join(tmp, name);
+  cpSync(dir, out, { recursive: true });
+  return out;
+}
+
+function editTensors(dir: string, edit: (tensors: Map<string, RawTensor>) => void): void {
+  const path = join(dir, "model.safetensors");
+  const tensors = readSafetensors(path);
+  edit(tensors);
+  rmSync(path);
+  writeSafetensors(path, [...tensors.values()]);
+}
+
+function editConfig(dir: string, edit: (config: Record<string, Record<string, unknown>>) => void): void {
+  const path = join(dir, "config.json");
+  const config = JSON.parse(readFileSync(path, "utf8"));
+  edit(config);
+  writeFileSync(path, JSON.stringify(config));
+}
+
+const bytes = (a: Float32Array | Uint16Array | Uint32Array): Uint8Array<ArrayBuffer> => new Uint8Array(a.slice().buffer);
+
+describe("per-module quantization entries", () => {
+  const skip = stories.qwen2.skip;
+
+  test("a module may have its own bits and group size, or be stored in float", { skip }, () => {
+    const dir = copyOf(quantized(stories.qwen2.path, 4), "overrides");
+    const original = readSafetensors(join(stories.qwen2.path, "model.safetensors"));
+    const q = "model.layers.0.self_attn.q_proj";
+    const up = "model.layers.1.mlp.up_proj";
+    editTensors(dir, (tensors) => {
+      const w = original.get(`${q}.weight`)!;
+      const q8 = quantizeAffine(new Float32Array(w.data.buffer), { bits: 8, groupSize: 32 });
+      tensors.set(`${q}.weight`, { ...w, dtype: "U32", shape: [64, 16], data: bytes(q8.packed) });
+      tensors.set(`${q}.scales`, { ...w, name: `${q}.scales`, shape: [64, 2], data: bytes(q8.scales) });
+      tensors.set(`${q}.biases`, { ...w, name: `${q}.biases`, shape: [64, 2], data: bytes(q8.biases) });
+      tensors.set(`${up}.weight`, original.get(`${up}.weight`)!);
+      tensors.delete(`${up}.scales`);
+      tensors.delete(`${up}.biases`);
+    });
+    editConfig(dir, (c) => {
+      c.quantization[q] = { group_size: 32, bits: 8 };
+      c.quantization[up] = false;
+    });
+    const weights = matrices(loadModel(dir));
+    const qw = weights.get(q);
+    assert.ok(qw instanceof AffineQuantWeight && qw.dtype === "affine8" && qw.groupSize === 32);
+    assertWithinBound(matrices(loadModel(stories.qwen2.path)).get(q)!, qw, q);
+    assert.ok(weights.get(up) instanceof DenseWeight);
+    const other = weights.get("model.layers.0.self_attn.k_proj");
+    assert.ok(other instanceof AffineQuantWeight && other.dtype === "affine4" && other.groupSize === 64);
+  });
+
+  test("config parsing: entries, true for the defaults, quantization_config alone, and what is refused", () => {
+    const base = { model_type: "qwen2", hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 8, vocab_size: 32, max_position_embeddings: 64 };
+    const parse = (quantization: unknown, key = "quantization") => parseModelConfig({ ...base, [key]: quantization }).quantization;
+    const q = parse({ group_size: 64, bits: 4, "a.b": false, "c.d": { group_size: 32, bits: 8 }, "e.f": true });
+    assert.deepEqual(q?.defaults, { bits: 4, groupSize: 64 });
+    assert.deepEqual([...(q?.modules ?? [])], [["a.b", false], ["c.d", { bits: 8, groupSize: 32 }], ["e.f", { bits: 4, groupSize: 64 }]]);
+    assert.deepEqual(parse({ group_size: 32, bits: 8 }, "quantization_config")?.defaults, { bits: 8, groupSize: 32 });
+    assert.equal(parseModelConfig(base).quantization, undefined);
+    assert.throws(() => parse({ group_size: 64, bits: 7 }), (e) => e instanceof ConfigError && /not 7/.test(e.message));
+    assert.throws(() => parse({ group_size: 16, bits: 4 }), /group sizes 32, 64, 128, not 16/);
+    assert.throws(() => parse({ bits: 4 }), /"group_size" must be a positive integer/);
+    assert.throws(() => parse({ group_size: 32, bits: 4, mode: "mxfp4" }), /mode "mxfp4" is not supported/);
+    assert.throws(() => parse({ quant_method: "gptq", bits: 4 }, "quantization_config"), /method "gptq" is not supported/);
+    assert.throws(() => parse({ group_size: 64, bits: 4, "x.y": { group_size: 64, bits: 5.5 } }), /entry "x.y"/);
+    assert.throws(() => parse({ group_size: 64, bits: 4, "x.y": "yes" }), /must be false or/);
+  });
+});
+
+describe("loading a broken quantized checkpoint fails clearly", () => {
+  const skip = stories.qwen2.skip;
+
+  test("a missing biases tensor is named", { skip }, () => {
+    const dir = copyOf(quantized(stories.qwen2.path, 4), "no-biases");
+    editTensors(dir, (t) => t.delete("model.layers.0.self_attn.k_proj.biases"));
+    assert.throws(
+      () => loadModel(dir),
+      (e) => e instanceof CheckpointError && /"model.layers.0.self_attn.k_proj" is quantized but tensor "model.layers.0.self_attn.k_proj.biases" is missing/.test(e.message),
+    );
+  });
+
+  test("packed codes of the wrong width for the config's bits are a shape mismatch", { skip }, () => {
+    const dir = copyOf(quantized(stories.qwen2.path, 4), "wrong-bits");
+    editConfig(dir, (c) => {
+      c.quantization.bits = 8;
+    });
+    assert.throws(() => loadModel(dir), /"model.embed_tokens.weight" has shape \[512,8\] but the config implies \[512,16\]/);
+  });
+
+  test("an entry of false for a module stored quantized", { skip }, () => {
+    const dir = copyOf(quantized(stories.qwen2.path, 4), "false-but-quantized");
+    editConfig(dir, (c) => {
+      c.quantization["model.layers.0.self_attn.v_proj"] = false;
+    });
+    assert.throws(() => loadModel(dir), /"model.layers.0.self_attn.v_proj" is stored quantized \(it has "model.layers.0.self_attn.v_proj.scales"\) but config.json says it is not: its "quantization" entry is false/);
+  });
+
+  test("quantized tensors without a quantization section", { skip }, () => {
+    const dir = copyOf(quantized(stories.qwen2.path, 4), "no-section");
+    editConfig(dir, (c) => {
+      delete c.quantization;
+      delete c.quantization_config;
+    });
+    assert.throws(() => loadModel(dir), /"model.embed_tokens" is stored quantized .* but config.json says it is not: it has no "quantization" section/);
+  });
+
+  test("an unsupported bit width in config.json is refused", { skip }, () => {
+    const dir = copyOf(quantized(stories.qwen2.path, 4), "bits-7");
+    editConfig(dir, (c) => {
+      c.quantization.bits = 7;
+    });
+    assert.throws(() => loadModel(dir), (e) => e instanceof ConfigError && /supports 2, 3, 4, 5, 6, 8 bits, not 7/.test(e.message));
+  });
+});
+
+describe("quantize refuses what it cannot do, writing nothing", () => {
+  const skip = stories.qwen2.skip;
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, "quantize", ...args], { encoding: "utf8" });
+
+  test("an output folder that exists and is not empty", { skip }, () => {
+    const out = join(tmp, "not-empty");
+    mkdirSync(out);
+    writeFileSync(join(out, "keep.txt"), "mine");
+    assert.throws(() => quantizeCheckpoint(stories.qwen2.path, out, { bits: 4, groupSize: 64 }), /already exists and is not an empty folder/);
+    assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
+    assert.ok(!existsSync(join(out, "config.json")));
+  });
+
+  test("unsupported bits or group size, and missing options, on the command line", { skip }, () => {
+    const out = join(tmp, "never");
+    for (const [args, message] of [
+      [["--bits", "7"], /--bits must be one of 2, 3, 4, 5, 6, 8, got "7"/],
+      [["--bits", "4", "--group-size", "16"], /--group-size must be one of 32, 64, 128, got "16"/],
+      [[], /--bits is required/],
+    ] as const) {
+      const r = run("--model", stories.qwen2.path, "--out", out, ...args);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.split("\n").length, 2, "one line");
+    }
+    assert.match(run("--model", stories.qwen2.path, "--bits", "4").stderr, /--out DIR is required/);
+    assert.ok(!existsSync(out));
+  });
+
+  test("an input that is already quantized", { skip }, () => {
+    const out = join(tmp, "twice");
+    assert.throws(() => quantizeCheckpoint(quantized(stories.qwen2.path, 4), out, { bits: 4, groupSize: 64 }), /is already quantized/);
+    assert.ok(!existsSync(out));
+  });
+});
+
+describe("sharded input", () => {
+  test("is written as shards of the same names with an index, loading as the single file does", { skip: stories.qwen2.skip }, () => {
+    const dir = join(tmp, "sharded-in");
+    mkdirSync(dir);
+    for (const file of ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) cpSync(join(stories.qwen2.path, file), join(dir, file));
+    const tensors = [...readSafetensors(join(stories.qwen2.path, "model.safetensors")).values()];
+    const shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    const half = Math.ceil(tensors.length / 2);
+    const weightMap: Record<string, string> = {};
+    [tensors.slice(0, half), tensors.slice(half)].forEach((part, i) => {
+      writeSafetensors(join(dir, shards[i]), part);
+      for (const t of part) weightMap[t.name] = shards[i];
+    });
+    writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ weight_map: weightMap }));
+
+    const out = join(tmp, "sharded-out");
+    quantizeCheckpoint(dir, out, { bits: 4, groupSize: 64 });
+    const index = JSON.parse(readFileSync(join(out, "model.safetensors.index.json"), "utf8"));
+    let total = 0;
+    for (const shard of shards) {
+      const header = readSafetensorsHeader(join(out, shard));
+      for (const [name, e] of header.tensors) {
+        assert.equal(index.weight_map[name], shard, name);
+        total += e.end - e.begin;
+      }
+    }
+    assert.equal(Object.keys(index.weight_map).length, readSafetensorsHeader(join(quantized(stories.qwen2.path, 4), "model.safetensors")).tensors.size);
+    assert.equal(index.metadata.total_size, total);
+    const fromShards = matrices(loadModel(out));
+    for (const [name, w] of matrices(loadModel(quantized(stories.qwen2.path, 4)))) {
+      const s = fromShards.get(name);
+      if (w instanceof AffineQuantWeight) assert.ok(s instanceof AffineQuantWeight && s.packed.every((x, i) => x === w.packed[i]), name);
+    }
+  });
+});
+
+describe("backend choice for quantized models", () => {
+  const skip = stories.qwen2.skip;
+
+  test("the default falls back to the TypeScript backend with a one-line notice", { skip }, () => {
+    const backend = selectBackend(loadModel(quantized(stories.qwen2.path, 4)));
+    assert.equal(backend.name, "ts");
+    assert.match(backend.notice ?? "", nativeKernels() ? /cannot run this model \(.*affine4 weights.*\); using the slower TypeScript backend/ : /unavailable/);
+    assert.ok(!backend.notice?.includes("\n"));
+  });
+
+  test("--backend native asked for by name is an error", { skip: skip || (nativeKernels() ? false : "native kernels unavailable") }, () => {
+    assert.throws(() => selectBackend(loadModel(quantized(stories.qwen2.path, 4)), { backend: "native" }), /no kernel for affine4 weights/);
+  });
+
+  test("end to end: tiny-llm quantize into an empty folder, then tiny-llm generate with the default backend", { skip }, () => {
+    const out = join(tmp, "cli-out");
+    mkdirSync(out);
+    const q = spawnSync(process.execPath, [cli, "quantize", "--model", stories.qwen2.path, "--bits", "8", "--out", out], { encoding: "utf8" });
+    assert.equal(q.status, 0, q.stderr);
+    assert.match(q.stderr, /quantized 31 matrices to 8 bits \(group size 64\)/);
+    assert.match(q.stderr, /kept in float \(input width not a multiple of 64\): model\.layers\.0\.mlp\.down_proj/);
+    const g = spawnSync(process.execPath, [cli, "generate", "--model", out, "--prompt", "", "--max-tokens", "12", "--temperature", "0"], { encoding: "utf8" });
+    assert.equal(g.status, 0, g.stderr);
+    assert.match(g.stdout, /^Once upon a time/);
+    assert.match(g.stderr, /^tiny-llm: .*using the slower TypeScript backend\n$/);
+  });
+
+  test("the help lists the command", () => {
+    const r = spawnSync(process.execPath, [cli, "--help"], { encoding: "utf8" });
+    assert.match(r.stdout, /quantize +write an MLX-layout/);
+    assert.match(r.stdout, /Usage: tiny-llm quantize --model DIR --bits B --out DIR/);
+  });
+});
