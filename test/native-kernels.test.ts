@@ -9,11 +9,13 @@ import { causalMask, scaledDotProductAttention } from "../src/layers/attention.j
 import { Linear } from "../src/layers/linear.js";
 import { RMSNorm } from "../src/layers/rms-norm.js";
 import { RoPE } from "../src/layers/rope.js";
-import { numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
+import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { mul, silu } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
+import { toNativeWeight } from "../src/models/native-transformer.js";
+import { AffineQuantWeight } from "../src/tensor/affine-quant.js";
 import { BlockQuantWeight } from "../src/tensor/block-quant.js";
-import { DenseWeight, weightToTensor } from "../src/tensor/weight.js";
+import { DenseWeight, weightToTensor, type DenseDType } from "../src/tensor/weight.js";
 import { assertClose, randomTensor } from "./support/numeric.js";
 
 const native = nativeKernels();
@@ -28,6 +30,11 @@ function relClose(actual: Float32Array, expected: Float32Array, relTol: number, 
   let scale = 0;
   for (const v of expected) scale = Math.max(scale, Math.abs(v));
   assertClose(new Tensor(actual, [actual.length]), new Tensor(expected, [expected.length]), relTol * Math.max(scale, 1), what);
+}
+
+/** Element i of affine scales or biases stored as `dtype`. */
+function param(dtype: DenseDType, values: Float32Array | Uint16Array, i: number): number {
+  return dtype === "f32" ? values[i] : dtype === "bf16" ? bf16ToNumber(values[i]) : f16ToNumber(values[i]);
 }
 
 function denseWeight(dtype: "f32" | "bf16" | "f16", t: Tensor): { ref: DenseWeight; native: Parameters<NativeKernels["matmul"]>[3] } {
@@ -105,6 +112,46 @@ for (const isa of isas) {
         }
       });
     }
+
+    test("matmul with MLX affine 4- and 8-bit weights equals Linear on the dequantized weights, within the activation-quantization bound", () => {
+      useIsa();
+      const cases: { bits: number; groupSize: number; M: number; K: number; N: number; scaleDType: DenseDType }[] = [
+        { bits: 4, groupSize: 64, M: 1, K: 128, N: 5, scaleDType: "f16" },
+        { bits: 4, groupSize: 32, M: 3, K: 96, N: 9, scaleDType: "bf16" },
+        { bits: 8, groupSize: 128, M: 1, K: 512, N: 7, scaleDType: "f32" },
+        { bits: 8, groupSize: 32, M: 17, K: 160, N: 6, scaleDType: "f16" },
+        { bits: 4, groupSize: 128, M: 12, K: 1024, N: 11, scaleDType: "bf16" },
+      ];
+      for (const { bits, groupSize, M, K, N, scaleDType } of cases) {
+        const values = randomTensor([N, K], bits * 10 + K).toFloat32Array();
+        const w = AffineQuantWeight.quantize({ bits, groupSize, scaleDType }, [N, K], values);
+        const x = randomTensor([M, K], K + 7, 3);
+        const expected = new Linear(w).forward(x).toFloat32Array();
+        const out = new Float32Array(M * N);
+        k.matmul(out, x.toFloat32Array(), M, toNativeWeight(w, k), null);
+        const xs = x.toFloat32Array();
+        const wf = weightToTensor(w).toFloat32Array();
+        const what = `affine${bits} g${groupSize} ${scaleDType} M=${M} K=${K} N=${N}`;
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < N; n++) {
+            // int8 x moves each element by at most amax/254 of its block; the kernels multiply it by
+            // w − bias (the bias term uses exact sums), and the bf16 GEMM rounds w and x by 2^-9.
+            let bound = 0;
+            for (let b = 0; b < K / 32; b++) {
+              let amax = 0;
+              for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
+              for (let j = 0; j < 32; j++) {
+                const kk = b * 32 + j;
+                const bias = param(w.scaleDType, w.biases, n * (K / groupSize) + Math.floor(kk / groupSize));
+                bound += ((Math.abs(wf[n * K + kk]) + Math.abs(bias)) * amax) / 254;
+              }
+            }
+            const err = Math.abs(out[m * N + n] - expected[m * N + n]);
+            assert.ok(err <= bound * 1.01 + 1e-4, `${what} [${m},${n}]: error ${err} > bound ${bound}`);
+          }
+        }
+      }
+    });
 
     test("attention equals scaledDotProductAttention: decode and prefill, GQA ratios 1, 2 and 7", () => {
       useIsa();

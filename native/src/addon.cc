@@ -40,10 +40,20 @@ Weight weight_arg(const Napi::Value& v) {
   w.cols = o.Get("cols").As<Napi::Number>().Int64Value();
   const int64_t row_bytes = tl::weight_row_bytes(w.type, w.cols);
   if (row_bytes < 0) throw Napi::TypeError::New(env, "unknown weight type " + std::to_string(w.type));
-  if ((w.type == tl::W_Q8_0 || w.type == tl::W_Q4_0) && w.cols % tl::kBlock != 0) {
+  if (tl::is_int8_type(w.type) && w.cols % tl::kBlock != 0) {
     throw Napi::RangeError::New(env, "quantized weights need a column count that is a multiple of 32");
   }
   w.data = data_of<const uint8_t>(o.Get("data"), "weight data", static_cast<size_t>(row_bytes * w.rows));
+  if (tl::is_affine(w.type)) {
+    w.group_size = o.Get("groupSize").As<Napi::Number>().Int64Value();
+    w.scale_type = o.Get("scaleType").As<Napi::Number>().Int32Value();
+    if (w.group_size != 32 && w.group_size != 64 && w.group_size != 128) throw Napi::RangeError::New(env, "affine group size must be 32, 64 or 128");
+    if (w.cols % w.group_size != 0) throw Napi::RangeError::New(env, "affine weights need whole groups per row");
+    if (w.scale_type < tl::S_F32 || w.scale_type > tl::S_BF16) throw Napi::TypeError::New(env, "unknown affine scale type");
+    const size_t param_bytes = static_cast<size_t>(w.rows * (w.cols / w.group_size) * (w.scale_type == tl::S_F32 ? 4 : 2));
+    w.scales = data_of<const uint8_t>(o.Get("scales"), "weight scales", param_bytes);
+    w.biases = data_of<const uint8_t>(o.Get("biases"), "weight biases", param_bytes);
+  }
   return w;
 }
 

@@ -9,7 +9,15 @@
 namespace tl {
 
 // Weight storage types; the numbers are shared with the TypeScript side.
-enum WeightType : int { W_F32 = 0, W_F16 = 1, W_BF16 = 2, W_Q8_0 = 3, W_Q4_0 = 4 };
+enum WeightType : int { W_F32 = 0, W_F16 = 1, W_BF16 = 2, W_Q8_0 = 3, W_Q4_0 = 4, W_AFFINE4 = 5, W_AFFINE8 = 6 };
+
+// MLX affine quantization (4 or 8 bits): codes packed little end first in each 32-bit word, so
+// a 4-bit row's byte k holds element 2k (low nibble) and 2k + 1 (high nibble); per group of
+// group_size columns w = scale * q + bias, scales and biases stored as f32, f16 or bf16.
+enum ScaleType : int { S_F32 = 0, S_F16 = 1, S_BF16 = 2 };
+
+inline bool is_int8_type(int type) { return type == W_Q8_0 || type == W_Q4_0 || type == W_AFFINE4 || type == W_AFFINE8; }
+inline bool is_affine(int type) { return type == W_AFFINE4 || type == W_AFFINE8; }
 
 constexpr int kBlock = 32;  // elements per quantization block (GGML Q8_0 / Q4_0)
 
@@ -31,6 +39,8 @@ struct QuantX {
   float* s;
   int64_t q_stride;  // elements between rows of q (K rounded up to 64)
   int64_t b_stride;  // blocks between rows of d and s
+  float* gsum;       // affine weights: exact float sum of x over each weight group, per row
+  int64_t g_stride;  // groups between rows of gsum
 };
 
 struct Weight {
@@ -38,7 +48,15 @@ struct Weight {
   const uint8_t* data;
   int64_t rows;  // output features (N)
   int64_t cols;  // input features (K)
+  // Affine types only: [rows, cols / group_size] each.
+  const void* scales = nullptr;
+  const void* biases = nullptr;
+  int scale_type = S_F32;
+  int64_t group_size = 0;
 };
+
+// Scale or bias i of an affine weight as f32.
+float affine_param(const Weight& w, const void* params, int64_t i);
 
 int64_t weight_row_bytes(int type, int64_t cols);
 

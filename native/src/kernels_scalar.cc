@@ -35,7 +35,22 @@ int64_t weight_row_bytes(int type, int64_t cols) {
     case W_BF16: return cols * 2;
     case W_Q8_0: return cols + cols / kBlock * 2;
     case W_Q4_0: return cols / 2 + cols / kBlock * 2;
+    case W_AFFINE4: return cols / 2;
+    case W_AFFINE8: return cols;
     default: return -1;
+  }
+}
+
+float affine_param(const Weight& w, const void* params, int64_t i) {
+  switch (w.scale_type) {
+    case S_F16: return f16_to_f32(static_cast<const uint16_t*>(params)[i]);
+    case S_BF16: {
+      const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(params)[i]) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    default: return static_cast<const float*>(params)[i];
   }
 }
 
@@ -85,6 +100,19 @@ void decode_row(const Weight& w, int64_t n, float* out) {
       const int8_t* q = reinterpret_cast<const int8_t*>(row);
       const uint16_t* d = reinterpret_cast<const uint16_t*>(row + K);
       for (int64_t k = 0; k < K; k++) out[k] = f16_to_f32(d[k / kBlock]) * q[k];
+      break;
+    }
+    case W_AFFINE4:
+    case W_AFFINE8: {
+      const int64_t groups = K / w.group_size;
+      for (int64_t g = 0; g < groups; g++) {
+        const float scale = affine_param(w, w.scales, n * groups + g);
+        const float bias = affine_param(w, w.biases, n * groups + g);
+        for (int64_t k = g * w.group_size; k < (g + 1) * w.group_size; k++) {
+          const int q = w.type == W_AFFINE8 ? row[k] : (row[k / 2] >> (4 * (k % 2))) & 0x0f;
+          out[k] = scale * q + bias;
+        }
+      }
       break;
     }
     case W_Q4_0: {

@@ -145,8 +145,9 @@ struct QRow {
 
 constexpr int kGroup = 16;  // blocks per group: one vector of scales
 
-// x order for Q4_0: within each pair of blocks (A, B), [A0-15, B0-15, A16-31, B16-31], which is
-// how one 32-byte load of their packed nibbles unpacks into low and high halves.
+// x order for 4-bit weights follows how one 32-byte load of a block pair's nibbles unpacks into
+// low and high halves. Q4_0 (pair A, B): [A0-15, B0-15, A16-31, B16-31]. MLX 4-bit (elements
+// 2k, 2k + 1 share byte k): [the 32 even elements of the pair, then the 32 odd ones].
 void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
   const int64_t nb = K / kBlock;
   alignas(64) int8_t tmp[kBlock];
@@ -166,13 +167,16 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
       const int64_t pair = b / 2, second = b % 2;
       std::memcpy(q + pair * 64 + second * 16, tmp, 16);
       std::memcpy(q + pair * 64 + 32 + second * 16, tmp + 16, 16);
+    } else if (type == W_AFFINE4) {
+      int8_t* dst = q + (b / 2) * 64 + (b % 2) * 16;
+      for (int j = 0; j < kBlock; j++) dst[(j % 2) * 32 + j / 2] = tmp[j];
     } else {
       std::memcpy(q + b * kBlock, tmp, kBlock);
     }
   }
   // Zero the padding up to a whole pair so that an odd last block pairs with nothing.
   const int64_t padded = (K + 63) / 64 * 64;
-  if (type == W_Q4_0 && nb % 2) {
+  if ((type == W_Q4_0 || type == W_AFFINE4) && nb % 2) {
     std::memset(q + (nb / 2) * 64 + 16, 0, 16);
     std::memset(q + (nb / 2) * 64 + 48, 0, 16);
   } else if (padded > K) {
@@ -180,11 +184,13 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
   }
 }
 
-// 64 weights of block pair p as unsigned bytes (Q8_0 shifted by 128; Q4_0 nibbles in x's pair order).
+// 64 weights of block pair p as unsigned bytes (Q8_0 shifted by 128; 4-bit nibbles in x's pair order).
 template <int Type>
 inline __m512i pair_weights(const uint8_t* quants, int64_t p, __mmask64 mask) {
   if constexpr (Type == W_Q8_0) {
     return _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, quants + p * 64), _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else if constexpr (Type == W_AFFINE8) {
+    return _mm512_maskz_loadu_epi8(mask, quants + p * 64);
   } else {
     const __m256i packed = _mm256_maskz_loadu_epi8(static_cast<__mmask32>(mask), quants + p * 32);
     const __m256i lo = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
@@ -193,11 +199,11 @@ inline __m512i pair_weights(const uint8_t* quants, int64_t p, __mmask64 mask) {
   }
 }
 
-// Lane -> block index within a pair: Q8_0 lanes 0-7 are block A, 8-15 block B; Q4_0 lanes
+// Lane -> block index within a pair: 8-bit lanes 0-7 are block A, 8-15 block B; 4-bit lanes
 // 0-3 and 8-11 are A, 4-7 and 12-15 are B.
 template <int Type>
 inline __m512i pair_lanes(int64_t p) {
-  const __m512i base = Type == W_Q8_0 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+  const __m512i base = Type == W_Q8_0 || Type == W_AFFINE8 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
                                       : _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
   return _mm512_add_epi32(base, _mm512_set1_epi32(static_cast<int>(2 * p)));
 }
@@ -269,10 +275,79 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     }
 }
 
+// 16 affine scales (or biases) starting at group g, as f32; lanes past `mask` are zero.
+inline __m512 affine_params16(const Weight& w, const void* params, int64_t g, __mmask16 mask) {
+  switch (w.scale_type) {
+    case S_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(params) + g));
+    case S_BF16:
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(params) + g)), 16));
+    default: return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(params) + g);
+  }
+}
+
+// MLX affine rows: Σ_b scale_g(b) · dx_b · Σ q·qx over the 32-element blocks, plus Σ_g bias_g · Σ_g x.
+template <int Type, int MR, int NR>
+void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+  const Weight& w = *t.w;
+  const int64_t K = w.cols;
+  const int64_t N = w.rows;
+  const int64_t nb = K / kBlock;
+  const int64_t groups = K / w.group_size;
+  const int shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;  // log2(blocks per group)
+  const int64_t row_bytes = weight_row_bytes(Type, K);
+  const __m512i expand = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift);
+  const uint8_t* wq[NR];
+  for (int r = 0; r < NR; r++) wq[r] = w.data + (n0 + r) * row_bytes;
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
+  alignas(64) float scale[MR][NR][kGroup];
+  constexpr int64_t pair_bytes = Type == W_AFFINE8 ? 64 : 32;
+  for (int64_t g = 0; g < nb; g += kGroup) {
+    const int64_t gb = std::min<int64_t>(kGroup, nb - g);
+    const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
+    const __mmask16 gmask = static_cast<__mmask16>((1u << (gb >> shift)) - 1);
+    __m512 sw[NR];
+    for (int r = 0; r < NR; r++) sw[r] = _mm512_permutexvar_ps(expand, affine_params16(w, w.scales, (n0 + r) * groups + (g >> shift), gmask));
+    for (int i = 0; i < MR; i++) {
+      const __m512 dx = _mm512_maskz_loadu_ps(bmask, t.xq.d + (m0 + i) * t.xq.b_stride + g);
+      for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(sw[r], dx));
+    }
+    const int64_t pairs = (gb + 1) / 2;
+    for (int64_t p = 0; p < pairs; p++) {
+      const int64_t gp = g / 2 + p;
+      const bool half = 2 * p + 1 == gb;
+      const __mmask64 wmask = half ? (Type == W_AFFINE8 ? 0xffffffffull : 0xffffull) : ~0ull;
+      __m512i wv[NR];
+      for (int r = 0; r < NR; r++) {
+        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + gp * pair_bytes + kPrefetch), _MM_HINT_T0);
+        wv[r] = pair_weights<Type>(wq[r], gp, wmask);
+      }
+      const __m512i lanes = pair_lanes<Type>(p);
+      for (int i = 0; i < MR; i++) {
+        const __m512i xv = _mm512_loadu_si512(t.xq.q + (m0 + i) * t.xq.q_stride + gp * 64);
+        for (int r = 0; r < NR; r++) {
+          const __m512i dotp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
+          acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; i++) {
+    const float* gsum = t.xq.gsum + (m0 + i) * t.xq.g_stride;
+    for (int r = 0; r < NR; r++) {
+      float v = _mm512_reduce_add_ps(acc[i][r]);
+      for (int64_t gi = 0; gi < groups; gi++) v += affine_param(w, w.biases, (n0 + r) * groups + gi) * gsum[gi];
+      t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
+    }
+  }
+}
+
 #else  // AVX2
 
+// x order: natural, except for MLX 4-bit weights, whose 16 packed bytes per block unpack into the
+// block's even elements (low nibbles) and odd elements (high nibbles): [evens, odds] per block.
 void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
-  (void)type;
   const int64_t nb = K / kBlock;
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (int64_t b = 0; b < nb; b++) {
@@ -300,13 +375,24 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
     const __m256i a = _mm256_packs_epi32(qi[0], qi[1]);
     const __m256i c = _mm256_packs_epi16(a, _mm256_packs_epi32(qi[2], qi[3]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock), _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    if (type == W_AFFINE4) {
+      alignas(32) int8_t tmp[kBlock];
+      std::memcpy(tmp, q + b * kBlock, kBlock);
+      for (int j = 0; j < kBlock; j++) q[b * kBlock + (j % 2) * 16 + j / 2] = tmp[j];
+    }
   }
 }
 
 // Eight partial sums of one block's weights · x, as int32.
 template <int Type>
 inline __m256i block_dot(const uint8_t* quants, int64_t b, __m256i x) {
-  if constexpr (Type == W_Q8_0) {
+  if constexpr (Type == W_AFFINE8) {
+    // Unsigned 8-bit codes would saturate vpmaddubsw: widen both sides to 16 bits.
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + b * kBlock));
+    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(w)), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x)));
+    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(w, 1)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1)));
+    return _mm256_add_epi32(lo, hi);
+  } else if constexpr (Type == W_Q8_0) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + b * kBlock));
     const __m256i prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
     return _mm256_madd_epi16(prod, _mm256_set1_epi16(1));
@@ -355,7 +441,43 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
       t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) - kOffset * cor[i][r] + (t.bias ? t.bias[n0 + r] : 0.0f);
 }
 
+template <int Type, int MR, int NR>
+void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+  const Weight& w = *t.w;
+  const int64_t K = w.cols;
+  const int64_t N = w.rows;
+  const int64_t nb = K / kBlock;
+  const int64_t groups = K / w.group_size;
+  const int64_t blocks_per_group = w.group_size / kBlock;
+  const int64_t row_bytes = weight_row_bytes(Type, K);
+  const uint8_t* wq[NR];
+  for (int r = 0; r < NR; r++) wq[r] = w.data + (n0 + r) * row_bytes;
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
+  float sw[NR] = {};
+  for (int64_t b = 0; b < nb; b++) {
+    if (b % blocks_per_group == 0)
+      for (int r = 0; r < NR; r++) sw[r] = affine_param(w, w.scales, (n0 + r) * groups + b / blocks_per_group);
+    for (int i = 0; i < MR; i++) {
+      const int64_t m = m0 + i;
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + b * kBlock));
+      const float dx = t.xq.d[m * t.xq.b_stride + b];
+      for (int r = 0; r < NR; r++) acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot<Type>(wq[r], b, xv)), _mm256_set1_ps(sw[r] * dx), acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; i++) {
+    const float* gsum = t.xq.gsum + (m0 + i) * t.xq.g_stride;
+    for (int r = 0; r < NR; r++) {
+      float v = hsum8(acc[i][r]);
+      for (int64_t gi = 0; gi < groups; gi++) v += affine_param(w, w.biases, (n0 + r) * groups + gi) * gsum[gi];
+      t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
+    }
+  }
+}
+
 #endif
+
 
 // Covers rows [n0, n1) x all M with tiles of up to 4 x 4, falling back to narrower tiles at the edges.
 template <template <class, int, int> class Tile, class T>
@@ -392,6 +514,16 @@ struct Q8_0 {
 struct Q4_0 {
   static constexpr int kType = W_Q4_0;
 };
+template <class Q, int MR, int NR>
+struct AffineTile {
+  static void run(const MatmulTask& t, int64_t m0, int64_t n0) { affine_tile<Q::kType, MR, NR>(t, m0, n0); }
+};
+struct Affine4 {
+  static constexpr int kType = W_AFFINE4;
+};
+struct Affine8 {
+  static constexpr int kType = W_AFFINE8;
+};
 
 void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
   switch (t.w->type) {
@@ -400,6 +532,8 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
     case W_F16: Tiler<DenseTile, LoadF16>::run(t, n0, n1); break;
     case W_Q8_0: Tiler<QuantTile, Q8_0>::run(t, n0, n1); break;
     case W_Q4_0: Tiler<QuantTile, Q4_0>::run(t, n0, n1); break;
+    case W_AFFINE4: Tiler<AffineTile, Affine4>::run(t, n0, n1); break;
+    case W_AFFINE8: Tiler<AffineTile, Affine8>::run(t, n0, n1); break;
     default: break;
   }
 }
@@ -430,10 +564,26 @@ void to_bf16(const float* x, int64_t K, uint16_t* out, int64_t Kp) {
   }
 }
 
-// Quantized weight row n decoded to Kp bf16 values (d · q per block of 32) in `buf`.
+// Quantized weight row n decoded to bf16 values in `buf`.
 const uint16_t* bf16_row(const Weight& w, int64_t n, uint16_t* buf) {
   const int64_t K = w.cols;
   const uint8_t* row = w.data + n * weight_row_bytes(w.type, K);
+  if (is_affine(w.type)) {
+    alignas(64) float tmp[kBlock];
+    const int64_t groups = K / w.group_size;
+    for (int64_t k = 0; k < K; k += kBlock) {
+      const int64_t g = n * groups + k / w.group_size;
+      const float scale = affine_param(w, w.scales, g), bias = affine_param(w, w.biases, g);
+      for (int j = 0; j < kBlock; j++) {
+        const int64_t e = k + j;
+        const int q = w.type == W_AFFINE8 ? row[e] : (row[e / 2] >> (4 * (e % 2))) & 0x0f;
+        tmp[j] = scale * q + bias;
+      }
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_load_ps(tmp + 16), _mm512_load_ps(tmp));
+      _mm512_storeu_si512(buf + k, reinterpret_cast<const __m512i&>(v));
+    }
+    return buf;
+  }
   const uint16_t* scales = reinterpret_cast<const uint16_t*>(row + (w.type == W_Q8_0 ? K : K / 2));
   for (int64_t k = 0; k < K; k += kBlock) {
     const __m512 d = _mm512_set1_ps(f16(scales[k / kBlock]));

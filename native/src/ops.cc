@@ -39,7 +39,7 @@ const IsaKernels& kernels() {
 
 // Quantized activations, reused between calls so the decode loop allocates nothing.
 std::vector<int8_t> g_xq;
-std::vector<float> g_xd, g_xs;
+std::vector<float> g_xd, g_xs, g_xg;
 
 }  // namespace
 
@@ -96,12 +96,12 @@ void gemm(float* out, const float* x, int64_t M, const Weight& w, const float* b
 
 void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
   const IsaKernels& k = kernels();
-  if (M >= kGemmMinRows && k.gemm_rows && (w.type == W_Q8_0 || w.type == W_Q4_0)) {
+  if (M >= kGemmMinRows && k.gemm_rows && is_int8_type(w.type)) {
     gemm(out, x, M, w, bias);
     return;
   }
   MatmulTask task{&w, x, {}, M, bias, out};
-  if ((w.type == W_Q8_0 || w.type == W_Q4_0) && k.quantize_x) {
+  if (is_int8_type(w.type) && k.quantize_x) {
     const int64_t nb = w.cols / kBlock;
     const int64_t stride = (w.cols + 63) / 64 * 64;
     if (static_cast<int64_t>(g_xq.size()) < M * stride) g_xq.resize(M * stride);
@@ -109,9 +109,17 @@ void matmul(float* out, const float* x, int64_t M, const Weight& w, const float*
       g_xd.resize(M * nb);
       g_xs.resize(M * nb);
     }
-    task.xq = {g_xq.data(), g_xd.data(), g_xs.data(), stride, nb};
+    const int64_t groups = is_affine(w.type) ? w.cols / w.group_size : 0;
+    if (static_cast<int64_t>(g_xg.size()) < M * groups) g_xg.resize(M * groups);
+    task.xq = {g_xq.data(), g_xd.data(), g_xs.data(), stride, nb, g_xg.data(), groups};
     for (int64_t m = 0; m < M; m++) {
-      k.quantize_x(w.type, x + m * w.cols, w.cols, g_xq.data() + m * stride, g_xd.data() + m * nb, g_xs.data() + m * nb);
+      const float* xm = x + m * w.cols;
+      k.quantize_x(w.type, xm, w.cols, g_xq.data() + m * stride, g_xd.data() + m * nb, g_xs.data() + m * nb);
+      for (int64_t g = 0; g < groups; g++) {
+        float sum = 0;
+        for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j++) sum += xm[j];
+        g_xg[m * groups + g] = sum;
+      }
     }
   }
   const int64_t rows = row_chunk(w.rows);

@@ -7,7 +7,9 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 /** Weight storage types, numbered as in native/src/kernels.h. */
-export const NativeWeightType = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4 } as const;
+export const NativeWeightType = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4, affine4: 5, affine8: 6 } as const;
+/** Storage types of affine scales and biases, numbered as in native/src/kernels.h. */
+export const NativeScaleType = { f32: 0, f16: 1, bf16: 2 } as const;
 export type NativeWeightTypeName = keyof typeof NativeWeightType;
 
 export interface NativeWeight {
@@ -17,6 +19,11 @@ export interface NativeWeight {
   rows: number;
   /** Input features (K). */
   cols: number;
+  /** Affine types: per-group scales and biases ([rows, cols / groupSize]) in their stored type. */
+  scales?: Float32Array | Uint16Array;
+  biases?: Float32Array | Uint16Array;
+  scaleType?: number;
+  groupSize?: number;
 }
 
 export interface NativeKernels {

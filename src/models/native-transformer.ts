@@ -5,9 +5,10 @@
  * [H_kv, capacity, D] and grown by doubling. The TypeScript Transformer is the reference this is
  * tested against.
  */
-import { NativeWeightType, type NativeKernels, type NativeWeight } from "../kernels/native.js";
+import { NativeScaleType, NativeWeightType, type NativeKernels, type NativeWeight } from "../kernels/native.js";
 import type { Linear } from "../layers/linear.js";
 import type { RMSNorm } from "../layers/rms-norm.js";
+import { AffineQuantWeight } from "../tensor/affine-quant.js";
 import { BlockQuantWeight } from "../tensor/block-quant.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { ModelConfig } from "./config.js";
@@ -38,6 +39,19 @@ interface NativeLayer {
  * Block-quantized weights are switched to the "rows" layout the kernels read, in place.
  */
 export function toNativeWeight(w: WeightMatrix, kernels: NativeKernels): NativeWeight {
+  if (w instanceof AffineQuantWeight && (w.bits === 4 || w.bits === 8)) {
+    const { buffer, byteOffset, byteLength } = w.packed;
+    return {
+      type: w.bits === 4 ? NativeWeightType.affine4 : NativeWeightType.affine8,
+      data: new Uint8Array(buffer, byteOffset, byteLength),
+      rows: w.rows,
+      cols: w.cols,
+      scales: w.scales,
+      biases: w.biases,
+      scaleType: NativeScaleType[w.scaleDType],
+      groupSize: w.groupSize,
+    };
+  }
   if (w instanceof BlockQuantWeight) {
     w.useRowLayout((dtype, data, rows, cols) => kernels.regroupRows(NativeWeightType[dtype], data, rows, cols));
   }
