@@ -203,11 +203,14 @@ for (const isa of isas) {
         relClose(data, expected, 1e-5, `rope traditional=${traditional}`);
       }
 
-      const gate = randomTensor([101], 4, 6);
-      const up = randomTensor([101], 5);
-      const s = new Float32Array(101);
-      k.siluMul(s, gate.toFloat32Array(), up.toFloat32Array(), 101);
-      relClose(s, mul(silu(gate), up).toFloat32Array(), 1e-6, "siluMul");
+      // Moderate gates, and gates far out where exp over- or underflows.
+      for (const range of [6, 120]) {
+        const gate = randomTensor([101], 4, range);
+        const up = randomTensor([101], 5);
+        const s = new Float32Array(101);
+        k.siluMul(s, gate.toFloat32Array(), up.toFloat32Array(), 101);
+        relClose(s, mul(silu(gate), up).toFloat32Array(), 1e-6, `siluMul over ±${range}`);
+      }
     });
   });
 }

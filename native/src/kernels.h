@@ -89,6 +89,8 @@ struct IsaKernels {
   float (*dot)(const float* a, const float* b, int64_t n);
   // y = y * a + x * b
   void (*scale_add)(float* y, float a, const float* x, float b, int64_t n);
+  // out = silu(gate) * up over n elements
+  void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n);
   // Null where the instruction set has no bf16 dot product; then matmul_rows does all sizes.
   void (*gemm_rows)(const GemmTask& t, int64_t n0, int64_t n1);
   // One row of K floats -> Kp bf16 (round to nearest even, zero padded).

@@ -158,10 +158,14 @@ void scale_add(float* y, float a, const float* x, float b, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = y[i] * a + x[i] * b;
 }
 
+void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add, nullptr, nullptr};
+  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add, silu_mul, nullptr, nullptr};
   return k;
 }
 

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -659,6 +660,49 @@ float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// e^x for a vector: x = n·ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (relative
+// error about 2e-7), and 2^n put into the exponent bits. Inputs are clamped to the range where
+// the result is a normal float, which is all silu needs (it saturates long before).
+inline V vexp(V x) {
+#if defined(__AVX512F__)
+  x = _mm512_max_ps(_mm512_min_ps(x, vset1(88.0f)), vset1(-87.0f));
+  const V n = _mm512_roundscale_ps(vmul(x, vset1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  x = _mm256_max_ps(_mm256_min_ps(x, vset1(88.0f)), vset1(-87.0f));
+  const V n = _mm256_round_ps(vmul(x, vset1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#endif
+  const V r = vfmadd(n, vset1(-0.693145751953125f), vfmadd(n, vset1(-1.428606765330187045e-06f), x));
+  V p = vset1(1.0f / 720);
+  p = vfmadd(p, r, vset1(1.0f / 120));
+  p = vfmadd(p, r, vset1(1.0f / 24));
+  p = vfmadd(p, r, vset1(1.0f / 6));
+  p = vfmadd(p, r, vset1(0.5f));
+  p = vfmadd(p, r, vset1(1.0f));
+  p = vfmadd(p, r, vset1(1.0f));
+#if defined(__AVX512F__)
+  return _mm512_scalef_ps(p, n);
+#else
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+#endif
+}
+
+void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+  const V one = vset1(1.0f);
+  int64_t i = 0;
+  for (; i + VW <= n; i += VW) {
+    const V g = vload(gate + i);
+#if defined(__AVX512F__)
+    const V e = vexp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    vstore(out + i, vmul(_mm512_div_ps(g, _mm512_add_ps(one, e)), vload(up + i)));
+#else
+    const V e = vexp(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    vstore(out + i, vmul(_mm256_div_ps(g, _mm256_add_ps(one, e)), vload(up + i)));
+#endif
+  }
+  for (; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 void scale_add(float* y, float a, const float* x, float b, int64_t n) {
   const V va = vset1(a), vb = vset1(b);
   int64_t i = 0;
@@ -671,12 +715,12 @@ void scale_add(float* y, float a, const float* x, float b, int64_t n) {
 
 #if defined(__AVX512F__)
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scale_add, avx512::gemm_rows, avx512::to_bf16};
+  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scale_add, avx512::silu_mul, avx512::gemm_rows, avx512::to_bf16};
   return k;
 }
 #else
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scale_add, nullptr, nullptr};
+  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scale_add, avx2::silu_mul, nullptr, nullptr};
   return k;
 }
 #endif

@@ -257,7 +257,12 @@ double read_probe(const float* data, int64_t n) {
 }
 
 void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  constexpr int64_t kChunk = 8192;
+  const IsaKernels& k = kernels();
+  pool().parallel_for((n + kChunk - 1) / kChunk, [&](int64_t c) {
+    const int64_t i0 = c * kChunk;
+    k.silu_mul(out + i0, gate + i0, up + i0, std::min(kChunk, n - i0));
+  });
 }
 
 }  // namespace tl
