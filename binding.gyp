@@ -38,7 +38,7 @@
           "type": "static_library",
           "sources": ["native/src/kernels_x86.cc"],
           "defines": ["TL_X86"],
-          "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx512bf16", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
+          "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
         }
       ]
     }]

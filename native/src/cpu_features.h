@@ -6,7 +6,7 @@ namespace tl {
 
 struct CpuFeatures {
   bool avx2 = false;     // with FMA and F16C
-  bool avx512 = false;   // F, BW, VL, DQ, VNNI, BF16 (the set the AVX-512 kernels are compiled for)
+  bool avx512 = false;   // F, BW, VL, DQ, VNNI (the set the AVX-512 kernels are compiled for)
 };
 
 const CpuFeatures& cpu_features();

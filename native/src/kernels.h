@@ -70,17 +70,6 @@ struct MatmulTask {
   float* out;          // [M, N]
 };
 
-// Prefill GEMM on bf16 dot products: out[m, n] = dot(xb[m], w[n]) + bias[n] for all m and the
-// rows n in [n0, n1). xb is x rounded to bf16, [M, Kp] with Kp = K rounded up to 32 (zero padded).
-struct GemmTask {
-  const Weight* w;
-  const uint16_t* xb;
-  int64_t M;
-  int64_t Kp;
-  const float* bias;
-  float* out;
-};
-
 struct IsaKernels {
   const char* name;
   void (*matmul_rows)(const MatmulTask& t, int64_t n0, int64_t n1);
@@ -91,10 +80,6 @@ struct IsaKernels {
   void (*scale_add)(float* y, float a, const float* x, float b, int64_t n);
   // out = silu(gate) * up over n elements
   void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n);
-  // Null where the instruction set has no bf16 dot product; then matmul_rows does all sizes.
-  void (*gemm_rows)(const GemmTask& t, int64_t n0, int64_t n1);
-  // One row of K floats -> Kp bf16 (round to nearest even, zero padded).
-  void (*to_bf16)(const float* x, int64_t K, uint16_t* out, int64_t Kp);
 };
 
 const IsaKernels& scalar_kernels();

@@ -165,7 +165,7 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add, silu_mul, nullptr, nullptr};
+  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add, silu_mul};
   return k;
 }
 

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "kernels.h"
 
@@ -230,9 +229,9 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
     xs[i] = t.xq.s + (m0 + i) * t.xq.b_stride;
   }
-  __m512 acc[MR][NR], cor[MR][NR];
+  __m512 acc[MR][NR];
   for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = cor[i][r] = _mm512_setzero_ps();
+    for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
   alignas(64) float scale[MR][NR][kGroup];
   constexpr int64_t pair_bytes = Type == W_Q8_0 ? 64 : 32;
   for (int64_t g = 0; g < nb; g += kGroup) {
@@ -242,11 +241,7 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     for (int r = 0; r < NR; r++) dw[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bmask, wd[r] + g));
     for (int i = 0; i < MR; i++) {
       const __m512 dx = _mm512_maskz_loadu_ps(bmask, xd[i] + g);
-      const __m512 sx = _mm512_maskz_loadu_ps(bmask, xs[i] + g);
-      for (int r = 0; r < NR; r++) {
-        _mm512_store_ps(scale[i][r], _mm512_mul_ps(dw[r], dx));
-        cor[i][r] = _mm512_fmadd_ps(dw[r], sx, cor[i][r]);
-      }
+      for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(dw[r], dx));
     }
     const int64_t pairs = (gb + 1) / 2;
     for (int64_t p = 0; p < pairs; p++) {
@@ -267,6 +262,20 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
           acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
         }
       }
+    }
+  }
+  // The offset correction Σ_b dw_b · s_b, in a second short pass so that the main loop keeps
+  // all its accumulators in registers.
+  __m512 cor[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) cor[i][r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < nb; g += kGroup) {
+    const __mmask16 bmask = static_cast<__mmask16>((1u << std::min<int64_t>(kGroup, nb - g)) - 1);
+    __m512 dw[NR];
+    for (int r = 0; r < NR; r++) dw[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bmask, wd[r] + g));
+    for (int i = 0; i < MR; i++) {
+      const __m512 sx = _mm512_maskz_loadu_ps(bmask, xs[i] + g);
+      for (int r = 0; r < NR; r++) cor[i][r] = _mm512_fmadd_ps(dw[r], sx, cor[i][r]);
     }
   }
   for (int i = 0; i < MR; i++)
@@ -540,112 +549,6 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
 }
 
 
-#if defined(__AVX512BF16__)
-// ---- prefill GEMM for quantized weights: rows decoded to bf16, then vdpbf16ps ----
-//
-// Each weight row is decoded once per call into bf16 and multiplied by every row of x, so
-// decoding costs little next to the M · K · N multiply-adds; vdpbf16ps does 32 of them per
-// instruction, twice the rate of f32 FMA.
-
-constexpr int kGemmNR = 4;  // weight rows per microkernel
-constexpr int kGemmMR = 6;  // x rows per microkernel (6 x 4 accumulators + loads fit 32 registers)
-
-void to_bf16(const float* x, int64_t K, uint16_t* out, int64_t Kp) {
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k));
-    _mm512_storeu_si512(out + k, reinterpret_cast<const __m512i&>(v));
-  }
-  if (k < Kp) {
-    const int64_t rest = K - k;
-    const __mmask16 lo = rest >= 16 ? 0xffff : static_cast<__mmask16>((1u << rest) - 1);
-    const __mmask16 hi = rest <= 16 ? 0 : static_cast<__mmask16>((1u << (rest - 16)) - 1);
-    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + k + 16), _mm512_maskz_loadu_ps(lo, x + k));
-    _mm512_storeu_si512(out + k, reinterpret_cast<const __m512i&>(v));
-  }
-}
-
-// Quantized weight row n decoded to bf16 values in `buf`.
-const uint16_t* bf16_row(const Weight& w, int64_t n, uint16_t* buf) {
-  const int64_t K = w.cols;
-  const uint8_t* row = w.data + n * weight_row_bytes(w.type, K);
-  if (is_affine(w.type)) {
-    alignas(64) float tmp[kBlock];
-    const int64_t groups = K / w.group_size;
-    for (int64_t k = 0; k < K; k += kBlock) {
-      const int64_t g = n * groups + k / w.group_size;
-      const float scale = affine_param(w, w.scales, g), bias = affine_param(w, w.biases, g);
-      for (int j = 0; j < kBlock; j++) {
-        const int64_t e = k + j;
-        const int q = w.type == W_AFFINE8 ? row[e] : (row[e / 2] >> (4 * (e % 2))) & 0x0f;
-        tmp[j] = scale * q + bias;
-      }
-      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_load_ps(tmp + 16), _mm512_load_ps(tmp));
-      _mm512_storeu_si512(buf + k, reinterpret_cast<const __m512i&>(v));
-    }
-    return buf;
-  }
-  const uint16_t* scales = reinterpret_cast<const uint16_t*>(row + (w.type == W_Q8_0 ? K : K / 2));
-  for (int64_t k = 0; k < K; k += kBlock) {
-    const __m512 d = _mm512_set1_ps(f16(scales[k / kBlock]));
-    __m128i lo8, hi8;
-    if (w.type == W_Q8_0) {
-      lo8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k));
-      hi8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k + 16));
-    } else {
-      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k / 2));
-      lo8 = _mm_sub_epi8(_mm_and_si128(packed, _mm_set1_epi8(0x0f)), _mm_set1_epi8(8));
-      hi8 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f)), _mm_set1_epi8(8));
-    }
-    const __m512 lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo8)));
-    const __m512 hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi8)));
-    const __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
-    _mm512_storeu_si512(buf + k, reinterpret_cast<const __m512i&>(v));
-  }
-  return buf;
-}
-
-template <int MR, int NR>
-void gemm_tile(const GemmTask& t, const uint16_t* const* w, int64_t m0, int64_t n0) {
-  __m512 acc[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
-  const uint16_t* x = t.xb + m0 * t.Kp;
-  for (int64_t k = 0; k < t.Kp; k += 32) {
-    __m512bh wv[NR];
-    for (int r = 0; r < NR; r++) wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w[r] + k));
-    for (int i = 0; i < MR; i++) {
-      const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_loadu_si512(x + i * t.Kp + k));
-      for (int r = 0; r < NR; r++) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[r]);
-    }
-  }
-  const int64_t N = t.w->rows;
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = _mm512_reduce_add_ps(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
-}
-
-template <int NR>
-void gemm_panel(const GemmTask& t, const uint16_t* const* w, int64_t n0) {
-  int64_t m = 0;
-  for (; m + kGemmMR <= t.M; m += kGemmMR) gemm_tile<kGemmMR, NR>(t, w, m, n0);
-  for (; m < t.M; m++) gemm_tile<1, NR>(t, w, m, n0);
-}
-
-void gemm_rows(const GemmTask& t, int64_t n0, int64_t n1) {
-  thread_local std::vector<uint16_t> panel;
-  if (static_cast<int64_t>(panel.size()) < kGemmNR * t.Kp) panel.resize(kGemmNR * t.Kp);
-  const uint16_t* w[kGemmNR];
-  int64_t n = n0;
-  for (; n + kGemmNR <= n1; n += kGemmNR) {
-    for (int r = 0; r < kGemmNR; r++) w[r] = bf16_row(*t.w, n + r, panel.data() + r * t.Kp);
-    gemm_panel<kGemmNR>(t, w, n);
-  }
-  for (; n < n1; n++) {
-    w[0] = bf16_row(*t.w, n, panel.data());
-    gemm_panel<1>(t, w, n);
-  }
-}
-#endif
 
 float dot(const float* a, const float* b, int64_t n) {
   V acc0 = vzero(), acc1 = vzero();
@@ -715,12 +618,12 @@ void scale_add(float* y, float a, const float* x, float b, int64_t n) {
 
 #if defined(__AVX512F__)
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scale_add, avx512::silu_mul, avx512::gemm_rows, avx512::to_bf16};
+  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scale_add, avx512::silu_mul};
   return k;
 }
 #else
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scale_add, avx2::silu_mul, nullptr, nullptr};
+  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scale_add, avx2::silu_mul};
   return k;
 }
 #endif

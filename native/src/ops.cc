@@ -66,40 +66,16 @@ bool set_isa(const char* name) {
 }
 
 namespace {
-// From this many rows of x on, the bf16 GEMM (weights decoded once per call) beats the per-row
-// kernels. It rounds x to bf16 (8-bit mantissa), about what the per-row int8 kernels lose on
-// quantized weights, so it serves those only: f32, f16 and bf16 weights keep f32 activations
-// and stay as exact as the TypeScript reference.
-constexpr int64_t kGemmMinRows = 8;
-std::vector<uint16_t> g_xb;
-
 int64_t row_chunk(int64_t rows) {
   // Many small chunks of rows (multiples of 4, the tile height) so threads balance dynamically.
   const int threads = pool().threads();
   const int64_t r = (rows + threads * 8 - 1) / (threads * 8);
   return std::max<int64_t>(4, (r + 3) / 4 * 4);
 }
-
-void gemm(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
-  const IsaKernels& k = kernels();
-  const int64_t Kp = (w.cols + 31) / 32 * 32;
-  if (static_cast<int64_t>(g_xb.size()) < M * Kp) g_xb.resize(M * Kp);
-  for (int64_t m = 0; m < M; m++) k.to_bf16(x + m * w.cols, w.cols, g_xb.data() + m * Kp, Kp);
-  const GemmTask task{&w, g_xb.data(), M, Kp, bias, out};
-  const int64_t rows = row_chunk(w.rows);
-  pool().parallel_for((w.rows + rows - 1) / rows, [&](int64_t c) {
-    const int64_t n0 = c * rows;
-    k.gemm_rows(task, n0, std::min(w.rows, n0 + rows));
-  });
-}
 }  // namespace
 
 void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
   const IsaKernels& k = kernels();
-  if (M >= kGemmMinRows && k.gemm_rows && is_int8_type(w.type)) {
-    gemm(out, x, M, w, bias);
-    return;
-  }
   MatmulTask task{&w, x, {}, M, bias, out};
   if (is_int8_type(w.type) && k.quantize_x) {
     const int64_t nb = w.cols / kBlock;
