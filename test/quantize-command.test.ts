@@ -400,15 +400,25 @@ describe("sharded input", () => {
 describe("backend choice for quantized models", () => {
   const skip = stories.qwen2.skip;
 
-  test("the default falls back to the TypeScript backend with a one-line notice", { skip }, () => {
-    const backend = selectBackend(loadModel(quantized(stories.qwen2.path, 4)));
+  const nativeSkip = skip || (nativeKernels() ? false : "native kernels unavailable");
+
+  test("4- and 8-bit models run on the native kernels by default", { skip: nativeSkip }, () => {
+    for (const bits of [4, 8]) {
+      const backend = selectBackend(loadModel(quantized(stories.qwen2.path, bits)));
+      assert.equal(backend.name, "native", `${bits} bits`);
+      assert.equal(backend.notice, undefined);
+    }
+  });
+
+  test("widths without a native kernel (3 bits) fall back to the TypeScript backend with a one-line notice", { skip }, () => {
+    const backend = selectBackend(loadModel(quantized(stories.qwen2.path, 3)));
     assert.equal(backend.name, "ts");
-    assert.match(backend.notice ?? "", nativeKernels() ? /cannot run this model \(.*affine4 weights.*\); using the slower TypeScript backend/ : /unavailable/);
+    assert.match(backend.notice ?? "", nativeKernels() ? /cannot run this model \(.*affine3 weights.*\); using the slower TypeScript backend/ : /unavailable/);
     assert.ok(!backend.notice?.includes("\n"));
   });
 
-  test("--backend native asked for by name is an error", { skip: skip || (nativeKernels() ? false : "native kernels unavailable") }, () => {
-    assert.throws(() => selectBackend(loadModel(quantized(stories.qwen2.path, 4)), { backend: "native" }), /no kernel for affine4 weights/);
+  test("--backend native asked for by name on such a model is an error", { skip: nativeSkip }, () => {
+    assert.throws(() => selectBackend(loadModel(quantized(stories.qwen2.path, 3)), { backend: "native" }), /no kernel for affine3 weights/);
   });
 
   test("end to end: tiny-llm quantize into an empty folder, then tiny-llm generate with the default backend", { skip }, () => {
@@ -421,7 +431,8 @@ describe("backend choice for quantized models", () => {
     const g = spawnSync(process.execPath, [cli, "generate", "--model", out, "--prompt", "", "--max-tokens", "12", "--temperature", "0"], { encoding: "utf8" });
     assert.equal(g.status, 0, g.stderr);
     assert.match(g.stdout, /^Once upon a time/);
-    assert.match(g.stderr, /^tiny-llm: .*using the slower TypeScript backend\n$/);
+    // The native kernels run 8-bit weights, so nothing is said about the backend.
+    if (nativeKernels()) assert.equal(g.stderr, "");
   });
 
   test("the help lists the command", () => {

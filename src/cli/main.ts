@@ -4,12 +4,16 @@
  * stderr with a non-zero exit.
  */
 import { readFileSync } from "node:fs";
+import { BENCH_HELP, runBench } from "./bench-command.js";
 import { GENERATE_HELP, runGenerate } from "./generate-command.js";
+import { QUANTIZE_HELP, runQuantize } from "./quantize-command.js";
 
 const HELP = `Usage: tiny-llm <command> [options]
 
 Commands:
   generate    generate text from a prompt (tiny-llm generate --help)
+  bench       measure prefill, decode speed and memory on one model (tiny-llm bench --help)
+  quantize    write an MLX-layout 4- or 8-bit copy of a checkpoint (tiny-llm quantize --help)
 
 Options:
   -h, --help     show this help
@@ -25,11 +29,15 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case "generate":
       return runGenerate(rest);
+    case "bench":
+      return runBench(rest);
+    case "quantize":
+      return runQuantize(rest);
     case undefined:
     case "-h":
     case "--help":
     case "help":
-      process.stdout.write(`${HELP}\n\n${GENERATE_HELP}\n`);
+      process.stdout.write(`${HELP}\n\n${GENERATE_HELP}\n\n${BENCH_HELP}\n\n${QUANTIZE_HELP}\n`);
       return;
     case "--version":
       process.stdout.write(version() + "\n");

@@ -1,0 +1,258 @@
+/**
+ * `tiny-llm bench`: measures one model on a fixed synthetic prompt — load time, prefill speed,
+ * time to first token, greedy decode speed, peak memory — and sets decode against the machine's
+ * streaming-read bandwidth, measured in the same process because it drifts over time.
+ */
+import { existsSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { Random } from "../generation/random.js";
+import { Sampler } from "../generation/sampler.js";
+import { loadCheckpoint } from "../generation/load-checkpoint.js";
+import { nativeKernels } from "../kernels/native.js";
+import { selectBackend, type BackendName } from "../models/backend.js";
+import type { Transformer } from "../models/transformer.js";
+import type { WeightMatrix } from "../tensor/weight.js";
+import type { Tokenizer } from "../tokenizer/tokenizer.js";
+import { UsageError } from "./errors.js";
+
+export const BENCH_HELP = `Usage: tiny-llm bench --model M [options]
+
+Measures load time, prefill speed, time to first token, greedy decode speed and peak memory on a
+synthetic prompt, and compares decode with the machine's memory bandwidth measured in the same run.
+
+Options:
+  --model M           Hugging Face checkpoint folder or .gguf file
+  --prompt-tokens N   prompt length in tokens (default 128)
+  --gen-tokens N      tokens to decode after the first (default 128); end-of-sequence is ignored
+  --threads N         threads for the native kernels and the bandwidth probe (default: one per core)
+  --backend B         native (the default where the kernels built) or ts
+  --json              print one JSON object instead of a report
+  -h, --help          show this help`;
+
+export interface BenchResult {
+  model: string;
+  architecture: string;
+  /** Storage types of the weight matrices, most bytes first. */
+  weightTypes: string[];
+  backend: BackendName;
+  /** The native kernels' instruction set, when they ran. */
+  isa?: string;
+  threads: number;
+  promptTokens: number;
+  genTokens: number;
+  /** The prompt, so another engine can be timed on the same ids. */
+  promptIds: number[];
+  loadMs: number;
+  prefillMs: number;
+  prefillTokensPerSecond: number;
+  /** Prefill plus sampling the first token. */
+  ttftMs: number;
+  decodeMs: number;
+  decodeTokensPerSecond: number;
+  /** Peak resident memory before the bandwidth probe allocated its buffer. */
+  peakRssBytes: number;
+  /** Bytes of every weight matrix one decode step reads, LM head included. */
+  weightBytesPerToken: number;
+  /** weightBytesPerToken × decode tokens/s. */
+  decodeBytesPerSecond: number;
+  /** Best streaming-read bandwidth, or null without the native kernels. */
+  probeBytesPerSecond: number | null;
+  /** decodeBytesPerSecond / probeBytesPerSecond. */
+  probeFraction: number | null;
+}
+
+/** Larger than any last-level cache by far, so the probe measures memory, not cache. */
+const PROBE_BYTES = 256 * 2 ** 20;
+const PROBE_RUNS = 5;
+const PROMPT_SEED = 1234;
+
+function parseCount(name: string, value: string | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n)) throw new UsageError(`--${name} expects a whole number, got "${value}"`);
+  if (n < min) throw new UsageError(`--${name} must be at least ${min}, got ${n}`);
+  return n;
+}
+
+/**
+ * `n` ordinary token ids (no special or unused ids, none past the embedding) drawn with a fixed
+ * seed, so every run and every engine sees the same prompt.
+ */
+export function benchmarkPrompt(tokenizer: Tokenizer, embeddingRows: number, n: number): number[] {
+  const limit = Math.min(tokenizer.vocabSize, embeddingRows);
+  // BOS and EOS are excluded even where the tokenizer does not mark them special.
+  const excluded = new Set([...tokenizer.eosIds, ...(tokenizer.bosId === undefined ? [] : [tokenizer.bosId])]);
+  const usable: number[] = [];
+  for (let id = 0; id < limit; id++) {
+    if (tokenizer.idToToken(id) !== undefined && !tokenizer.isSpecial(id) && !excluded.has(id)) usable.push(id);
+  }
+  if (usable.length === 0) throw new Error("the tokenizer has no ordinary tokens to build a prompt from");
+  const random = new Random(PROMPT_SEED);
+  return Array.from({ length: n }, () => usable[random.nextUint32() % usable.length]);
+}
+
+function storedBytes(w: WeightMatrix): number {
+  const data = (w as { data?: unknown }).data;
+  if (!ArrayBuffer.isView(data)) throw new Error(`cannot tell the size of ${w.dtype} weights`);
+  return data.byteLength;
+}
+
+/** The matrices one decode step reads in full; the embedding counts only as the tied LM head. */
+function decodeMatrices(model: Transformer): WeightMatrix[] {
+  const matrices = model.layers.flatMap((layer) => {
+    const a = layer.attention.w;
+    return [a.qProj, a.kProj, a.vProj, a.oProj, layer.mlp.gateProj, layer.mlp.upProj, layer.mlp.downProj].map((l) => l.weight);
+  });
+  matrices.push(model.lmHead ? model.lmHead.weight : model.embed.weight);
+  return matrices;
+}
+
+function weightTypesByBytes(matrices: readonly WeightMatrix[]): string[] {
+  const bytes = new Map<string, number>();
+  for (const w of matrices) bytes.set(w.dtype, (bytes.get(w.dtype) ?? 0) + storedBytes(w));
+  return [...bytes].sort((a, b) => b[1] - a[1]).map(([dtype]) => dtype);
+}
+
+/** Best-of-runs streaming-read bandwidth in bytes/s on `threads` threads, or null without the kernels. */
+function probeBandwidth(threads: number): number | null {
+  const kernels = nativeKernels();
+  if (!kernels) return null;
+  kernels.setThreads(threads);
+  // Filled, not left zero: untouched pages all map to one zero page and would read from cache.
+  const buffer = new Float32Array(PROBE_BYTES / 4).fill(1);
+  let best = Infinity;
+  for (let run = 0; run < PROBE_RUNS; run++) {
+    const start = performance.now();
+    kernels.readProbe(buffer);
+    best = Math.min(best, performance.now() - start);
+  }
+  return PROBE_BYTES / (best / 1000);
+}
+
+export interface BenchOptions {
+  model: string;
+  promptTokens: number;
+  genTokens: number;
+  threads?: number;
+  backend?: BackendName;
+}
+
+export function benchmark(opts: BenchOptions): BenchResult {
+  const started = performance.now();
+  const { model: reference, tokenizer } = loadCheckpoint(opts.model);
+  const backend = selectBackend(reference, { backend: opts.backend, threads: opts.threads });
+  if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
+  const model = backend.model;
+  const loadMs = performance.now() - started;
+
+  const context = model.config.maxPositionEmbeddings;
+  // The last generated token is sampled, never fed back, so it takes no position.
+  if (opts.promptTokens + opts.genTokens > context) {
+    throw new UsageError(
+      `--prompt-tokens ${opts.promptTokens} and --gen-tokens ${opts.genTokens} need ${opts.promptTokens + opts.genTokens} positions, ` +
+        `more than the model's context of ${context} (max_position_embeddings)`,
+    );
+  }
+  const promptIds = benchmarkPrompt(tokenizer, reference.embed.weight.rows, opts.promptTokens);
+  const sampler = new Sampler({ temperature: 0 });
+
+  // One throwaway token first, so one-off costs (thread start-up, first allocations) are not timed.
+  model.newSequence().forward(promptIds.slice(0, 1));
+
+  const sequence = model.newSequence();
+  const t0 = performance.now();
+  const promptLogits = sequence.forward(promptIds);
+  const t1 = performance.now();
+  let next = sampler.sample(promptLogits);
+  const t2 = performance.now();
+  for (let i = 0; i < opts.genTokens; i++) next = sampler.sample(sequence.forward([next]));
+  const t3 = performance.now();
+  const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+
+  const matrices = decodeMatrices(reference);
+  const weightBytesPerToken = matrices.reduce((sum, w) => sum + storedBytes(w), 0);
+  const decodeTokensPerSecond = opts.genTokens / ((t3 - t2) / 1000);
+  const decodeBytesPerSecond = weightBytesPerToken * decodeTokensPerSecond;
+  // Right after decode, so both see the host in the same bandwidth state.
+  const probeBytesPerSecond = probeBandwidth(backend.threads);
+
+  return {
+    model: opts.model,
+    architecture: model.config.modelType,
+    weightTypes: weightTypesByBytes(matrices),
+    backend: backend.name,
+    isa: backend.name === "native" ? nativeKernels()?.info().isa : undefined,
+    threads: backend.threads,
+    promptTokens: opts.promptTokens,
+    genTokens: opts.genTokens,
+    promptIds,
+    loadMs,
+    prefillMs: t1 - t0,
+    prefillTokensPerSecond: opts.promptTokens / ((t1 - t0) / 1000),
+    ttftMs: t2 - t0,
+    decodeMs: t3 - t2,
+    decodeTokensPerSecond,
+    peakRssBytes,
+    weightBytesPerToken,
+    decodeBytesPerSecond,
+    probeBytesPerSecond,
+    probeFraction: probeBytesPerSecond === null ? null : decodeBytesPerSecond / probeBytesPerSecond,
+  };
+}
+
+const MB = 1e6;
+const GB = 1e9;
+
+function report(r: BenchResult): string {
+  const kernels = r.backend === "native" ? `${r.backend} (${r.isa})` : r.backend;
+  const probe =
+    r.probeBytesPerSecond === null || r.probeFraction === null
+      ? "not measured (needs the native kernels)"
+      : `${(r.probeBytesPerSecond / GB).toFixed(1)} GB/s streaming read (${PROBE_BYTES / 2 ** 20} MiB, best of ${PROBE_RUNS}); ` +
+        `decode runs at ${(r.probeFraction * 100).toFixed(0)} % of it`;
+  return [
+    `model        ${r.model} (${r.architecture}, ${r.weightTypes.join(" + ")} weights)`,
+    `backend      ${kernels}, ${r.threads} thread(s)`,
+    `load         ${r.loadMs.toFixed(0)} ms`,
+    `prefill      ${r.promptTokens} tokens in ${r.prefillMs.toFixed(1)} ms: ${r.prefillTokensPerSecond.toFixed(1)} tokens/s`,
+    `first token  ${r.ttftMs.toFixed(1)} ms`,
+    `decode       ${r.genTokens} tokens in ${r.decodeMs.toFixed(0)} ms: ${r.decodeTokensPerSecond.toFixed(1)} tokens/s`,
+    `weights      ${(r.weightBytesPerToken / MB).toFixed(1)} MB read per token: ${(r.decodeBytesPerSecond / GB).toFixed(2)} GB/s while decoding`,
+    `bandwidth    ${probe}`,
+    `peak RSS     ${(r.peakRssBytes / MB).toFixed(0)} MB`,
+  ].join("\n");
+}
+
+export async function runBench(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" },
+      "prompt-tokens": { type: "string" },
+      "gen-tokens": { type: "string" },
+      threads: { type: "string" },
+      backend: { type: "string" },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(BENCH_HELP + "\n");
+    return;
+  }
+  if (!values.model) throw new UsageError("--model M is required (a checkpoint folder or a .gguf file)");
+  const promptTokens = parseCount("prompt-tokens", values["prompt-tokens"], 128, 1);
+  const genTokens = parseCount("gen-tokens", values["gen-tokens"], 128, 1);
+  const threads = values.threads === undefined ? undefined : parseCount("threads", values.threads, 0, 1);
+  const backend = values.backend;
+  if (backend !== undefined && backend !== "ts" && backend !== "native") {
+    throw new UsageError(`--backend must be "native" or "ts", got "${backend}"`);
+  }
+  if (!existsSync(values.model)) {
+    throw new UsageError(`model folder or file ${values.model} does not exist; --model takes a checkpoint folder or a .gguf file`);
+  }
+  const result = benchmark({ model: values.model, promptTokens, genTokens, threads, backend });
+  process.stdout.write((values.json ? JSON.stringify(result) : report(result)) + "\n");
+}
