@@ -3,7 +3,7 @@
  * Hugging Face safetensors folders and llama.cpp GGUF files, both with Qwen's real tokenizer.
  *
  *   node dist/scripts/make-random-checkpoint.js --preset qwen2-0.5b --out bench-models \
- *     [--formats safetensors-bf16,gguf-f16,gguf-q8_0,gguf-q4_0] [--seed 0]
+ *     [--formats safetensors-bf16,gguf-f16,gguf-q8_0,gguf-q4_0,gguf-q4_k,gguf-q6_k] [--seed 0]
  *
  * Each tensor's values come from a random stream of its own, keyed by the seed and the tensor's
  * Hugging Face name, so every format of a preset holds the same values up to its rounding, and
@@ -16,10 +16,11 @@ import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { Random } from "../src/generation/random.js";
-import { ggmlByteLength, type GgmlType, type GgufEntry } from "../src/loaders/gguf.js";
+import { ggmlByteLength, type GgufEntry } from "../src/loaders/gguf.js";
 import { writeGguf, type GgufTensorToWrite } from "../src/loaders/gguf-writer.js";
 import { writeSafetensorsStreamed, type StreamedTensorToWrite } from "../src/loaders/safetensors.js";
-import { quantize } from "../src/tensor/block-quant.js";
+import { QUANT_BLOCK_SIZE, quantize } from "../src/tensor/block-quant.js";
+import { QK_K, quantizeK } from "../src/tensor/k-quant.js";
 import { numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { ggufTokenizerMetadata, type HfTokenizerFiles } from "../src/tokenizer/gguf-tokenizer.js";
 import type { TokenizerConfig } from "../src/tokenizer/tokenizer.js";
@@ -86,9 +87,12 @@ export const PRESETS = {
 } as const satisfies Record<string, RandomModelPreset>;
 export type PresetName = keyof typeof PRESETS;
 
-type ElementType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0";
+export type ElementType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
 
-/** Each format: its container and the type its matrices are stored in. */
+/**
+ * Each format: its container and the type its matrices are stored in. The k-quant formats mix in
+ * other types where llama.cpp's quantizer would; see ggufTensorTypes.
+ */
 export const FORMATS = {
   "safetensors-f32": { container: "safetensors", type: "F32" },
   "safetensors-f16": { container: "safetensors", type: "F16" },
@@ -98,6 +102,8 @@ export const FORMATS = {
   "gguf-bf16": { container: "gguf", type: "BF16" },
   "gguf-q8_0": { container: "gguf", type: "Q8_0" },
   "gguf-q4_0": { container: "gguf", type: "Q4_0" },
+  "gguf-q4_k": { container: "gguf", type: "Q4_K" },
+  "gguf-q6_k": { container: "gguf", type: "Q6_K" },
 } as const satisfies Record<string, { container: "safetensors" | "gguf"; type: ElementType }>;
 export type CheckpointFormat = keyof typeof FORMATS;
 
@@ -273,11 +279,15 @@ function encode(type: ElementType, values: Float32Array): Uint8Array {
       return quantize("q8_0", values);
     case "Q4_0":
       return quantize("q4_0", values);
+    case "Q4_K":
+      return quantizeK("q4_k", values);
+    case "Q6_K":
+      return quantizeK("q6_k", values);
   }
 }
 
-/** llama.cpp's general.file_type for a model whose matrices are all `type`. */
-const GGUF_FILE_TYPES: Record<ElementType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, BF16: 32 };
+/** llama.cpp's general.file_type for a model whose matrices are mostly `type` (Q4_K: Q4_K_M). */
+const GGUF_FILE_TYPES: Record<ElementType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, BF16: 32, Q4_K: 15, Q6_K: 18 };
 
 function ggufModelMetadata(p: RandomModelPreset, type: ElementType, seed: number): [string, GgufEntry][] {
   const u32 = (value: number): GgufEntry => ({ type: "uint32", value });
@@ -302,10 +312,32 @@ function ggufModelMetadata(p: RandomModelPreset, type: ElementType, seed: number
   ];
 }
 
-/** Matrices in `type`; vectors (norms, biases) in F32, as llama.cpp keeps them. */
+/**
+ * The type each tensor is stored in, in a file of `type`. Vectors (norms, biases) stay F32, as
+ * llama.cpp keeps them. In gguf-q4_k the LM head (the embedding when it is tied) is Q6_K, as in
+ * llama.cpp's Q4_K_M (which also puts some layers' attn_v and ffn_down in Q6_K; that part is
+ * left out). A k-quant matrix whose rows are not whole super-blocks falls back as in
+ * llama.cpp's quantizer: Q6_K to Q8_0, and to F16 when the rows are not whole 32-value blocks
+ * either. llama.cpp falls back from Q4_K to Q5_0, which this engine does not read, so here Q4_K
+ * also falls back to Q8_0, the nearest type it reads that keeps at least as much precision.
+ * Qwen2-0.5B's hidden size 896 is 3.5 super-blocks, so there only ffn_down (rows of 4864) stays
+ * Q4_K.
+ */
+export function ggufTensorTypes(tensors: readonly PlannedTensor[], type: ElementType): ElementType[] {
+  const lmHead = tensors.some((t) => t.ggufName === "output.weight") ? "output.weight" : "token_embd.weight";
+  return tensors.map((t) => {
+    if (t.shape.length !== 2) return "F32";
+    const wanted = type === "Q4_K" && t.ggufName === lmHead ? "Q6_K" : type;
+    const rowLength = t.shape[1];
+    if ((wanted === "Q4_K" || wanted === "Q6_K") && rowLength % QK_K !== 0) return rowLength % QUANT_BLOCK_SIZE === 0 ? "Q8_0" : "F16";
+    return wanted;
+  });
+}
+
 function ggufTensors(tensors: readonly PlannedTensor[], type: ElementType, seed: number, progress: Progress): GgufTensorToWrite[] {
+  const types = ggufTensorTypes(tensors, type);
   return tensors.map((t, i) => {
-    const tensorType: GgmlType = t.shape.length === 2 ? type : "F32";
+    const tensorType = types[i];
     const dims = [...t.shape].reverse();
     return {
       name: t.ggufName,

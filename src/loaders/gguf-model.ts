@@ -2,7 +2,8 @@
  * A Transformer from a GGUF file: the hyper-parameters come from `{arch}.*` metadata and the
  * tensors are renamed from llama.cpp's names to Hugging Face's, then built like any checkpoint.
  *
- * Weights stay in their stored type: F32, F16 and BF16 as dense weights, Q8_0 and Q4_0 as blocks.
+ * Weights stay in their stored type: F32, F16 and BF16 as dense weights, Q8_0 and Q4_0 as blocks,
+ * and the k-quants Q4_K, Q5_K, Q6_K and Q8_K as super-blocks of 256 values.
  * llama.cpp's converter reorders the Q and K projection rows of `llama` models so that RoPE
  * rotates adjacent feature pairs instead of halves; rather than undo that, such models run with
  * the adjacent-pair ("traditional") RoPE layout, which gives the same attention scores.
@@ -10,6 +11,7 @@
 import { ConfigError, SUPPORTED_MODEL_TYPES, type ModelConfig, type ModelType } from "../models/config.js";
 import type { Transformer } from "../models/transformer.js";
 import { BlockQuantWeight } from "../tensor/block-quant.js";
+import { KQuantWeight } from "../tensor/k-quant.js";
 import { Tensor } from "../tensor/tensor.js";
 import { DenseWeight, type WeightMatrix } from "../tensor/weight.js";
 import {
@@ -149,6 +151,14 @@ export function ggufStoredTensor(info: GgufTensorInfo, data: Uint8Array<ArrayBuf
         return new BlockQuantWeight("q8_0", [rows, cols], data);
       case "Q4_0":
         return new BlockQuantWeight("q4_0", [rows, cols], data);
+      case "Q4_K":
+        return new KQuantWeight("q4_k", [rows, cols], data);
+      case "Q5_K":
+        return new KQuantWeight("q5_k", [rows, cols], data);
+      case "Q6_K":
+        return new KQuantWeight("q6_k", [rows, cols], data);
+      case "Q8_K":
+        return new KQuantWeight("q8_k", [rows, cols], data);
     }
   };
   return {

@@ -15,6 +15,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QUANT_BLOCK_SIZE } from "../tensor/block-quant.js";
+import { Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K } from "../tensor/k-quant.js";
 import { CheckpointError } from "./safetensors.js";
 
 /** Metadata value types, indexed by their code in the file. */
@@ -54,6 +55,10 @@ export const GGML_TYPES = {
   F16: { code: 1, blockSize: 1, blockBytes: 2 },
   Q4_0: { code: 2, blockSize: QUANT_BLOCK_SIZE, blockBytes: Q4_0_BLOCK_BYTES },
   Q8_0: { code: 8, blockSize: QUANT_BLOCK_SIZE, blockBytes: Q8_0_BLOCK_BYTES },
+  Q4_K: { code: 12, blockSize: QK_K, blockBytes: Q4_K_BLOCK_BYTES },
+  Q5_K: { code: 13, blockSize: QK_K, blockBytes: Q5_K_BLOCK_BYTES },
+  Q6_K: { code: 14, blockSize: QK_K, blockBytes: Q6_K_BLOCK_BYTES },
+  Q8_K: { code: 15, blockSize: QK_K, blockBytes: Q8_K_BLOCK_BYTES },
   BF16: { code: 30, blockSize: 1, blockBytes: 2 },
 } as const;
 export type GgmlType = keyof typeof GGML_TYPES;
@@ -69,10 +74,6 @@ const OTHER_TYPE_NAMES: Readonly<Record<number, string>> = {
   9: "Q8_1",
   10: "Q2_K",
   11: "Q3_K",
-  12: "Q4_K",
-  13: "Q5_K",
-  14: "Q6_K",
-  15: "Q8_K",
   16: "IQ2_XXS",
   17: "IQ2_XS",
   18: "IQ3_XXS",
