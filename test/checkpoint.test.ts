@@ -4,25 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { INDEX_FILE, SINGLE_FILE, loadCheckpointTensors, readJson } from "../src/loaders/checkpoint.js";
-import { CheckpointError, readSafetensors, writeSafetensors, type RawTensor } from "../src/loaders/safetensors.js";
+import { readSafetensors, writeSafetensors, type RawTensor } from "../src/loaders/safetensors.js";
 import { sharedPath } from "./support/shared.js";
+import { assertCheckpointError, escapeRegExp } from "./support/checkpoint-errors.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-checkpoint-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
-/** Asserts that `fn` throws a CheckpointError whose message names `file` and matches every pattern. */
-function assertCheckpointError(fn: () => unknown, file: string, ...patterns: RegExp[]): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof CheckpointError, `expected a CheckpointError, got ${String(error)}`);
-    assert.match(error.message, new RegExp(escapeRegExp(file)));
-    for (const pattern of patterns) assert.match(error.message, pattern);
-    return true;
-  });
-}
 
 function assertSameTensors(actual: Map<string, RawTensor>, expected: Map<string, RawTensor>): void {
   assert.deepEqual([...actual.keys()].sort(), [...expected.keys()].sort());

@@ -21,6 +21,7 @@ import { quantize } from "../src/tensor/block-quant.js";
 import { numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { ggufTokenizer, ggufTokenizerFiles } from "../src/tokenizer/gguf-tokenizer.js";
 import { projectRoot, sharedPath } from "./support/shared.js";
+import { logSumExp, relativeRms } from "./support/numeric.js";
 
 const cli = join(projectRoot, "dist", "src", "cli", "main.js");
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-gguf-model-"));
@@ -33,27 +34,8 @@ function readJson<T>(path: string): T {
   return JSON.parse(readFileSync(path, "utf8")) as T;
 }
 
-function logSumExp(v: Float32Array): number {
-  let max = -Infinity;
-  for (const x of v) max = Math.max(max, x);
-  let s = 0;
-  for (const x of v) s += Math.exp(x - max);
-  return max + Math.log(s);
-}
-
 function greedy(model: Parameters<typeof generate>[0], promptIds: number[], maxTokens: number, stopIds: number[] = []) {
   return [...generate(model, promptIds, { sampler: new Sampler({ temperature: 0 }), maxTokens, stopIds })];
-}
-
-/** ‖a − b‖ / ‖b‖ */
-function relativeRms(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff += (a[i] - b[i]) ** 2;
-    norm += b[i] ** 2;
-  }
-  return Math.sqrt(diff / norm);
 }
 
 /**

@@ -16,29 +16,15 @@ import {
   type GgufValueType,
 } from "../src/loaders/gguf.js";
 import { writeGguf, type GgufTensorToWrite } from "../src/loaders/gguf-writer.js";
-import { CheckpointError } from "../src/loaders/safetensors.js";
 import { quantizeQ4_0, quantizeQ8_0 } from "../src/tensor/block-quant.js";
 import { sharedPath } from "./support/shared.js";
+import { assertCheckpointError } from "./support/checkpoint-errors.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-gguf-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function bytesOf(view: ArrayBufferView): Uint8Array {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
-/** Asserts that `fn` throws a CheckpointError whose message names `file` and matches every pattern. */
-function assertCheckpointError(fn: () => unknown, file: string, ...patterns: RegExp[]): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof CheckpointError, `expected a CheckpointError, got ${String(error)}`);
-    assert.match(error.message, new RegExp(escapeRegExp(file)));
-    for (const pattern of patterns) assert.match(error.message, pattern);
-    return true;
-  });
 }
 
 describe("the golden GGUF files", () => {

@@ -14,6 +14,7 @@ import { nativeKernels } from "../src/kernels/native.js";
 import { selectBackend, type BackendName } from "../src/models/backend.js";
 import { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { projectRoot, sharedPath } from "./support/shared.js";
+import { logSumExp } from "./support/numeric.js";
 
 const cli = join(projectRoot, "dist", "src", "cli", "main.js");
 
@@ -27,14 +28,6 @@ const load = (dir: string, backend: BackendName) => selectBackend(loadModel(dir)
 
 /** Tolerance on log-probabilities against llama.cpp (f32 there, f32 storage with f64 sums here). */
 const LOGPROB_TOLERANCE = 1e-2;
-
-function logSumExp(v: Float32Array): number {
-  let max = -Infinity;
-  for (const x of v) max = Math.max(max, x);
-  let s = 0;
-  for (const x of v) s += Math.exp(x - max);
-  return max + Math.log(s);
-}
 
 const stories = sharedPath("golden", "stories260k.json");
 for (const [backend, backendSkip] of backends)

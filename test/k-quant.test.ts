@@ -40,6 +40,7 @@ import {
   type KQuantDType,
 } from "../src/tensor/k-quant.js";
 import { weightToTensor } from "../src/tensor/weight.js";
+import { logSoftmax, relativeRms } from "./support/numeric.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-k-quant-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -55,17 +56,6 @@ function decode(dtype: KQuantDType, bytes: Uint8Array): Float32Array {
 /** Values at the given indices. */
 const at = (x: Float32Array, indices: number[]): number[] => indices.map((i) => x[i]);
 
-/** ‖a − b‖ / ‖b‖ */
-function relativeRms(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff += (a[i] - b[i]) ** 2;
-    norm += b[i] ** 2;
-  }
-  return Math.sqrt(diff / norm);
-}
-
 const mean = (v: Float64Array): number => v.reduce((s, x) => s + x, 0) / v.length;
 
 /** relativeRms of a and b with their means removed (log-probabilities differ by a constant freely). */
@@ -78,15 +68,6 @@ function centeredRelativeRms(a: Float64Array, b: Float64Array): number {
     norm += (b[i] - mb) ** 2;
   }
   return Math.sqrt(diff / norm);
-}
-
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const x of logits) max = Math.max(max, x);
-  let sum = 0;
-  for (const x of logits) sum += Math.exp(x - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (x) => x - lse);
 }
 
 describe("block sizes and GGUF types", () => {

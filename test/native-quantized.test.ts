@@ -15,23 +15,13 @@ import { nativeKernels } from "../src/kernels/native.js";
 import { loadModel } from "../src/loaders/model-loader.js";
 import { selectBackend } from "../src/models/backend.js";
 import { sharedPath } from "./support/shared.js";
+import { relativeRms } from "./support/numeric.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-native-quantized-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const stories = sharedPath("models", "stories260k-qwen2");
 const skip = stories.skip || (nativeKernels() ? false : "native kernels unavailable");
-
-/** Relative RMS difference of two logit vectors. */
-function relativeRms(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 const kernels = nativeKernels();
 const isas = kernels ? ["avx512", "avx2", "scalar"].filter((isa) => kernels.setIsa(isa)) : [];

@@ -23,6 +23,7 @@ import { readSafetensors } from "../src/loaders/safetensors.js";
 import { numberToBf16 } from "../src/tensor/dtype.js";
 import { GGUF_TOKEN_TYPE, ggufTokenizer, ggufTokenizerMetadata } from "../src/tokenizer/gguf-tokenizer.js";
 import { Tokenizer, type TokenizerConfig } from "../src/tokenizer/tokenizer.js";
+import { logSoftmax, relativeRms } from "./support/numeric.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-random-checkpoint-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -57,26 +58,6 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
   return worst;
-}
-
-/** ‖a − b‖ / ‖b‖ */
-function relativeRms(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff += (a[i] - b[i]) ** 2;
-    norm += b[i] ** 2;
-  }
-  return Math.sqrt(diff / norm);
-}
-
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const x of logits) max = Math.max(max, x);
-  let sum = 0;
-  for (const x of logits) sum += Math.exp(x - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (x) => x - lse);
 }
 
 describe("determinism", () => {

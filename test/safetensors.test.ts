@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import {
-  CheckpointError,
   dtypeByteSize,
   readSafetensors,
   readSafetensorsHeader,
@@ -12,26 +11,13 @@ import {
   type RawTensor,
 } from "../src/loaders/safetensors.js";
 import { sharedPath } from "./support/shared.js";
+import { assertCheckpointError } from "./support/checkpoint-errors.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-safetensors-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function bytesOf(view: ArrayBufferView): Uint8Array {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
-/** Asserts that `fn` throws a CheckpointError whose message names `file` and matches every pattern. */
-function assertCheckpointError(fn: () => unknown, file: string, ...patterns: RegExp[]): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof CheckpointError, `expected a CheckpointError, got ${String(error)}`);
-    assert.match(error.message, new RegExp(escapeRegExp(file)));
-    for (const pattern of patterns) assert.match(error.message, pattern);
-    return true;
-  });
 }
 
 /** Writes a file with an arbitrary header, bypassing the writer's checks, to build broken inputs. */

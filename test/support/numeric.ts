@@ -26,3 +26,29 @@ export function assertClose(actual: Tensor, expected: Tensor, tol: number, what 
   }
   assert.ok(worst <= tol, `${what}: max |diff| ${worst} at ${at} exceeds ${tol} (got ${a[at]}, expected ${e[at]})`);
 }
+
+/** ‖a − b‖ / ‖b‖: the relative RMS difference of two vectors. */
+export function relativeRms(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff += (a[i] - b[i]) ** 2;
+    norm += b[i] ** 2;
+  }
+  return Math.sqrt(diff / norm);
+}
+
+/** log Σ exp(v), computed stably. */
+export function logSumExp(v: ArrayLike<number>): number {
+  let max = -Infinity;
+  for (let i = 0; i < v.length; i++) max = Math.max(max, v[i]);
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += Math.exp(v[i] - max);
+  return max + Math.log(s);
+}
+
+/** Log-probabilities from logits. */
+export function logSoftmax(logits: Float32Array): Float64Array {
+  const lse = logSumExp(logits);
+  return Float64Array.from(logits, (x) => x - lse);
+}
