@@ -24,6 +24,7 @@ import { Random } from "../src/generation/random.js";
 import { GGML_TYPES, metadataNumber, readGgufHeader, readGgufTensors } from "../src/loaders/gguf.js";
 import { ggufStoredTensor } from "../src/loaders/gguf-model.js";
 import { writeGguf } from "../src/loaders/gguf-writer.js";
+import { nativeKernels } from "../src/kernels/native.js";
 import { selectBackend } from "../src/models/backend.js";
 import { dequantizeQ4_0, quantizeQ4_0 } from "../src/tensor/block-quant.js";
 import {
@@ -392,17 +393,20 @@ describe("GGUF files with k-quant tensors", () => {
     assert.deepEqual([...errors].sort((a, b) => b - a), errors, `errors ${errors} do not fall with more bits`);
   });
 
-  test("without native k-quant kernels the default backend falls back to TypeScript with a notice", () => {
+  test("the default backend runs k-quant files natively, or falls back to TypeScript with a notice", () => {
     const { model, tokenizer } = load(checkpoint("gguf-q4_k"));
     const backend = selectBackend(model);
     if (backend.name === "ts") {
       assert.match(backend.notice ?? "", /native kernels (unavailable|cannot run this model \(the native backend has no kernel for q4_k weights)/);
       assert.equal(backend.model, model);
     } else {
-      // Native kernels that take k-quants must compute what the reference computes.
+      // Native kernels that take k-quants must compute what the reference computes. The scalar
+      // kernels keep activations in f32; the SIMD ones round them to int8 per block of 32 (as
+      // llama.cpp does), which moves this random model's logits by about 1 % RMS.
       const ids = tokenizer.encode(PROMPT);
       const error = relativeRms(backend.model.newSequence().forward(ids), Float32Array.from(model.newSequence().forward(ids)));
-      assert.ok(error < 1e-3, `native logits ${error} relative RMS from the TypeScript ones`);
+      const tolerance = nativeKernels()?.info().isa === "scalar" ? 1e-3 : 0.03;
+      assert.ok(error < tolerance, `native logits ${error} relative RMS from the TypeScript ones (tolerance ${tolerance})`);
     }
   });
 

@@ -15,7 +15,8 @@ import { Tensor } from "../src/tensor/tensor.js";
 import { toNativeWeight } from "../src/models/native-transformer.js";
 import { AffineQuantWeight } from "../src/tensor/affine-quant.js";
 import { BlockQuantWeight } from "../src/tensor/block-quant.js";
-import { DenseWeight, weightToTensor, type DenseDType } from "../src/tensor/weight.js";
+import { KQuantWeight } from "../src/tensor/k-quant.js";
+import { DenseWeight, weightToTensor, type DenseDType, type WeightMatrix } from "../src/tensor/weight.js";
 import { assertClose, randomTensor } from "./support/numeric.js";
 
 const native = nativeKernels();
@@ -35,6 +36,29 @@ function relClose(actual: Float32Array, expected: Float32Array, relTol: number, 
 /** Element i of affine scales or biases stored as `dtype`. */
 function param(dtype: DenseDType, values: Float32Array | Uint16Array, i: number): number {
   return dtype === "f32" ? values[i] : dtype === "bf16" ? bf16ToNumber(values[i]) : f16ToNumber(values[i]);
+}
+
+/**
+ * Quantized-weight kernels quantize x per block of 32 to int8, which moves each x by at most
+ * amax/254 of its block: out[m, n] may differ from the reference by Σ |w| · amax / 254.
+ */
+function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string): void {
+  const [M, K] = x.shape;
+  const N = w.rows;
+  const xs = x.toFloat32Array();
+  const wf = weightToTensor(w).toFloat32Array();
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let bound = 0;
+      for (let b = 0; b < K / 32; b++) {
+        let amax = 0;
+        for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
+        for (let j = 0; j < 32; j++) bound += (Math.abs(wf[n * K + b * 32 + j]) * amax) / 254;
+      }
+      const err = Math.abs(out[m * N + n] - expected[m * N + n]);
+      assert.ok(err <= bound * 1.01 + 1e-4, `${what} [${m},${n}]: error ${err} > bound ${bound}`);
+    }
+  }
 }
 
 function denseWeight(dtype: "f32" | "bf16" | "f16", t: Tensor): { ref: DenseWeight; native: Parameters<NativeKernels["matmul"]>[3] } {
@@ -94,21 +118,30 @@ for (const isa of isas) {
           const expected = new Linear(ref, bias).forward(x).toFloat32Array();
           const out = new Float32Array(M * N);
           k.matmul(out, x.toFloat32Array(), M, { type: NativeWeightType[dtype], data: w.data, rows: N, cols: K }, bias.toFloat32Array());
-          // The kernels quantize x per block of 32 to int8: each x moves by at most amax/254.
-          const xs = x.toFloat32Array();
-          const wf = weightToTensor(ref).toFloat32Array();
-          for (let m = 0; m < M; m++) {
-            for (let n = 0; n < N; n++) {
-              let bound = 0;
-              for (let b = 0; b < K / 32; b++) {
-                let amax = 0;
-                for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
-                for (let j = 0; j < 32; j++) bound += (Math.abs(wf[n * K + b * 32 + j]) * amax) / 254;
-              }
-              const err = Math.abs(out[m * N + n] - expected[m * N + n]);
-              assert.ok(err <= bound * 1.01 + 1e-4, `${dtype} M=${M} K=${K} N=${N} [${m},${n}]: error ${err} > bound ${bound}`);
-            }
-          }
+          assertWithinQuantBound(out, expected, x, ref, `${dtype} M=${M} K=${K} N=${N}`);
+        }
+      });
+    }
+
+    for (const dtype of ["q4_k", "q5_k", "q6_k"] as const) {
+      test(`matmul with ${dtype} weights equals Linear, within the activation-quantization bound`, () => {
+        useIsa();
+        // K from one super-block to a long K with an odd count; N off the tile width.
+        for (const [M, K, N] of [
+          [1, 256, 5],
+          [3, 512, 7],
+          [9, 256, 13],
+          [1, 4096 + 256, 6],
+          [3, 4096 + 256, 3],
+          [9, 512, 1],
+        ]) {
+          const w = KQuantWeight.quantize(dtype, [N, K], randomTensor([N, K], M * 100 + K).toFloat32Array());
+          const x = randomTensor([M, K], K + 3, 3);
+          const bias = randomTensor([N], 5);
+          const expected = new Linear(w, bias).forward(x).toFloat32Array();
+          const out = new Float32Array(M * N);
+          k.matmul(out, x.toFloat32Array(), M, toNativeWeight(w, k), bias.toFloat32Array());
+          assertWithinQuantBound(out, expected, x, w, `${dtype} M=${M} K=${K} N=${N}`);
         }
       });
     }
@@ -220,7 +253,9 @@ test("native kernels reject arrays too small for the shapes given", { skip }, ()
   const w = { type: NativeWeightType.f32, data: new Float32Array(12), rows: 3, cols: 4 };
   assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(3), 1, w, null), /x is too small/);
   assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(4), 1, { ...w, rows: 4 }, null), /too small/);
-  assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(4), 1, { ...w, type: 9 }, null), /unknown weight type/);
+  assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(4), 1, { ...w, type: 99 }, null), /unknown weight type/);
+  const kq = { type: NativeWeightType.q4_k, data: new Uint8Array(288), rows: 1, cols: 288 };
+  assert.throws(() => k.matmul(new Float32Array(1), new Float32Array(288), 1, kq, null), /multiple of 256/);
 });
 
 test("the thread count can be changed and results do not depend on it", { skip }, () => {

@@ -43,6 +43,9 @@ Weight weight_arg(const Napi::Value& v) {
   if (tl::is_int8_type(w.type) && w.cols % tl::kBlock != 0) {
     throw Napi::RangeError::New(env, "quantized weights need a column count that is a multiple of 32");
   }
+  if (tl::is_kquant(w.type) && w.cols % tl::kQK != 0) {
+    throw Napi::RangeError::New(env, "k-quant weights need a column count that is a multiple of 256");
+  }
   w.data = data_of<const uint8_t>(o.Get("data"), "weight data", static_cast<size_t>(row_bytes * w.rows));
   if (tl::is_affine(w.type)) {
     w.group_size = o.Get("groupSize").As<Napi::Number>().Int64Value();

@@ -9,15 +9,19 @@
 namespace tl {
 
 // Weight storage types; the numbers are shared with the TypeScript side.
-enum WeightType : int { W_F32 = 0, W_F16 = 1, W_BF16 = 2, W_Q8_0 = 3, W_Q4_0 = 4, W_AFFINE4 = 5, W_AFFINE8 = 6 };
+enum WeightType : int {
+  W_F32 = 0, W_F16 = 1, W_BF16 = 2, W_Q8_0 = 3, W_Q4_0 = 4, W_AFFINE4 = 5, W_AFFINE8 = 6,
+  W_Q4_K = 7, W_Q6_K = 8, W_Q5_K = 9
+};
 
 // MLX affine quantization (4 or 8 bits): codes packed little end first in each 32-bit word, so
 // a 4-bit row's byte k holds element 2k (low nibble) and 2k + 1 (high nibble); per group of
 // group_size columns w = scale * q + bias, scales and biases stored as f32, f16 or bf16.
 enum ScaleType : int { S_F32 = 0, S_F16 = 1, S_BF16 = 2 };
 
-inline bool is_int8_type(int type) { return type == W_Q8_0 || type == W_Q4_0 || type == W_AFFINE4 || type == W_AFFINE8; }
 inline bool is_affine(int type) { return type == W_AFFINE4 || type == W_AFFINE8; }
+inline bool is_kquant(int type) { return type == W_Q4_K || type == W_Q5_K || type == W_Q6_K; }
+inline bool is_int8_type(int type) { return type == W_Q8_0 || type == W_Q4_0 || is_affine(type) || is_kquant(type); }
 
 constexpr int kBlock = 32;  // elements per quantization block (GGML Q8_0 / Q4_0)
 
@@ -28,6 +32,13 @@ constexpr int kBlock = 32;  // elements per quantization block (GGML Q8_0 / Q4_0
 //         element j + 16 in its high nibble; x = d * (q - 8).
 // regroup_rows turns GGUF's block-after-block layout into it, in place (same size).
 void regroup_rows(int type, uint8_t* data, int64_t rows, int64_t cols);
+
+// GGML k-quants (Q4_K, Q5_K, Q6_K) stay in GGUF's layout: each row is cols / 256 super-blocks,
+// laid out as src/tensor/k-quant.ts describes.
+constexpr int kQK = 256;  // values per k-quant super-block
+constexpr int kQ4KBytes = 144;
+constexpr int kQ5KBytes = 176;
+constexpr int kQ6KBytes = 210;
 
 // Activations quantized on the fly for the integer dot products, one row of x per K elements
 // (padded to a multiple of 64 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and

@@ -37,6 +37,9 @@ int64_t weight_row_bytes(int type, int64_t cols) {
     case W_Q4_0: return cols / 2 + cols / kBlock * 2;
     case W_AFFINE4: return cols / 2;
     case W_AFFINE8: return cols;
+    case W_Q4_K: return cols / kQK * kQ4KBytes;
+    case W_Q5_K: return cols / kQK * kQ5KBytes;
+    case W_Q6_K: return cols / kQK * kQ6KBytes;
     default: return -1;
   }
 }
@@ -78,6 +81,17 @@ float bf16_to_f32(uint16_t b) {
   float out;
   std::memcpy(&out, &bits, 4);
   return out;
+}
+
+// Sub-block j's 6-bit scale and min from the 12 packed scale bytes of a Q4_K / Q5_K super-block.
+inline void kquant_scale_min(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
 }
 
 // One weight row decoded to f32.
@@ -123,6 +137,54 @@ void decode_row(const Weight& w, int64_t n, float* out) {
         for (int j = 0; j < kBlock / 2; j++) {
           out[b * kBlock + j] = scale * ((q[j] & 0x0f) - 8);
           out[b * kBlock + j + kBlock / 2] = scale * ((q[j] >> 4) - 8);
+        }
+      }
+      break;
+    }
+    case W_Q4_K:
+    case W_Q5_K: {
+      // Every product is exact in f32, so each value rounds once, as the reference's does.
+      const bool q5 = w.type == W_Q5_K;
+      for (int64_t sb = 0; sb < K / kQK; sb++) {
+        const uint8_t* blk = row + sb * (q5 ? kQ5KBytes : kQ4KBytes);
+        const float d = f16_to_f32(blk[0] | blk[1] << 8);
+        const float dmin = f16_to_f32(blk[2] | blk[3] << 8);
+        const uint8_t* qh = blk + 16;
+        const uint8_t* ql = blk + (q5 ? 48 : 16);
+        float* y = out + sb * kQK;
+        for (int c = 0; c < 4; c++) {
+          int sc1, m1, sc2, m2;
+          kquant_scale_min(blk + 4, 2 * c, &sc1, &m1);
+          kquant_scale_min(blk + 4, 2 * c + 1, &sc2, &m2);
+          const float d1 = d * sc1, d2 = d * sc2, min1 = dmin * m1, min2 = dmin * m2;
+          for (int l = 0; l < 32; l++) {
+            const uint8_t b = ql[32 * c + l];
+            const int h1 = q5 ? ((qh[l] >> (2 * c)) & 1) << 4 : 0;
+            const int h2 = q5 ? ((qh[l] >> (2 * c + 1)) & 1) << 4 : 0;
+            y[64 * c + l] = d1 * ((b & 0x0f) | h1) - min1;
+            y[64 * c + 32 + l] = d2 * ((b >> 4) | h2) - min2;
+          }
+        }
+      }
+      break;
+    }
+    case W_Q6_K: {
+      for (int64_t sb = 0; sb < K / kQK; sb++) {
+        const uint8_t* blk = row + sb * kQ6KBytes;
+        const float d = f16_to_f32(blk[208] | blk[209] << 8);
+        for (int half = 0; half < 2; half++) {
+          const uint8_t* ql = blk + 64 * half;
+          const uint8_t* qh = blk + 128 + 32 * half;
+          const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192 + 8 * half);
+          float* y = out + sb * kQK + 128 * half;
+          for (int l = 0; l < 32; l++) {
+            // Value 32k + l of the half: low bits from ql, high bits 2k and 2k + 1 of qh[l], scale 2k + l / 16.
+            for (int k = 0; k < 4; k++) {
+              const int lo = (ql[l + 32 * (k % 2)] >> (4 * (k / 2))) & 0x0f;
+              const int q = lo | (((qh[l] >> (2 * k)) & 3) << 4);
+              y[32 * k + l] = d * sc[2 * k + l / 16] * (q - 32);
+            }
+          }
         }
       }
       break;

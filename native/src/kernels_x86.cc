@@ -141,6 +141,17 @@ struct QRow {
   static constexpr int64_t quant_bytes(int64_t K) { return Type == W_Q8_0 ? K : K / 2; }
 };
 
+// The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
+// its 12 packed bytes with word-wide masks instead of a loop per sub-block.
+inline __m128i unpack_scale_min(const uint8_t* packed) {
+  uint32_t w[3];
+  std::memcpy(w, packed, 12);
+  const uint32_t sc_lo = w[0] & 0x3f3f3f3f, m_lo = w[1] & 0x3f3f3f3f;
+  const uint32_t sc_hi = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
+  const uint32_t m_hi = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
+  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo), static_cast<int>(m_hi));
+}
+
 #if defined(__AVX512VNNI__)
 
 constexpr int kGroup = 16;  // blocks per group: one vector of scales
@@ -353,6 +364,137 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   }
 }
 
+// ---- k-quants (GGUF super-blocks), with x quantized in natural order ----
+//
+// Each 64-value chunk of a super-block becomes one vector of unsigned weights against 64 x
+// values, and vpdpbusd's 16 lanes (4 values each) are scaled per lane: by d·sc·dx for the
+// sub-block and x block the lane falls in. Q4_K / Q5_K subtract their mins as Σ dmin·m·s_x per
+// sub-block (a sub-block is one x block); Q6_K's q − 32 subtracts 32·Σqx, which is shared by rows.
+
+inline void prefetch_block(const uint8_t* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off + kPrefetch), _MM_HINT_T0);
+}
+
+// Each vpdpbusd lane (4 values) -> the sub-block it falls in: `first` plus lane >> shift.
+inline __m512i chunk_lanes(int first, int shift) {
+  return _mm512_add_epi32(_mm512_set1_epi32(first), _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift));
+}
+
+// Q4_K (Q5 = false) and Q5_K.
+template <bool Q5, int MR, int NR>
+void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+  constexpr int64_t kBytes = Q5 ? kQ5KBytes : kQ4KBytes;
+  const int64_t K = t.w->cols;
+  const int64_t N = t.w->rows;
+  const int64_t row_bytes = weight_row_bytes(Q5 ? W_Q5_K : W_Q4_K, K);
+  __m512 acc[MR][NR];
+  __m256 cor[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) {
+      acc[i][r] = _mm512_setzero_ps();
+      cor[i][r] = _mm256_setzero_ps();
+    }
+  alignas(64) float scale[MR][NR][16];
+  for (int64_t sb = 0; sb < K / kQK; sb++) {
+    const uint8_t* blk[NR];
+    __m256 wsc[NR];
+    for (int r = 0; r < NR; r++) {
+      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
+      prefetch_block(blk[r], kBytes);
+      const __m128i sm = unpack_scale_min(blk[r] + 4);
+      const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
+      wsc[r] = _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)));
+      const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
+      for (int i = 0; i < MR; i++) cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.b_stride + sb * 8), cor[i][r]);
+    }
+    for (int i = 0; i < MR; i++) {
+      const __m256 dx = _mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8);
+      for (int r = 0; r < NR; r++) _mm256_store_ps(scale[i][r], _mm256_mul_ps(wsc[r], dx));
+    }
+    for (int c = 0; c < 4; c++) {
+      // Chunk c: the low nibbles are sub-block 2c, the high ones 2c + 1; Q5_K adds bits 2c and 2c + 1 of qh.
+      __m512i wv[NR];
+      for (int r = 0; r < NR; r++) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + (Q5 ? 48 : 16) + 32 * c));
+        __m256i lo = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
+        if constexpr (Q5) {
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 16));
+          const __m256i one = _mm256_set1_epi8(1);
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+        }
+        wv[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      }
+      const __m512i lanes = chunk_lanes(2 * c, 3);
+      for (int i = 0; i < MR; i++) {
+        const __m512i xv = _mm512_loadu_si512(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 64 * c);
+        for (int r = 0; r < NR; r++) {
+          const __m512i dotp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
+          acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++)
+      t.out[(m0 + i) * N + n0 + r] = _mm512_reduce_add_ps(acc[i][r]) - hsum8(cor[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
+}
+
+template <int MR, int NR>
+void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+  const int64_t K = t.w->cols;
+  const int64_t N = t.w->rows;
+  const int64_t row_bytes = weight_row_bytes(W_Q6_K, K);
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
+  alignas(64) float scale[MR][NR][16];
+  const __m512i thirty_two = _mm512_set1_epi8(32);
+  const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(3);
+  for (int64_t sb = 0; sb < K / kQK; sb++) {
+    const uint8_t* blk[NR];
+    __m512 wsc[NR];
+    for (int r = 0; r < NR; r++) {
+      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
+      prefetch_block(blk[r], kQ6KBytes);
+      const float d = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
+      wsc[r] = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192)))));
+    }
+    for (int i = 0; i < MR; i++) {
+      // Sub-block j (16 values) lies in x block j / 2.
+      const __m512 dx = _mm512_permutexvar_ps(chunk_lanes(0, 1), _mm512_castps256_ps512(_mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8)));
+      for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(wsc[r], dx));
+    }
+    for (int half = 0; half < 2; half++) {
+      // A half's chunk 0 is values 0-63 (low nibbles of ql, qh bits 0-3), chunk 1 values 64-127 (high nibbles, bits 4-7).
+      __m512i wv[NR][2];
+      for (int r = 0; r < NR; r++) {
+        const __m512i ql = _mm512_loadu_si512(blk[r] + 64 * half);
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
+        const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        wv[r][0] = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_slli_epi16(_mm512_and_si512(qh2, low2), 4));
+        wv[r][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), low2), 4));
+      }
+      for (int cc = 0; cc < 2; cc++) {
+        const int c = 2 * half + cc;
+        const __m512i lanes = chunk_lanes(4 * c, 2);
+        for (int i = 0; i < MR; i++) {
+          const __m512i xv = _mm512_loadu_si512(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 64 * c);
+          const __m512i offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), thirty_two, xv);
+          for (int r = 0; r < NR; r++) {
+            const __m512i dotp = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r][cc], xv), offset);
+            acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
+          }
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = _mm512_reduce_add_ps(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
+}
+
+
 #else  // AVX2
 
 // x order: natural, except for MLX 4-bit weights, whose 16 packed bytes per block unpack into the
@@ -486,6 +628,119 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   }
 }
 
+// ---- k-quants (GGUF super-blocks), with x quantized in natural order ----
+//
+// One x block (32 values) at a time against unsigned weights: Q4_K / Q5_K's 32-value sub-blocks
+// are x blocks, scaled by d·sc·dx, their mins subtracted as Σ dmin·m·s_x. Q6_K's two 16-value
+// sub-blocks per x block enter as 16-bit integer scales in vpmaddwd, after q·qx − 32·qx.
+
+inline void prefetch_block(const uint8_t* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off + kPrefetch), _MM_HINT_T0);
+}
+
+// Q4_K (Q5 = false) and Q5_K.
+template <bool Q5, int MR, int NR>
+void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+  constexpr int64_t kBytes = Q5 ? kQ5KBytes : kQ4KBytes;
+  const int64_t K = t.w->cols;
+  const int64_t N = t.w->rows;
+  const int64_t row_bytes = weight_row_bytes(Q5 ? W_Q5_K : W_Q4_K, K);
+  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+  __m256 acc[MR][NR], cor[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = cor[i][r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < K / kQK; sb++) {
+    const uint8_t* blk[NR];
+    alignas(32) float wsc[NR][8];
+    for (int r = 0; r < NR; r++) {
+      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
+      prefetch_block(blk[r], kBytes);
+      const __m128i sm = unpack_scale_min(blk[r] + 4);
+      const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
+      _mm256_store_ps(wsc[r], _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm))));
+      const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
+      for (int i = 0; i < MR; i++) cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.b_stride + sb * 8), cor[i][r]);
+    }
+    for (int c = 0; c < 4; c++) {
+      // Chunk c: the low nibbles are sub-block 2c, the high ones 2c + 1; Q5_K adds bits 2c and 2c + 1 of qh.
+      __m256i wv[NR][2];
+      for (int r = 0; r < NR; r++) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + (Q5 ? 48 : 16) + 32 * c));
+        wv[r][0] = _mm256_and_si256(packed, low4);
+        wv[r][1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+        if constexpr (Q5) {
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 16));
+          const __m256i one = _mm256_set1_epi8(1);
+          wv[r][0] = _mm256_or_si256(wv[r][0], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+          wv[r][1] = _mm256_or_si256(wv[r][1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+        }
+      }
+      for (int h = 0; h < 2; h++) {
+        const int j = 2 * c + h;
+        for (int i = 0; i < MR; i++) {
+          const int64_t m = m0 + i;
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + sb * kQK + 32 * j));
+          const float dx = t.xq.d[m * t.xq.b_stride + sb * 8 + j];
+          for (int r = 0; r < NR; r++) {
+            const __m256i dotp = _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r][h], xv), ones);
+            acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dotp), _mm256_set1_ps(wsc[r][j] * dx), acc[i][r]);
+          }
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) - hsum8(cor[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
+}
+
+template <int MR, int NR>
+void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+  const int64_t K = t.w->cols;
+  const int64_t N = t.w->rows;
+  const int64_t row_bytes = weight_row_bytes(W_Q6_K, K);
+  const __m256i thirty_two = _mm256_set1_epi8(32);
+  const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < K / kQK; sb++) {
+    const uint8_t* blk[NR];
+    float d[NR];
+    for (int r = 0; r < NR; r++) {
+      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
+      prefetch_block(blk[r], kQ6KBytes);
+      d[r] = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
+    }
+    for (int j = 0; j < 8; j++) {
+      // x block j is values 32k + l (l < 32) of half j / 4, k = j % 4: low bits from
+      // ql[l + 32·(k mod 2)] (nibble k / 2), high bits 2k and 2k + 1 of qh[l], scales 2k and 2k + 1.
+      const int half = j / 4, k = j % 4;
+      __m256i wv[NR], wsc[NR];
+      for (int r = 0; r < NR; r++) {
+        const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 64 * half + 32 * (k % 2)));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
+        const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (k / 2)), low4);
+        wv[r] = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2), 4));
+        const int8_t* sc = reinterpret_cast<const int8_t*>(blk[r] + 192 + 8 * half + 2 * k);
+        wsc[r] = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+      }
+      for (int i = 0; i < MR; i++) {
+        const int64_t m = m0 + i;
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + sb * kQK + 32 * j));
+        const __m256i offset = _mm256_maddubs_epi16(thirty_two, xv);
+        const float dx = t.xq.d[m * t.xq.b_stride + sb * 8 + j];
+        for (int r = 0; r < NR; r++) {
+          // 16-bit lanes 0-7 cover the first 16 values (scale 2k), lanes 8-15 the rest (2k + 1).
+          const __m256i dotp = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(wv[r], xv), offset), wsc[r]);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dotp), _mm256_set1_ps(d[r] * dx), acc[i][r]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
+}
+
 #endif
 
 
@@ -534,6 +789,22 @@ struct Affine4 {
 struct Affine8 {
   static constexpr int kType = W_AFFINE8;
 };
+template <class Q, int MR, int NR>
+struct KQuantTile {
+  static void run(const MatmulTask& t, int64_t m0, int64_t n0) {
+    if constexpr (Q::kType == W_Q6_K) q6k_tile<MR, NR>(t, m0, n0);
+    else k45_tile<Q::kType == W_Q5_K, MR, NR>(t, m0, n0);
+  }
+};
+struct Q4_K {
+  static constexpr int kType = W_Q4_K;
+};
+struct Q5_K {
+  static constexpr int kType = W_Q5_K;
+};
+struct Q6_K {
+  static constexpr int kType = W_Q6_K;
+};
 
 void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
   switch (t.w->type) {
@@ -544,6 +815,9 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
     case W_Q4_0: Tiler<QuantTile, Q4_0>::run(t, n0, n1); break;
     case W_AFFINE4: Tiler<AffineTile, Affine4>::run(t, n0, n1); break;
     case W_AFFINE8: Tiler<AffineTile, Affine8>::run(t, n0, n1); break;
+    case W_Q4_K: Tiler<KQuantTile, Q4_K>::run(t, n0, n1); break;
+    case W_Q5_K: Tiler<KQuantTile, Q5_K>::run(t, n0, n1); break;
+    case W_Q6_K: Tiler<KQuantTile, Q6_K>::run(t, n0, n1); break;
     default: break;
   }
 }

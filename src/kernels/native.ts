@@ -7,7 +7,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 /** Weight storage types, numbered as in native/src/kernels.h. */
-export const NativeWeightType = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4, affine4: 5, affine8: 6 } as const;
+export const NativeWeightType = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4, affine4: 5, affine8: 6, q4_k: 7, q6_k: 8, q5_k: 9 } as const;
 /** Storage types of affine scales and biases, numbered as in native/src/kernels.h. */
 export const NativeScaleType = { f32: 0, f16: 1, bf16: 2 } as const;
 export type NativeWeightTypeName = keyof typeof NativeWeightType;

@@ -10,6 +10,7 @@ import type { Linear } from "../layers/linear.js";
 import type { RMSNorm } from "../layers/rms-norm.js";
 import { AffineQuantWeight } from "../tensor/affine-quant.js";
 import { BlockQuantWeight } from "../tensor/block-quant.js";
+import { KQuantWeight } from "../tensor/k-quant.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { ModelConfig } from "./config.js";
 import type { LanguageModel, Sequence } from "./language-model.js";
@@ -51,6 +52,10 @@ export function toNativeWeight(w: WeightMatrix, kernels: NativeKernels): NativeW
       scaleType: NativeScaleType[w.scaleDType],
       groupSize: w.groupSize,
     };
+  }
+  if (w instanceof KQuantWeight && w.dtype !== "q8_k") {
+    // The kernels read GGUF's super-blocks as they are.
+    return { type: NativeWeightType[w.dtype], data: w.data, rows: w.rows, cols: w.cols };
   }
   if (w instanceof BlockQuantWeight) {
     w.useRowLayout((dtype, data, rows, cols) => kernels.regroupRows(NativeWeightType[dtype], data, rows, cols));
