@@ -64,6 +64,20 @@ inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), 
 // How far ahead of the current position a weight row is prefetched (bytes).
 constexpr int64_t kPrefetch = 4096;
 
+// Σ_g bias_g · Σ_g x over row n's groups: the bias half of an affine dot product.
+inline float affine_bias_term(const Weight& w, int64_t n, const float* gsum) {
+  const int64_t groups = w.cols / w.group_size;
+  float v = 0;
+  for (int64_t g = 0; g < groups; g++) v += affine_param(w, w.biases, n * groups + g) * gsum[g];
+  return v;
+}
+
+// Prefetches the lines of a block `bytes` long, kPrefetch ahead.
+inline void prefetch_block(const uint8_t* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off + kPrefetch), _MM_HINT_T0);
+}
+
+
 // ---- dense weights (f32, f16, bf16): an MR x NR tile of outputs, K in vector steps ----
 
 struct LoadF32 {
@@ -358,7 +372,7 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     const float* gsum = t.xq.gsum + (m0 + i) * t.xq.g_stride;
     for (int r = 0; r < NR; r++) {
       float v = _mm512_reduce_add_ps(acc[i][r]);
-      for (int64_t gi = 0; gi < groups; gi++) v += affine_param(w, w.biases, (n0 + r) * groups + gi) * gsum[gi];
+      v += affine_bias_term(w, n0 + r, gsum);
       t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
     }
   }
@@ -370,10 +384,6 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 // values, and vpdpbusd's 16 lanes (4 values each) are scaled per lane: by d·sc·dx for the
 // sub-block and x block the lane falls in. Q4_K / Q5_K subtract their mins as Σ dmin·m·s_x per
 // sub-block (a sub-block is one x block); Q6_K's q − 32 subtracts 32·Σqx, which is shared by rows.
-
-inline void prefetch_block(const uint8_t* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off + kPrefetch), _MM_HINT_T0);
-}
 
 // Each vpdpbusd lane (4 values) -> the sub-block it falls in: `first` plus lane >> shift.
 inline __m512i chunk_lanes(int first, int shift) {
@@ -622,7 +632,7 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     const float* gsum = t.xq.gsum + (m0 + i) * t.xq.g_stride;
     for (int r = 0; r < NR; r++) {
       float v = hsum8(acc[i][r]);
-      for (int64_t gi = 0; gi < groups; gi++) v += affine_param(w, w.biases, (n0 + r) * groups + gi) * gsum[gi];
+      v += affine_bias_term(w, n0 + r, gsum);
       t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
     }
   }
@@ -633,10 +643,6 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 // One x block (32 values) at a time against unsigned weights: Q4_K / Q5_K's 32-value sub-blocks
 // are x blocks, scaled by d·sc·dx, their mins subtracted as Σ dmin·m·s_x. Q6_K's two 16-value
 // sub-blocks per x block enter as 16-bit integer scales in vpmaddwd, after q·qx − 32·qx.
-
-inline void prefetch_block(const uint8_t* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off + kPrefetch), _MM_HINT_T0);
-}
 
 // Q4_K (Q5 = false) and Q5_K.
 template <bool Q5, int MR, int NR>
