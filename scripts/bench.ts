@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: times tiny-llm and llama.cpp (through node-llama-cpp) on the same GGUF files,
  * the same prompt ids and the same thread count, prints a side-by-side table and records it in
- * docs/benchmarks.md.
+ * docs/benchmarks.md. Checkpoint folders (plain or MLX-quantized safetensors) run on tiny-llm
+ * alone, since llama.cpp cannot read them.
  *
  * Each engine runs in a child process of its own, one after the other, so that peak RSS is per
  * model and engine and the two never compete for cores.
@@ -14,15 +15,37 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { Token } from "node-llama-cpp";
 import type { BenchResult } from "../src/cli/bench-command.js";
+import { quantizeCheckpoint } from "../src/cli/quantize-command.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const cli = join(root, "dist", "src", "cli", "main.js");
 const docPath = join(root, "docs", "benchmarks.md");
 const RESULTS_HEADING = "## Latest run";
 
-/** Qwen2-0.5B shapes with random weights, one file per storage type. */
-const DEFAULT_TYPES = ["f16", "q8_0", "q4_0"] as const;
-const defaultModelPath = (type: string): string => join(root, "bench-models", `qwen2-0.5b-gguf-${type}.gguf`);
+const modelsDir = join(root, "bench-models");
+
+/**
+ * A model this script writes into bench-models/ when it is missing, with random weights in a
+ * preset's shapes: a GGUF file from the random-checkpoint generator, or an MLX folder quantized
+ * from the generator's BF16 safetensors folder.
+ */
+type Recipe = { preset: string; gguf: string } | { preset: string; mlxBits: number };
+
+/** mlx-lm's default group size. */
+const MLX_GROUP_SIZE = 64;
+const gguf = (preset: string, type: string): Recipe => ({ preset, gguf: type });
+const mlx = (preset: string, bits: number): Recipe => ({ preset, mlxBits: bits });
+const recipePath = (r: Recipe): string =>
+  join(modelsDir, "gguf" in r ? `${r.preset}-gguf-${r.gguf}.gguf` : `${r.preset}-mlx-${r.mlxBits}bit`);
+const safetensorsFolder = (preset: string): string => join(modelsDir, `${preset}-safetensors-bf16`);
+
+const DEFAULT_MODELS: readonly Recipe[] = [
+  ...["f16", "q8_0", "q4_0", "q4_k"].map((type) => gguf("qwen2-0.5b", type)),
+  mlx("qwen2-0.5b", 4),
+  mlx("qwen2-0.5b", 8),
+];
+/** Added by --7b; the BF16 folder the MLX copy is made from takes 15 GB and minutes to write. */
+const MODELS_7B: readonly Recipe[] = [...["q4_0", "q4_k", "q8_0"].map((type) => gguf("qwen2-7b", type)), mlx("qwen2-7b", 4)];
 
 /** Marks the child process that runs llama.cpp; its job follows as JSON. */
 const LLAMA_WORKER = "--llama-cpp-worker";
@@ -119,14 +142,17 @@ function parseOptions(argv: string[]): Options {
       threads: { type: "string" },
       "prompt-tokens": { type: "string" },
       "gen-tokens": { type: "string" },
+      "7b": { type: "boolean", default: false },
       "no-llama-cpp": { type: "boolean", default: false },
       "no-write": { type: "boolean", default: false },
     },
     strict: true,
     allowPositionals: false,
   });
+  const models = values.models?.split(",").filter((m) => m !== "") ?? DEFAULT_MODELS.map(recipePath);
+  if (values["7b"]) models.push(...MODELS_7B.map(recipePath));
   return {
-    models: values.models?.split(",").filter((m) => m !== "") ?? DEFAULT_TYPES.map(defaultModelPath),
+    models,
     threads: count("threads", values.threads, 2),
     promptTokens: count("prompt-tokens", values["prompt-tokens"], 128),
     genTokens: count("gen-tokens", values["gen-tokens"], 128),
@@ -141,40 +167,67 @@ interface CheckpointGenerator {
 }
 
 /**
- * Writes the default model files that are missing with the random-checkpoint generator, imported
- * by a computed path so that this script builds whether or not the generator is there.
+ * The random-checkpoint generator, imported by a computed path so that this script builds whether
+ * or not the generator is there.
  */
-async function ensureDefaultModels(models: readonly string[]): Promise<void> {
-  const asked = new Set(models.map((m) => resolve(m)));
-  const missing = DEFAULT_TYPES.filter((type) => asked.has(defaultModelPath(type)) && !existsSync(defaultModelPath(type)));
-  if (missing.length === 0) return;
-  const formats = missing.map((type) => `gguf-${type}`);
+async function loadGenerator(formatsByPreset: ReadonlyMap<string, string[]>): Promise<CheckpointGenerator> {
   const generatorPath = join(dirname(fileURLToPath(import.meta.url)), "make-random-checkpoint.js");
   if (!existsSync(generatorPath)) {
+    const commands = [...formatsByPreset].map(
+      ([preset, formats]) => `node dist/scripts/make-random-checkpoint.js --preset ${preset} --out bench-models --formats ${formats.join(",")}`,
+    );
     throw new Error(
-      `${missing.map((type) => relative(root, defaultModelPath(type))).join(", ")} missing, and the generator that writes them is not built: ` +
-        `run \`npm run build && node dist/scripts/make-random-checkpoint.js --preset qwen2-0.5b --out bench-models --formats ${formats.join(",")}\`, ` +
-        `or pass GGUF files with --models a.gguf,b.gguf`,
+      `the generator that writes the missing models is not built: run \`npm run build\`, then \`${commands.join(" && ")}\`, ` +
+        `or pass existing models with --models a.gguf,folder,...`,
     );
   }
-  const generator = (await import(pathToFileURL(generatorPath).href)) as CheckpointGenerator;
-  generator.makeRandomCheckpoint({
-    preset: "qwen2-0.5b",
-    outDir: join(root, "bench-models"),
-    formats,
-    log: (line) => process.stderr.write(line + "\n"),
-  });
+  return (await import(pathToFileURL(generatorPath).href)) as CheckpointGenerator;
+}
+
+/** Writes the asked models that have a recipe and are missing: GGUF files first, then MLX folders. */
+async function ensureModels(models: readonly string[]): Promise<void> {
+  const asked = new Set(models.map((m) => resolve(m)));
+  const missing = [...DEFAULT_MODELS, ...MODELS_7B].filter((r) => asked.has(recipePath(r)) && !existsSync(recipePath(r)));
+  if (missing.length === 0) return;
+  const formatsByPreset = new Map<string, string[]>();
+  const need = (preset: string, format: string): void => {
+    const formats = formatsByPreset.get(preset) ?? [];
+    if (!formats.includes(format)) formats.push(format);
+    formatsByPreset.set(preset, formats);
+  };
+  for (const r of missing) {
+    if ("gguf" in r) need(r.preset, `gguf-${r.gguf}`);
+    else if (!existsSync(safetensorsFolder(r.preset))) need(r.preset, "safetensors-bf16");
+  }
+  const log = (line: string): void => void process.stderr.write(line + "\n");
+  if (formatsByPreset.size > 0) {
+    const generator = await loadGenerator(formatsByPreset);
+    for (const [preset, formats] of formatsByPreset) generator.makeRandomCheckpoint({ preset, outDir: modelsDir, formats, log });
+  }
+  for (const r of missing) {
+    if ("gguf" in r) continue;
+    const out = recipePath(r);
+    log(`writing ${relative(root, out)}`);
+    const summary = quantizeCheckpoint(safetensorsFolder(r.preset), out, { bits: r.mlxBits, groupSize: MLX_GROUP_SIZE });
+    log(`wrote ${relative(root, out)}: ${(summary.bytesOut / 1e9).toFixed(2)} GB`);
+  }
+}
+
+/** How a model is stored: a GGUF file, or a safetensors folder, MLX-quantized or not. */
+function weightFormat(model: string): "gguf" | "mlx" | "safetensors" {
+  if (model.endsWith(".gguf")) return "gguf";
+  const config = JSON.parse(readFileSync(join(model, "config.json"), "utf8")) as { quantization?: unknown };
+  return config.quantization === undefined ? "safetensors" : "mlx";
 }
 
 interface Row {
   model: string;
+  format: ReturnType<typeof weightFormat>;
   ours: BenchResult;
   llama?: LlamaResult;
 }
 
 const fixed = (x: number, digits: number): string => x.toFixed(digits);
-const ratio = (ours: number, theirs: number | undefined): string => (theirs === undefined ? "—" : `${fixed(ours / theirs, 2)}×`);
-const orDash = (x: number | undefined, digits: number): string => (x === undefined ? "—" : fixed(x, digits));
 const mb = (bytes: number): string => fixed(bytes / 1e6, 0);
 
 /** A Markdown table with padded columns, readable as plain text too. */
@@ -187,6 +240,7 @@ function table(header: string[], rows: string[][]): string {
 function resultsTable(rows: readonly Row[]): string {
   const header = [
     "model",
+    "format",
     "type",
     "tiny-llm on",
     "prefill tok/s",
@@ -205,30 +259,37 @@ function resultsTable(rows: readonly Row[]): string {
     "probe GB/s",
     "of probe",
   ];
-  const cells = rows.map(({ model, ours: o, llama: l }) => [
-    model,
-    o.weightTypes.join("+"),
-    o.isa ? `${o.backend} ${o.isa}` : o.backend,
-    fixed(o.prefillTokensPerSecond, 1),
-    orDash(l?.prefillTokensPerSecond, 1),
-    ratio(o.prefillTokensPerSecond, l?.prefillTokensPerSecond),
-    fixed(o.decodeTokensPerSecond, 1),
-    orDash(l?.decodeTokensPerSecond, 1),
-    ratio(o.decodeTokensPerSecond, l?.decodeTokensPerSecond),
-    fixed(o.ttftMs, 1),
-    orDash(l?.ttftMs, 1),
-    fixed(o.loadMs, 0),
-    orDash(l?.loadMs, 0),
-    mb(o.peakRssBytes),
-    l === undefined ? "—" : mb(l.peakRssBytes),
-    fixed(o.decodeBytesPerSecond / 1e9, 2),
-    o.probeBytesPerSecond === null ? "—" : fixed(o.probeBytesPerSecond / 1e9, 1),
-    o.probeFraction === null ? "—" : `${fixed(o.probeFraction * 100, 0)} %`,
-  ]);
+  const cells = rows.map(({ model, format, ours: o, llama: l }) => {
+    // "n/a": llama.cpp cannot read the format; "—": it was not run or failed.
+    const none = format === "gguf" ? "—" : "n/a";
+    const theirs = (x: number | undefined, digits: number): string => (x === undefined ? none : fixed(x, digits));
+    const ratio = (ours: number, x: number | undefined): string => (x === undefined ? none : `${fixed(ours / x, 2)}×`);
+    return [
+      model,
+      format,
+      o.weightTypes.join("+"),
+      o.isa ? `${o.backend} ${o.isa}` : o.backend,
+      fixed(o.prefillTokensPerSecond, 1),
+      theirs(l?.prefillTokensPerSecond, 1),
+      ratio(o.prefillTokensPerSecond, l?.prefillTokensPerSecond),
+      fixed(o.decodeTokensPerSecond, 1),
+      theirs(l?.decodeTokensPerSecond, 1),
+      ratio(o.decodeTokensPerSecond, l?.decodeTokensPerSecond),
+      fixed(o.ttftMs, 1),
+      theirs(l?.ttftMs, 1),
+      fixed(o.loadMs, 0),
+      theirs(l?.loadMs, 0),
+      mb(o.peakRssBytes),
+      l === undefined ? none : mb(l.peakRssBytes),
+      fixed(o.decodeBytesPerSecond / 1e9, 2),
+      o.probeBytesPerSecond === null ? "—" : fixed(o.probeBytesPerSecond / 1e9, 1),
+      o.probeFraction === null ? "—" : `${fixed(o.probeFraction * 100, 0)} %`,
+    ];
+  });
   return table(header, cells);
 }
 
-function runSection(rows: readonly Row[], opts: Options, argv: readonly string[], load: number): string {
+function runSection(rows: readonly Row[], failed: readonly string[], opts: Options, argv: readonly string[], load: number): string {
   const command = ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" ");
   const date = new Date().toISOString().replace("T", " ").slice(0, 16) + " UTC";
   return [
@@ -241,6 +302,7 @@ function runSection(rows: readonly Row[], opts: Options, argv: readonly string[]
     "",
     resultsTable(rows),
     "",
+    ...(failed.length > 0 ? [`tiny-llm failed on ${failed.join(", ")}; not measured.`, ""] : []),
   ].join("\n");
 }
 
@@ -254,21 +316,30 @@ function writeDoc(section: string): void {
 
 async function main(argv: string[]): Promise<void> {
   const opts = parseOptions(argv);
-  await ensureDefaultModels(opts.models);
+  await ensureModels(opts.models);
   const load = loadavg()[0];
   if (load > cpus().length / 2) {
     process.stderr.write(`warning: the machine is busy (load average ${fixed(load, 2)} on ${cpus().length} cores); figures will be low and noisy\n`);
   }
+  for (const model of opts.models) if (!existsSync(model)) throw new Error(`${model} does not exist`);
   const rows: Row[] = [];
+  const failed: string[] = [];
   for (const model of opts.models) {
-    if (!existsSync(model)) throw new Error(`${model} does not exist`);
+    const format = weightFormat(model);
     process.stderr.write(`${basename(model)}: tiny-llm ...\n`);
-    const ours = runJson<BenchResult>([
-      cli, "bench", "--json", "--model", model,
-      "--threads", String(opts.threads), "--prompt-tokens", String(opts.promptTokens), "--gen-tokens", String(opts.genTokens),
-    ]);
+    let ours: BenchResult;
+    try {
+      ours = runJson<BenchResult>([
+        cli, "bench", "--json", "--model", model,
+        "--threads", String(opts.threads), "--prompt-tokens", String(opts.promptTokens), "--gen-tokens", String(opts.genTokens),
+      ]);
+    } catch {
+      // Its error went to stderr; the other models' results are still worth recording.
+      failed.push(basename(model));
+      continue;
+    }
     let llama: LlamaResult | undefined;
-    if (opts.llamaCpp && model.endsWith(".gguf")) {
+    if (opts.llamaCpp && format === "gguf") {
       process.stderr.write(`${basename(model)}: llama.cpp ...\n`);
       const job: LlamaJob = { model, threads: opts.threads, promptIds: ours.promptIds, genTokens: opts.genTokens };
       try {
@@ -279,9 +350,9 @@ async function main(argv: string[]): Promise<void> {
       }
       if (llama && llama.threads !== opts.threads) process.stderr.write(`${basename(model)}: llama.cpp used ${llama.threads} threads\n`);
     }
-    rows.push({ model: basename(model), ours, llama });
+    rows.push({ model: basename(model), format, ours, llama });
   }
-  const section = runSection(rows, opts, argv, load);
+  const section = runSection(rows, failed, opts, argv, load);
   process.stdout.write(section.slice(RESULTS_HEADING.length).trimStart());
   if (opts.write) {
     writeDoc(section);

@@ -14,6 +14,7 @@ import type { Transformer } from "../models/transformer.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { UsageError } from "./errors.js";
+import { AffineQuantWeight } from "../tensor/affine-quant.js";
 
 export const BENCH_HELP = `Usage: tiny-llm bench --model M [options]
 
@@ -92,6 +93,8 @@ export function benchmarkPrompt(tokenizer: Tokenizer, embeddingRows: number, n: 
 }
 
 function storedBytes(w: WeightMatrix): number {
+  // MLX affine weights keep packed codes, scales and biases apart; every other kind holds `data`.
+  if (w instanceof AffineQuantWeight) return w.packed.byteLength + w.scales.byteLength + w.biases.byteLength;
   const data = (w as { data?: unknown }).data;
   if (!ArrayBuffer.isView(data)) throw new Error(`cannot tell the size of ${w.dtype} weights`);
   return data.byteLength;
