@@ -12,14 +12,6 @@ export class Linear {
     }
   }
 
-  get inFeatures(): number {
-    return this.weight.cols;
-  }
-
-  get outFeatures(): number {
-    return this.weight.rows;
-  }
-
   /** x: [..., in] -> [..., out]. */
   forward(x: Tensor): Tensor {
     const { rows, cols } = this.weight;

@@ -4,7 +4,6 @@
  * a time, and a tensor's data may be a function called only when that tensor is written, so a
  * large model never has to be in memory at once.
  */
-import { closeSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import {
   GGML_TYPES,
   GGUF_DEFAULT_ALIGNMENT,
@@ -17,6 +16,7 @@ import {
   type GgufValue,
   type GgufValueType,
 } from "./gguf.js";
+import { writeAtomically } from "./file-io.js";
 
 export const GGUF_WRITE_VERSION = 3;
 
@@ -89,25 +89,17 @@ export function writeGguf(
   }
   header.bytes(new Uint8Array(alignUp(header.length, alignment) - header.length));
 
-  const partial = `${path}.partial`;
-  const fd = openSync(partial, "w");
-  try {
-    writeFully(fd, header.toBytes());
+  writeAtomically(path, (write) => {
+    write(header.toBytes());
     tensors.forEach((t, i) => {
       const data = typeof t.data === "function" ? t.data() : t.data;
       if (data.byteLength !== sizes[i]) {
         throw new RangeError(`tensor "${t.name}" of type ${t.type} and dims [${t.dims}] needs ${sizes[i]} bytes, got ${data.byteLength}`);
       }
-      writeFully(fd, data);
-      writeFully(fd, new Uint8Array(alignUp(sizes[i], alignment) - sizes[i]));
+      write(data);
+      write(new Uint8Array(alignUp(sizes[i], alignment) - sizes[i]));
     });
-  } catch (error) {
-    closeSync(fd);
-    rmSync(partial, { force: true });
-    throw error;
-  }
-  closeSync(fd);
-  renameSync(partial, path);
+  });
 }
 
 function writeValue(out: ByteBuilder, type: GgufValueType, value: GgufValue, key: string): void {
@@ -224,12 +216,4 @@ class ByteBuilder {
 
 function alignUp(n: number, alignment: number): number {
   return Math.ceil(n / alignment) * alignment;
-}
-
-/** fs.writeSync takes lengths below 2 GiB, so big tensors go out in chunks. */
-const WRITE_CHUNK_BYTES = 1 << 30;
-
-function writeFully(fd: number, source: Uint8Array): void {
-  let done = 0;
-  while (done < source.byteLength) done += writeSync(fd, source, done, Math.min(source.byteLength - done, WRITE_CHUNK_BYTES));
 }

@@ -13,10 +13,11 @@
  * buffers of their own, so a file of many gigabytes never has to fit in memory at once. Every
  * length and offset is checked against the file before it is trusted.
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync } from "node:fs";
 import { Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QUANT_BLOCK_SIZE } from "../tensor/block-quant.js";
 import { Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K } from "../tensor/k-quant.js";
 import { CheckpointError } from "./safetensors.js";
+import { readFully } from "./file-io.js";
 
 /** Metadata value types, indexed by their code in the file. */
 export const GGUF_VALUE_TYPES = [
@@ -120,8 +121,6 @@ const SUPPORTED_VERSIONS = [2, 3];
 // Arrays may nest; real files use one level. The limit keeps a hostile file from exhausting the stack.
 const MAX_ARRAY_NESTING = 8;
 const WINDOW_BYTES = 1 << 20;
-// fs.readSync takes lengths below 2 GiB, so big tensors are read in chunks.
-const IO_CHUNK_BYTES = 1 << 30;
 const RECONVERT = "re-download the file or convert it again with a current llama.cpp";
 
 /** Bytes of a tensor of `type` with dimensions `dims`, or undefined when ne0 is not whole blocks. */
@@ -157,7 +156,7 @@ export function readGgufTensors(header: GgufHeader, names?: Iterable<string>): M
     const read = new Map<string, Uint8Array<ArrayBuffer>>();
     for (const info of [...infos].sort((a, b) => a.offset - b.offset)) {
       const data = new Uint8Array(info.byteLength);
-      readFully(fd, data, header.dataStart + info.offset, header.path, info.name);
+      readAll(fd, data, header.dataStart + info.offset, header.path, info.name);
       read.set(info.name, data);
     }
     return new Map(infos.map((info) => [info.name, read.get(info.name) as Uint8Array<ArrayBuffer>]));
@@ -424,7 +423,7 @@ class HeaderReader {
       // Rare (a huge chat template); read it past the window, which stays as it is. The
       // caller has checked that the file holds n more bytes.
       const long = new Uint8Array(n);
-      readFully(this.fd, long, this.pos, this.path, undefined);
+      readAll(this.fd, long, this.pos, this.path, undefined);
       this.pos += n;
       return long;
     }
@@ -442,7 +441,7 @@ class HeaderReader {
     if (this.pos >= this.windowStart && this.pos + n <= this.windowStart + this.windowLength) return;
     this.windowStart = this.pos;
     this.windowLength = Math.min(this.window.byteLength, this.fileSize - this.pos);
-    readFully(this.fd, this.window.subarray(0, this.windowLength), this.pos, this.path, undefined);
+    readAll(this.fd, this.window.subarray(0, this.windowLength), this.pos, this.path, undefined);
   }
 
   private fail(problem: string): never {
@@ -517,15 +516,10 @@ function openForReading(path: string): number {
   }
 }
 
-/** Fills `target` from `position`, looping because a read may return fewer bytes than asked. */
-function readFully(fd: number, target: Uint8Array, position: number, path: string, tensor: string | undefined): void {
-  let done = 0;
-  while (done < target.byteLength) {
-    const n = readSync(fd, target, done, Math.min(target.byteLength - done, IO_CHUNK_BYTES), position + done);
-    if (n === 0) {
-      const what = tensor === undefined ? "the header" : `tensor "${tensor}"`;
-      throw new CheckpointError(`${path}: file ended while reading ${what}; it may have changed during loading; ${RECONVERT}`);
-    }
-    done += n;
+/** Fills `target` from `position`, or says which part of the file is missing. */
+function readAll(fd: number, target: Uint8Array, position: number, path: string, tensor: string | undefined): void {
+  if (readFully(fd, target, position) < target.byteLength) {
+    const what = tensor === undefined ? "the header" : `tensor "${tensor}"`;
+    throw new CheckpointError(`${path}: file ended while reading ${what}; it may have changed during loading; ${RECONVERT}`);
   }
 }

@@ -7,7 +7,9 @@
  * checkpoint larger than half the machine's memory still loads, and every tensor's bytes
  * start at offset 0 of their buffer, which typed-array views require to be aligned.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync } from "node:fs";
+import { readFully, writeAtomically } from "./file-io.js";
+
 
 /** The element types the compute kernels work in. */
 export type DType = "F32" | "F16" | "BF16";
@@ -97,8 +99,6 @@ const METADATA_KEY = "__metadata__";
 // Far beyond any real header (a 1000-layer model's is a few MB); a larger length is garbage,
 // and refusing it avoids allocating gigabytes because of one corrupt prefix.
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
-// fs.readSync/writeSync take lengths below 2 GiB, so big tensors move in chunks.
-const IO_CHUNK_BYTES = 1 << 30;
 
 const REDOWNLOAD = "re-download or re-export the file";
 
@@ -138,7 +138,7 @@ export function readSafetensors(path: string, names?: Iterable<string>): Map<str
         );
       }
       const data = new Uint8Array(entry.end - entry.begin);
-      readFully(fd, data, header.dataStart + entry.begin, path, name);
+      readAll(fd, data, header.dataStart + entry.begin, path, name);
       result.set(name, { name, dtype: entry.dtype, shape: entry.shape, data, file: path });
     }
     return result;
@@ -196,15 +196,13 @@ export function writeSafetensorsStreamed(
   prefix.writeBigUInt64LE(BigInt(headerLength), 0);
   json.copy(prefix, 8);
 
-  const partial = `${path}.partial`;
-  const fd = openSync(partial, "w");
-  try {
-    writeFully(fd, prefix);
+  writeAtomically(path, (write) => {
+    write(prefix);
     tensors.forEach((t, i) => {
       // Bytes past the expected size are counted, not written, so the error can say how many came.
       let given = 0;
       for (const chunk of t.chunks()) {
-        if (given + chunk.byteLength <= sizes[i]) writeFully(fd, chunk);
+        if (given + chunk.byteLength <= sizes[i]) write(chunk);
         given += chunk.byteLength;
       }
       if (given !== sizes[i]) {
@@ -213,13 +211,7 @@ export function writeSafetensorsStreamed(
         );
       }
     });
-  } catch (error) {
-    closeSync(fd);
-    rmSync(partial, { force: true });
-    throw error;
-  }
-  closeSync(fd);
-  renameSync(partial, path);
+  });
 }
 
 function openForReading(path: string): number {
@@ -238,7 +230,7 @@ function readHeader(fd: number, path: string): SafetensorsHeader {
     );
   }
   const prefix = new Uint8Array(8);
-  readFully(fd, prefix, 0, path, undefined);
+  readAll(fd, prefix, 0, path, undefined);
   const declared = Buffer.from(prefix.buffer).readBigUInt64LE(0);
   if (declared > BigInt(fileSize - 8)) {
     throw new CheckpointError(
@@ -252,7 +244,7 @@ function readHeader(fd: number, path: string): SafetensorsHeader {
   }
   const headerLength = Number(declared);
   const headerBytes = new Uint8Array(headerLength);
-  readFully(fd, headerBytes, 8, path, undefined);
+  readAll(fd, headerBytes, 8, path, undefined);
 
   let parsed: unknown;
   try {
@@ -328,26 +320,14 @@ function checkNoOverlap(tensors: Map<string, TensorEntry>, path: string): void {
   }
 }
 
-/** Fills `target` from `position`, looping because a read may return fewer bytes than asked. */
-function readFully(fd: number, target: Uint8Array, position: number, path: string, tensor: string | undefined): void {
-  let done = 0;
-  while (done < target.byteLength) {
-    const length = Math.min(target.byteLength - done, IO_CHUNK_BYTES);
-    const n = readSync(fd, target, done, length, position + done);
-    if (n === 0) {
-      const what = tensor === undefined ? "the header" : `tensor "${tensor}"`;
-      throw new CheckpointError(`${path}: file ended while reading ${what}; it may have changed during loading; ${REDOWNLOAD}`);
-    }
-    done += n;
+/** Fills `target` from `position`, or says which part of the file is missing. */
+function readAll(fd: number, target: Uint8Array, position: number, path: string, tensor: string | undefined): void {
+  if (readFully(fd, target, position) < target.byteLength) {
+    const what = tensor === undefined ? "the header" : `tensor "${tensor}"`;
+    throw new CheckpointError(`${path}: file ended while reading ${what}; it may have changed during loading; ${REDOWNLOAD}`);
   }
 }
 
-function writeFully(fd: number, source: Uint8Array): void {
-  let done = 0;
-  while (done < source.byteLength) {
-    done += writeSync(fd, source, done, Math.min(source.byteLength - done, IO_CHUNK_BYTES));
-  }
-}
 
 function elementCount(shape: readonly number[]): number {
   return shape.reduce((product, dim) => product * dim, 1);

@@ -68,7 +68,6 @@ export const add = (a: Tensor, b: Tensor | number): Tensor => binary(a, asTensor
 export const sub = (a: Tensor, b: Tensor | number): Tensor => binary(a, asTensor(b), (x, y) => x - y);
 export const mul = (a: Tensor, b: Tensor | number): Tensor => binary(a, asTensor(b), (x, y) => x * y);
 export const div = (a: Tensor, b: Tensor | number): Tensor => binary(a, asTensor(b), (x, y) => x / y);
-export const maximum = (a: Tensor, b: Tensor | number): Tensor => binary(a, asTensor(b), Math.max);
 
 export function map(a: Tensor, f: (x: number) => number): Tensor {
   const out = new Float32Array(a.size);
@@ -80,7 +79,6 @@ export function map(a: Tensor, f: (x: number) => number): Tensor {
 }
 
 export const exp = (a: Tensor): Tensor => map(a, Math.exp);
-export const neg = (a: Tensor): Tensor => map(a, (x) => -x);
 export const sigmoid = (a: Tensor): Tensor => map(a, (x) => 1 / (1 + Math.exp(-x)));
 /** SiLU (swish): x · σ(x). */
 export const silu = (a: Tensor): Tensor => map(a, (x) => x / (1 + Math.exp(-x)));
