@@ -42,6 +42,7 @@ import {
 } from "../src/tensor/k-quant.js";
 import { weightToTensor } from "../src/tensor/weight.js";
 import { logSoftmax, relativeRms } from "./support/numeric.js";
+import { loadLlamaCpp } from "./support/llama-cpp.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-k-quant-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -411,15 +412,8 @@ describe("GGUF files with k-quant tensors", () => {
   });
 
   test("llama.cpp reads the same weights from Q4_K, Q5_K and Q6_K files: its log-probabilities match ours", async (t) => {
-    let llamaCpp: typeof import("node-llama-cpp");
-    let llama: Awaited<ReturnType<typeof llamaCpp.getLlama>>;
-    try {
-      llamaCpp = await import("node-llama-cpp");
-      llama = await llamaCpp.getLlama({ gpu: false, build: "never", logLevel: llamaCpp.LlamaLogLevel.error });
-    } catch (error) {
-      t.skip(`node-llama-cpp's prebuilt llama.cpp is not usable here: ${(error as Error).message}`);
-      return;
-    }
+    const llama = await loadLlamaCpp(t);
+    if (!llama) return;
     try {
       const f32 = logProbs(checkpoint("gguf-f32"));
       // gguf-q4_k holds Q4_K, Q6_K (the LM head) and Q8_0; the converted file Q5_K.

@@ -24,6 +24,7 @@ import { numberToBf16 } from "../src/tensor/dtype.js";
 import { GGUF_TOKEN_TYPE, ggufTokenizer, ggufTokenizerMetadata } from "../src/tokenizer/gguf-tokenizer.js";
 import { Tokenizer, type TokenizerConfig } from "../src/tokenizer/tokenizer.js";
 import { logSoftmax, relativeRms } from "./support/numeric.js";
+import { loadLlamaCpp } from "./support/llama-cpp.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-random-checkpoint-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -197,15 +198,8 @@ describe("the tokenizer in GGUF metadata", () => {
 });
 
 test("llama.cpp loads the q8_0 GGUF, tokenizes as we do and predicts the same distribution", async (t) => {
-  let llamaCpp: typeof import("node-llama-cpp");
-  let llama: Awaited<ReturnType<typeof llamaCpp.getLlama>>;
-  try {
-    llamaCpp = await import("node-llama-cpp");
-    llama = await llamaCpp.getLlama({ gpu: false, build: "never", logLevel: llamaCpp.LlamaLogLevel.error });
-  } catch (error) {
-    t.skip(`node-llama-cpp's prebuilt llama.cpp is not usable here: ${(error as Error).message}`);
-    return;
-  }
+  const llama = await loadLlamaCpp(t);
+  if (!llama) return;
   const model = await llama.loadModel({ modelPath: path("gguf-q8_0") });
   const context = await model.createContext({ contextSize: 256 });
   try {
