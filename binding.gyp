@@ -18,7 +18,7 @@
       "conditions": [
         ["target_arch=='x64'", {
           "defines": ["TL_X86"],
-          "dependencies": ["kernels_avx2", "kernels_avx512"]
+          "dependencies": ["kernels_avx2", "kernels_avx512", "kernels_amx"]
         }]
       ]
     }
@@ -39,6 +39,13 @@
           "sources": ["native/src/kernels_x86.cc"],
           "defines": ["TL_X86"],
           "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
+        },
+        {
+          "target_name": "kernels_amx",
+          "type": "static_library",
+          "sources": ["native/src/kernels_amx.cc"],
+          "defines": ["TL_X86"],
+          "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
         }
       ]
     }]

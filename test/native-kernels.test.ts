@@ -1,6 +1,6 @@
 /**
  * Every native kernel against the week-1 TypeScript op on random inputs, for each instruction
- * set this CPU offers (AVX-512, AVX2, portable scalar), including awkward shapes.
+ * set this CPU offers (AMX, AVX-512, AVX2, portable scalar), including awkward shapes.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -21,7 +21,7 @@ import { assertClose, randomTensor } from "./support/numeric.js";
 
 const native = nativeKernels();
 const skip = native ? false : `native kernels unavailable: ${nativeUnavailableReason()}`;
-const isas = native ? ["avx512", "avx2", "scalar"].filter((isa) => native.setIsa(isa)) : [];
+const isas = native ? ["amx", "avx512", "avx2", "scalar"].filter((isa) => native.setIsa(isa)) : [];
 native?.setIsa("auto");
 
 /** Relative tolerance for f32 kernels: they sum in a different order than the float64 reference. */
@@ -40,7 +40,8 @@ function param(dtype: DenseDType, values: Float32Array | Uint16Array, i: number)
 
 /**
  * Quantized-weight kernels quantize x per block of 32 to int8, which moves each x by at most
- * amax/254 of its block: out[m, n] may differ from the reference by Σ |w| · amax / 254.
+ * amax/254 of its block: out[m, n] may differ from the reference by Σ |w| · amax / 254. (With
+ * AMX, x and the decoded weights are rounded to bf16 instead: at most 2^-8 of each product.)
  */
 function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string): void {
   const [M, K] = x.shape;
@@ -57,6 +58,26 @@ function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Te
       }
       const err = Math.abs(out[m * N + n] - expected[m * N + n]);
       assert.ok(err <= bound * 1.01 + 1e-4, `${what} [${m},${n}]: error ${err} > bound ${bound}`);
+    }
+  }
+}
+
+/**
+ * With AMX, f16 and bf16 weights meet x split into three bf16 parts (24 significant bits) and
+ * f16 weights are split exactly too; the terms left out are near 2^-26 of each product, so
+ * out[m, n] may differ by Σ |w| · |x| / 2^20 (with room for f32 summation).
+ */
+function assertWithinSplitBf16Bound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string): void {
+  const [M, K] = x.shape;
+  const N = w.rows;
+  const xs = x.toFloat32Array();
+  const wf = weightToTensor(w).toFloat32Array();
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let bound = 0;
+      for (let k = 0; k < K; k++) bound += Math.abs(wf[n * K + k] * xs[m * K + k]) / 2 ** 20;
+      const err = Math.abs(out[m * N + n] - expected[m * N + n]);
+      assert.ok(err <= bound + 1e-6, `${what} [${m},${n}]: error ${err} > bound ${bound}`);
     }
   }
 }
@@ -85,6 +106,8 @@ for (const isa of isas) {
           [7, 129, 66],
           [1, 4099, 7],
           [16, 96, 40],
+          [9, 37, 33],
+          [33, 100, 70],
         ]) {
           const w = denseWeight(dtype, randomTensor([N, K], M * 1000 + K));
           const bias = randomTensor([N], 7);
@@ -92,7 +115,9 @@ for (const isa of isas) {
           const expected = new Linear(w.ref, bias).forward(x).toFloat32Array();
           const out = new Float32Array(M * N);
           k.matmul(out, x.toFloat32Array(), M, w.native, bias.toFloat32Array());
-          relClose(out, expected, F32_TOL * Math.sqrt(K), `${dtype} M=${M} K=${K} N=${N}`);
+          const what = `${dtype} M=${M} K=${K} N=${N}`;
+          if (isa === "amx" && dtype !== "f32") assertWithinSplitBf16Bound(out, expected, x, w.ref, what);
+          else relClose(out, expected, F32_TOL * Math.sqrt(K), what);
         }
       });
     }
@@ -108,6 +133,7 @@ for (const isa of isas) {
           [6, 1024, 7],
           [1, 4128, 4],
           [17, 64, 33],
+          [40, 96, 65],
         ]) {
           const values = randomTensor([N, K], M * 100 + K).toFloat32Array();
           const ref = BlockQuantWeight.quantize(dtype, [N, K], values);
@@ -134,6 +160,7 @@ for (const isa of isas) {
           [1, 4096 + 256, 6],
           [3, 4096 + 256, 3],
           [9, 512, 1],
+          [20, 512, 35],
         ]) {
           const w = KQuantWeight.quantize(dtype, [N, K], randomTensor([N, K], M * 100 + K).toFloat32Array());
           const x = randomTensor([M, K], K + 3, 3);
@@ -154,6 +181,7 @@ for (const isa of isas) {
         { bits: 8, groupSize: 128, M: 1, K: 512, N: 7, scaleDType: "f32" },
         { bits: 8, groupSize: 32, M: 17, K: 160, N: 6, scaleDType: "f16" },
         { bits: 4, groupSize: 128, M: 12, K: 1024, N: 11, scaleDType: "bf16" },
+        { bits: 4, groupSize: 64, M: 40, K: 192, N: 37, scaleDType: "f16" },
       ];
       for (const { bits, groupSize, M, K, N, scaleDType } of cases) {
         const values = randomTensor([N, K], bits * 10 + K).toFloat32Array();
@@ -256,6 +284,26 @@ test("native kernels reject arrays too small for the shapes given", { skip }, ()
   assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(4), 1, { ...w, type: 99 }, null), /unknown weight type/);
   const kq = { type: NativeWeightType.q4_k, data: new Uint8Array(288), rows: 1, cols: 288 };
   assert.throws(() => k.matmul(new Float32Array(1), new Float32Array(288), 1, kq, null), /multiple of 256/);
+});
+
+test("jobs of different sizes in quick succession each run every chunk exactly once", { skip }, () => {
+  // A worker finishing one job must not claim chunks of the next, which is larger: mixing small
+  // and large weights (and, with AMX, the two jobs of each batched matmul) checks the hand-over.
+  const k = native as NativeKernels;
+  const small = denseWeight("bf16", randomTensor([8, 64], 1));
+  const large = denseWeight("bf16", randomTensor([600, 64], 2));
+  const x = randomTensor([16, 64], 3).toFloat32Array();
+  const run = (w: typeof small, rows: number): Float32Array => {
+    const out = new Float32Array(16 * rows);
+    k.matmul(out, x, 16, w.native, null);
+    return out;
+  };
+  const expectSmall = run(small, 8);
+  const expectLarge = run(large, 600);
+  for (let i = 0; i < 300; i++) {
+    assert.deepEqual(run(small, 8), expectSmall);
+    assert.deepEqual(run(large, 600), expectLarge);
+  }
 });
 
 test("the thread count can be changed and results do not depend on it", { skip }, () => {

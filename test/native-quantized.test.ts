@@ -24,7 +24,7 @@ const stories = sharedPath("models", "stories260k-qwen2");
 const skip = stories.skip || (nativeKernels() ? false : "native kernels unavailable");
 
 const kernels = nativeKernels();
-const isas = kernels ? ["avx512", "avx2", "scalar"].filter((isa) => kernels.setIsa(isa)) : [];
+const isas = kernels ? ["amx", "avx512", "avx2", "scalar"].filter((isa) => kernels.setIsa(isa)) : [];
 kernels?.setIsa("auto");
 
 for (const bits of [8, 4])

@@ -97,7 +97,26 @@ const IsaKernels& scalar_kernels();
 #if defined(TL_X86)
 const IsaKernels& avx2_kernels();
 const IsaKernels& avx512_kernels();
+
+// Batched matmuls (prefill) on AMX tiles, in kernels_amx.cc: a strip of weight rows is decoded
+// to bf16 once and multiplied by every 16-row block of x, which is packed to bf16 beforehand.
+namespace amx {
+constexpr int64_t kTokens = 16;  // rows of x per tile
+constexpr int64_t kStrip = 32;   // weight rows per call of matmul_strip
+// K rounded up to the 32 values of one tile step; pack_x writes kTokens * padded_k(K) values per block.
+inline int64_t padded_k(int64_t K) { return (K + 31) / 32 * 32; }
+// How many bf16 parts x is split into for weights of this type (see kernels_amx.cc).
+inline int x_parts(int type) { return type == W_F16 || type == W_BF16 ? 3 : 1; }
+// Packs rows [16·block, 16·block + 16) of x [M, K] (zeros past M) as the tile product wants them,
+// each of its `parts` part_stride values after the one before.
+void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int64_t part_stride, uint16_t* xb);
+// t.out for weight rows [n0, n0 + kStrip), from x packed by pack_x.
+void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t part_stride, int64_t n0);
+}  // namespace amx
 #endif
+
+// Row n of w decoded to f32 (the portable definition of every weight type).
+void decode_row(const Weight& w, int64_t n, float* out);
 
 float f16_to_f32(uint16_t h);
 

@@ -94,7 +94,8 @@ inline void kquant_scale_min(const uint8_t* s, int j, int* sc, int* m) {
   }
 }
 
-// One weight row decoded to f32.
+}  // namespace
+
 void decode_row(const Weight& w, int64_t n, float* out) {
   const uint8_t* row = w.data + n * weight_row_bytes(w.type, w.cols);
   const int64_t K = w.cols;
@@ -191,6 +192,8 @@ void decode_row(const Weight& w, int64_t n, float* out) {
     }
   }
 }
+
+namespace {
 
 void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
   const int64_t K = t.w->cols;

@@ -18,6 +18,7 @@ namespace {
 
 std::unique_ptr<ThreadPool> g_pool;
 const IsaKernels* g_kernels = nullptr;
+bool g_amx = false;  // batched matmuls on AMX tiles (with the AVX-512 kernels for the rest)
 
 ThreadPool& pool() {
   if (!g_pool) set_threads(0);
@@ -33,7 +34,12 @@ const IsaKernels& best_kernels() {
 }
 
 const IsaKernels& kernels() {
-  if (!g_kernels) g_kernels = &best_kernels();
+  if (!g_kernels) {
+    g_kernels = &best_kernels();
+#if defined(TL_X86)
+    g_amx = cpu_features().amx;
+#endif
+  }
   return *g_kernels;
 }
 
@@ -51,17 +57,27 @@ void set_threads(int threads) {
 
 int get_threads() { return pool().threads(); }
 
-const char* isa_name() { return kernels().name; }
+const char* isa_name() {
+  const char* name = kernels().name;
+  return g_amx ? "amx" : name;
+}
 
 bool set_isa(const char* name) {
   const std::string n = name;
-  if (n == "auto") g_kernels = &best_kernels();
-  else if (n == "scalar") g_kernels = &scalar_kernels();
+  kernels();
+  if (n == "auto") {
+    g_kernels = nullptr;
+    kernels();
+    return true;
+  }
+  if (n == "scalar") g_kernels = &scalar_kernels();
 #if defined(TL_X86)
   else if (n == "avx2" && cpu_features().avx2) g_kernels = &avx2_kernels();
   else if (n == "avx512" && cpu_features().avx512) g_kernels = &avx512_kernels();
+  else if (n == "amx" && cpu_features().amx) g_kernels = &avx512_kernels();
 #endif
   else return false;
+  g_amx = n == "amx";
   return true;
 }
 
@@ -74,9 +90,38 @@ int64_t row_chunk(int64_t rows) {
 }
 }  // namespace
 
+#if defined(TL_X86)
+namespace {
+
+// From this many rows of x on, decoding weights to bf16 for the tiles costs less than it saves.
+// f32 weights stay on the f32 kernels: they are the precise reference.
+constexpr int64_t kAmxMinRows = 8;
+
+std::vector<uint16_t> g_xb;  // x packed for the tiles
+
+void amx_matmul(const MatmulTask& task) {
+  const Weight& w = *task.w;
+  const int64_t blocks = (task.M + amx::kTokens - 1) / amx::kTokens;
+  const int64_t size = blocks * amx::kTokens * amx::padded_k(w.cols);
+  const int parts = amx::x_parts(w.type);
+  if (static_cast<int64_t>(g_xb.size()) < parts * size) g_xb.resize(parts * size);
+  uint16_t* xb = g_xb.data();
+  pool().parallel_for(blocks, [&](int64_t b) { amx::pack_x(task.x, task.M, w.cols, b, parts, size, xb); });
+  pool().parallel_for((w.rows + amx::kStrip - 1) / amx::kStrip, [&](int64_t s) { amx::matmul_strip(task, xb, parts, size, s * amx::kStrip); });
+}
+
+}  // namespace
+#endif
+
 void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
   const IsaKernels& k = kernels();
   MatmulTask task{&w, x, {}, M, bias, out};
+#if defined(TL_X86)
+  if (g_amx && M >= kAmxMinRows && w.type != W_F32) {
+    amx_matmul(task);
+    return;
+  }
+#endif
   if (is_int8_type(w.type) && k.quantize_x) {
     const int64_t nb = w.cols / kBlock;
     const int64_t stride = (w.cols + 63) / 64 * 64;

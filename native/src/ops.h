@@ -11,7 +11,8 @@ namespace tl {
 void set_threads(int threads);
 int get_threads();
 const char* isa_name();
-// Selects the kernels: "auto" (the best this CPU has), "avx512", "avx2" or "scalar".
+// Selects the kernels: "auto" (the best this CPU has), "amx" (AVX-512 with batched matmuls on
+// AMX tiles), "avx512", "avx2" or "scalar".
 // Returns false if that set is not available here.
 bool set_isa(const char* name);
 

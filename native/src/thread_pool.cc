@@ -37,6 +37,9 @@ void ThreadPool::run(int64_t chunks, ChunkFn fn, void* ctx) {
     for (int64_t i = 0; i < chunks; i++) fn(ctx, i);
     return;
   }
+  // Close the previous job before touching its fields: a worker that still holds its generation
+  // must not claim a chunk index that only the new job's larger count makes valid.
+  state_.store((gen_ & kChunkMask) << 32 | kChunkMask);
   fn_.store(fn, std::memory_order_relaxed);
   ctx_.store(ctx, std::memory_order_relaxed);
   chunks_.store(chunks, std::memory_order_relaxed);

@@ -27,6 +27,7 @@ Options:
   --gen-tokens N      tokens to decode after the first (default 128); end-of-sequence is ignored
   --threads N         threads for the native kernels and the bandwidth probe (default: one per core)
   --backend B         native (the default where the kernels built) or ts
+  --isa I             pin the native kernels to amx, avx512, avx2 or scalar (default: the best here)
   --json              print one JSON object instead of a report
   -h, --help          show this help`;
 
@@ -138,12 +139,13 @@ export interface BenchOptions {
   genTokens: number;
   threads?: number;
   backend?: BackendName;
+  isa?: string;
 }
 
 export function benchmark(opts: BenchOptions): BenchResult {
   const started = performance.now();
   const { model: reference, tokenizer } = loadCheckpoint(opts.model);
-  const backend = selectBackend(reference, { backend: opts.backend, threads: opts.threads });
+  const backend = selectBackend(reference, { backend: opts.backend, threads: opts.threads, isa: opts.isa });
   if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
   const model = backend.model;
   const loadMs = performance.now() - started;
@@ -235,6 +237,7 @@ export async function runBench(argv: string[]): Promise<void> {
       "gen-tokens": { type: "string" },
       threads: { type: "string" },
       backend: { type: "string" },
+      isa: { type: "string" },
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -256,6 +259,6 @@ export async function runBench(argv: string[]): Promise<void> {
   if (!existsSync(values.model)) {
     throw new UsageError(`model folder or file ${values.model} does not exist; --model takes a checkpoint folder or a .gguf file`);
   }
-  const result = benchmark({ model: values.model, promptTokens, genTokens, threads, backend });
+  const result = benchmark({ model: values.model, promptTokens, genTokens, threads, backend, isa: values.isa });
   process.stdout.write((values.json ? JSON.stringify(result) : report(result)) + "\n");
 }

@@ -30,6 +30,7 @@ Options:
   --ignore-eos        keep going past end-of-sequence tokens
   --backend B         native (C++ kernels, the default where they built) or ts (the TypeScript reference)
   --threads N         threads for the native kernels (default: one per core)
+  --isa I             pin the native kernels to amx, avx512, avx2 or scalar (default: the best here)
   --verbose           print token counts, speed and peak memory to stderr
   -h, --help          show this help
 
@@ -61,6 +62,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
       "ignore-eos": { type: "boolean", default: false },
       backend: { type: "string" },
       threads: { type: "string" },
+      isa: { type: "string" },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -89,7 +91,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
   }
   const started = performance.now();
   const { model: reference, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
-  const backend = selectBackend(reference, { backend: backendName, threads });
+  const backend = selectBackend(reference, { backend: backendName, threads, isa: values.isa });
   if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
   const model = backend.model;
   const loaded = performance.now();

@@ -18,13 +18,30 @@ export interface Backend {
   threads: number;
 }
 
-export function selectBackend(reference: Transformer, opts: { backend?: BackendName; threads?: number } = {}): Backend {
+/** Instruction sets the native kernels can be pinned to; "auto" takes the best this CPU has. */
+export const ISAS = ["auto", "amx", "avx512", "avx2", "scalar"] as const;
+
+export interface BackendOptions {
+  backend?: BackendName;
+  threads?: number;
+  /** One of ISAS (native backend only). */
+  isa?: string;
+}
+
+export function selectBackend(reference: Transformer, opts: BackendOptions = {}): Backend {
+  if (opts.isa !== undefined && opts.isa !== "auto" && opts.backend === "ts") throw new Error(`--isa applies to the native backend, not to --backend ts`);
   if (opts.backend === "ts") return { name: "ts", model: reference, threads: 1 };
   const kernels = nativeKernels();
   if (!kernels) {
     const reason = nativeUnavailableReason() ?? "unknown reason";
     if (opts.backend === "native") throw new Error(`the native backend is not available: ${reason}`);
     return { name: "ts", model: reference, threads: 1, notice: `native kernels unavailable (${reason}); using the slower TypeScript backend` };
+  }
+  // Without --isa the kernels keep the set chosen before (the best this CPU has, unless a caller pinned one).
+  if (opts.isa !== undefined && !kernels.setIsa(opts.isa)) {
+    const here = ISAS.filter((name) => name !== "auto" && kernels.setIsa(name));
+    kernels.setIsa("auto");
+    throw new Error(`instruction set "${opts.isa}" is not available on this CPU (available: ${here.join(", ")})`);
   }
   const threads = kernels.setThreads(opts.threads ?? 0);
   let model: NativeTransformer;
