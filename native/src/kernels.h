@@ -41,14 +41,14 @@ constexpr int kQ5KBytes = 176;
 constexpr int kQ6KBytes = 210;
 
 // Activations quantized on the fly for the integer dot products, one row of x per K elements
-// (padded to a multiple of 64 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and
+// (padded to a multiple of 128 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and
 // s[b] = d[b] * Σ q over the block (for kernels that feed weights as unsigned bytes and correct
 // the offset afterwards). Each instruction set may order q within a row as its kernel wants.
 struct QuantX {
   int8_t* q;
   float* d;
   float* s;
-  int64_t q_stride;  // elements between rows of q (K rounded up to 64)
+  int64_t q_stride;  // elements between rows of q (K rounded up to 128)
   int64_t b_stride;  // blocks between rows of d and s
   float* gsum;       // affine weights: exact float sum of x over each weight group, per row
   int64_t g_stride;  // groups between rows of gsum

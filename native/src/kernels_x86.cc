@@ -170,11 +170,15 @@ inline __m128i unpack_scale_min(const uint8_t* packed) {
 
 constexpr int kGroup = 16;  // blocks per group: one vector of scales
 
-// x order for 4-bit weights follows how one 32-byte load of a block pair's nibbles unpacks into
-// low and high halves. Q4_0 (pair A, B): [A0-15, B0-15, A16-31, B16-31]. MLX 4-bit (elements
-// 2k, 2k + 1 share byte k): [the 32 even elements of the pair, then the 32 odd ones].
+// x order for 4-bit weights follows how one 64-byte load of four blocks' nibbles unpacks into
+// low and high halves. Q4_0 (blocks A-D): [A0-15, B0-15, C0-15, D0-15, A16-31, ..., D16-31].
+// MLX 4-bit (elements 2k, 2k + 1 share byte k): [the 64 even elements of the four, then the 64 odd].
 void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
   const int64_t nb = K / kBlock;
+  const bool four_bit = type == W_Q4_0 || type == W_AFFINE4;
+  // Zero the padding of the last group of four (or 64 values) so that missing blocks add nothing.
+  const int64_t padded = (K + 127) / 128 * 128;
+  std::memset(q + (four_bit ? nb / 4 * 128 : K), 0, padded - (four_bit ? nb / 4 * 128 : K));
   alignas(64) int8_t tmp[kBlock];
   for (int64_t b = 0; b < nb; b++) {
     const float* p = x + b * kBlock;
@@ -188,49 +192,59 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
     _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp + 16), _mm512_cvtsepi32_epi8(q1));
     d[b] = db;
     s[b] = db * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1)));
+    int8_t* quad = q + (b / 4) * 128;
+    const int64_t slot = b % 4;
     if (type == W_Q4_0) {
-      const int64_t pair = b / 2, second = b % 2;
-      std::memcpy(q + pair * 64 + second * 16, tmp, 16);
-      std::memcpy(q + pair * 64 + 32 + second * 16, tmp + 16, 16);
+      std::memcpy(quad + slot * 16, tmp, 16);
+      std::memcpy(quad + 64 + slot * 16, tmp + 16, 16);
     } else if (type == W_AFFINE4) {
-      int8_t* dst = q + (b / 2) * 64 + (b % 2) * 16;
-      for (int j = 0; j < kBlock; j++) dst[(j % 2) * 32 + j / 2] = tmp[j];
+      for (int j = 0; j < kBlock; j++) quad[(j % 2) * 64 + slot * 16 + j / 2] = tmp[j];
     } else {
       std::memcpy(q + b * kBlock, tmp, kBlock);
     }
   }
-  // Zero the padding up to a whole pair so that an odd last block pairs with nothing.
-  const int64_t padded = (K + 63) / 64 * 64;
-  if ((type == W_Q4_0 || type == W_AFFINE4) && nb % 2) {
-    std::memset(q + (nb / 2) * 64 + 16, 0, 16);
-    std::memset(q + (nb / 2) * 64 + 48, 0, 16);
-  } else if (padded > K) {
-    std::memset(q + K, 0, padded - K);
-  }
 }
 
-// 64 weights of block pair p as unsigned bytes (Q8_0 shifted by 128; 4-bit nibbles in x's pair order).
+// A unit is what one 64-byte load of weights holds: two blocks of 8-bit codes, or four of 4-bit.
 template <int Type>
-inline __m512i pair_weights(const uint8_t* quants, int64_t p, __mmask64 mask) {
+constexpr bool kFourBit = Type == W_Q4_0 || Type == W_AFFINE4;
+template <int Type>
+constexpr int64_t kUnitBlocks = kFourBit<Type> ? 4 : 2;
+
+// Unit u of a row as unsigned bytes: 8-bit codes (Q8_0 shifted by 128) in v[0]; 4-bit codes'
+// low nibbles in v[0], high nibbles in v[1]. `blocks` (1 .. kUnitBlocks) are present.
+template <int Type>
+inline void unit_weights(const uint8_t* quants, int64_t u, int64_t blocks, __m512i v[2]) {
+  const __mmask64 mask = blocks == kUnitBlocks<Type> ? ~0ull : (1ull << (blocks * (kFourBit<Type> ? 16 : 32))) - 1;
+  const __m512i raw = _mm512_maskz_loadu_epi8(mask, quants + u * 64);
   if constexpr (Type == W_Q8_0) {
-    return _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, quants + p * 64), _mm512_set1_epi8(static_cast<char>(0x80)));
+    v[0] = _mm512_xor_si512(raw, _mm512_set1_epi8(static_cast<char>(0x80)));
   } else if constexpr (Type == W_AFFINE8) {
-    return _mm512_maskz_loadu_epi8(mask, quants + p * 64);
+    v[0] = raw;
   } else {
-    const __m256i packed = _mm256_maskz_loadu_epi8(static_cast<__mmask32>(mask), quants + p * 32);
-    const __m256i lo = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    v[0] = _mm512_and_si512(raw, _mm512_set1_epi8(0x0f));
+    v[1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), _mm512_set1_epi8(0x0f));
   }
 }
 
-// Lane -> block index within a pair: 8-bit lanes 0-7 are block A, 8-15 block B; 4-bit lanes
-// 0-3 and 8-11 are A, 4-7 and 12-15 are B.
+// Σ weight·x over unit u, as 16 int32 lanes (both nibble halves summed: their lanes fall in the
+// same blocks). x is quantize_x's order: 64 values per 8-bit unit, 128 per 4-bit unit.
 template <int Type>
-inline __m512i pair_lanes(int64_t p) {
-  const __m512i base = Type == W_Q8_0 || Type == W_AFFINE8 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-                                      : _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-  return _mm512_add_epi32(base, _mm512_set1_epi32(static_cast<int>(2 * p)));
+inline __m512i unit_dot(const __m512i v[2], const int8_t* xq, int64_t u) {
+  if constexpr (kFourBit<Type>) {
+    const __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(xq + u * 128));
+    return _mm512_dpbusd_epi32(lo, v[1], _mm512_loadu_si512(xq + u * 128 + 64));
+  } else {
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(xq + u * 64));
+  }
+}
+
+// Lane -> block within a group of 16 for unit p of the group: 8-bit lanes 0-7 are the unit's
+// first block, 8-15 its second; 4-bit lanes 4j..4j+3 are its block j.
+template <int Type>
+inline __m512i unit_lanes(int64_t p) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm512_add_epi32(_mm512_srli_epi32(lane, kFourBit<Type> ? 2 : 3), _mm512_set1_epi32(static_cast<int>(p * kUnitBlocks<Type>)));
 }
 
 template <int Type, int MR, int NR>
@@ -258,7 +272,6 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
   alignas(64) float scale[MR][NR][kGroup];
-  constexpr int64_t pair_bytes = Type == W_Q8_0 ? 64 : 32;
   for (int64_t g = 0; g < nb; g += kGroup) {
     const int64_t gb = std::min<int64_t>(kGroup, nb - g);
     const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
@@ -268,22 +281,18 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
       const __m512 dx = _mm512_maskz_loadu_ps(bmask, xd[i] + g);
       for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(dw[r], dx));
     }
-    const int64_t pairs = (gb + 1) / 2;
-    for (int64_t p = 0; p < pairs; p++) {
-      const int64_t gp = g / 2 + p;  // pair index within the row
-      // An odd last block fills only half of its pair.
-      const bool half = 2 * p + 1 == gb;
-      const __mmask64 wmask = half ? (Type == W_Q8_0 ? 0xffffffffull : 0xffffull) : ~0ull;
-      __m512i wv[NR];
+    constexpr int64_t ub = kUnitBlocks<Type>;
+    for (int64_t p = 0; p * ub < gb; p++) {
+      const int64_t u = g / ub + p;  // unit index within the row
+      __m512i wv[NR][2];
       for (int r = 0; r < NR; r++) {
-        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + gp * pair_bytes + kPrefetch), _MM_HINT_T0);
-        wv[r] = pair_weights<Type>(wq[r], gp, wmask);
+        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + u * 64 + kPrefetch), _MM_HINT_T0);
+        unit_weights<Type>(wq[r], u, std::min(ub, gb - p * ub), wv[r]);
       }
-      const __m512i lanes = pair_lanes<Type>(p);
+      const __m512i lanes = unit_lanes<Type>(p);
       for (int i = 0; i < MR; i++) {
-        const __m512i xv = _mm512_loadu_si512(xq[i] + gp * 64);
         for (int r = 0; r < NR; r++) {
-          const __m512i dotp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
+          const __m512i dotp = unit_dot<Type>(wv[r], xq[i], u);
           acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
         }
       }
@@ -337,7 +346,6 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
   alignas(64) float scale[MR][NR][kGroup];
-  constexpr int64_t pair_bytes = Type == W_AFFINE8 ? 64 : 32;
   for (int64_t g = 0; g < nb; g += kGroup) {
     const int64_t gb = std::min<int64_t>(kGroup, nb - g);
     const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
@@ -348,21 +356,19 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
       const __m512 dx = _mm512_maskz_loadu_ps(bmask, t.xq.d + (m0 + i) * t.xq.b_stride + g);
       for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(sw[r], dx));
     }
-    const int64_t pairs = (gb + 1) / 2;
-    for (int64_t p = 0; p < pairs; p++) {
-      const int64_t gp = g / 2 + p;
-      const bool half = 2 * p + 1 == gb;
-      const __mmask64 wmask = half ? (Type == W_AFFINE8 ? 0xffffffffull : 0xffffull) : ~0ull;
-      __m512i wv[NR];
+    constexpr int64_t ub = kUnitBlocks<Type>;
+    for (int64_t p = 0; p * ub < gb; p++) {
+      const int64_t u = g / ub + p;
+      __m512i wv[NR][2];
       for (int r = 0; r < NR; r++) {
-        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + gp * pair_bytes + kPrefetch), _MM_HINT_T0);
-        wv[r] = pair_weights<Type>(wq[r], gp, wmask);
+        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + u * 64 + kPrefetch), _MM_HINT_T0);
+        unit_weights<Type>(wq[r], u, std::min(ub, gb - p * ub), wv[r]);
       }
-      const __m512i lanes = pair_lanes<Type>(p);
+      const __m512i lanes = unit_lanes<Type>(p);
       for (int i = 0; i < MR; i++) {
-        const __m512i xv = _mm512_loadu_si512(t.xq.q + (m0 + i) * t.xq.q_stride + gp * 64);
+        const int8_t* xq = t.xq.q + (m0 + i) * t.xq.q_stride;
         for (int r = 0; r < NR; r++) {
-          const __m512i dotp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
+          const __m512i dotp = unit_dot<Type>(wv[r], xq, u);
           acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
         }
       }

@@ -95,7 +95,7 @@ namespace {
 
 // From this many rows of x on, decoding weights to bf16 for the tiles costs less than it saves.
 // f32 weights stay on the f32 kernels: they are the precise reference.
-constexpr int64_t kAmxMinRows = 8;
+constexpr int64_t kAmxMinRows = 16;
 
 std::vector<uint16_t> g_xb;  // x packed for the tiles
 
@@ -124,7 +124,7 @@ void matmul(float* out, const float* x, int64_t M, const Weight& w, const float*
 #endif
   if (is_int8_type(w.type) && k.quantize_x) {
     const int64_t nb = w.cols / kBlock;
-    const int64_t stride = (w.cols + 63) / 64 * 64;
+    const int64_t stride = (w.cols + 127) / 128 * 128;
     if (static_cast<int64_t>(g_xq.size()) < M * stride) g_xq.resize(M * stride);
     if (static_cast<int64_t>(g_xd.size()) < M * nb) {
       g_xd.resize(M * nb);
