@@ -69,15 +69,20 @@ inline __m512i next_part(__m512& a, __m512& b, __m512i hi) {
   return to_bf16(a, b);
 }
 
-// Row n of w as bf16 in dst[0, padded_k(K)), zeros past K; for f16 weights also what that
-// rounding leaves out, in lo. `scratch` holds K floats.
+// A strip keeps each tile's 16 rows x 32 values together (1 KB), so a tile loads from one place.
+constexpr int64_t kTile = 16 * 32;
+
+// Row n of w as bf16, values 32c .. 32c + 31 at dst + c · kTile, zeros past K; for f16 weights
+// also what that rounding leaves out, at lo likewise. `scratch` holds K floats.
 void decode_bf16(const Weight& w, int64_t n, uint16_t* dst, uint16_t* lo, float* scratch) {
   const int64_t K = w.cols;
   const uint8_t* row = w.data + n * weight_row_bytes(w.type, K);
   switch (w.type) {
     case W_BF16:
-      std::memcpy(dst, row, K * 2);
-      std::fill(dst + K, dst + padded_k(K), 0);
+      for (int64_t k = 0; k < K; k += 32) {
+        const __mmask32 m = K - k >= 32 ? ~0u : (1u << (K - k)) - 1;
+        _mm512_storeu_si512(dst + k / 32 * kTile, _mm512_maskz_loadu_epi16(m, row + 2 * k));
+      }
       return;
     case W_F16: {
       const uint16_t* p = reinterpret_cast<const uint16_t*>(row);
@@ -85,13 +90,13 @@ void decode_bf16(const Weight& w, int64_t n, uint16_t* dst, uint16_t* lo, float*
         __m512 a = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(K - k), p + k));
         __m512 b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(K - k - 16), p + k + 16));
         const __m512i hi = to_bf16(a, b);
-        _mm512_storeu_si512(dst + k, hi);
-        _mm512_storeu_si512(lo + k, next_part(a, b, hi));
+        _mm512_storeu_si512(dst + k / 32 * kTile, hi);
+        _mm512_storeu_si512(lo + k / 32 * kTile, next_part(a, b, hi));
       }
       return;
     }
     case W_F32:
-      for (int64_t k = 0; k < K; k += 32) store_bf16(dst + k, reinterpret_cast<const float*>(row) + k, K - k);
+      for (int64_t k = 0; k < K; k += 32) store_bf16(dst + k / 32 * kTile, reinterpret_cast<const float*>(row) + k, K - k);
       return;
     case W_Q8_0: {
       const int8_t* q = reinterpret_cast<const int8_t*>(row);
@@ -100,7 +105,7 @@ void decode_bf16(const Weight& w, int64_t n, uint16_t* dst, uint16_t* lo, float*
         const __m512 scale = _mm512_set1_ps(f16(d[b]));
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 32 * b))));
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 32 * b + 16))));
-        _mm512_storeu_si512(dst + 32 * b, to_bf16(_mm512_mul_ps(lo, scale), _mm512_mul_ps(hi, scale)));
+        _mm512_storeu_si512(dst + b * kTile, to_bf16(_mm512_mul_ps(lo, scale), _mm512_mul_ps(hi, scale)));
       }
       return;
     }
@@ -113,7 +118,7 @@ void decode_bf16(const Weight& w, int64_t n, uint16_t* dst, uint16_t* lo, float*
         const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * b)));
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes, low4), eight));
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight));
-        _mm512_storeu_si512(dst + 32 * b, to_bf16(_mm512_mul_ps(lo, scale), _mm512_mul_ps(hi, scale)));
+        _mm512_storeu_si512(dst + b * kTile, to_bf16(_mm512_mul_ps(lo, scale), _mm512_mul_ps(hi, scale)));
       }
       return;
     }
@@ -138,13 +143,13 @@ void decode_bf16(const Weight& w, int64_t n, uint16_t* dst, uint16_t* lo, float*
           q0 = _mm512_permutex2var_epi32(lo, even, hi);
           q1 = _mm512_permutex2var_epi32(lo, odd, hi);
         }
-        _mm512_storeu_si512(dst + k, to_bf16(_mm512_fmadd_ps(_mm512_cvtepi32_ps(q0), scale, bias), _mm512_fmadd_ps(_mm512_cvtepi32_ps(q1), scale, bias)));
+        _mm512_storeu_si512(dst + k / 32 * kTile, to_bf16(_mm512_fmadd_ps(_mm512_cvtepi32_ps(q0), scale, bias), _mm512_fmadd_ps(_mm512_cvtepi32_ps(q1), scale, bias)));
       }
       return;
     }
     default:
       decode_row(w, n, scratch);
-      for (int64_t k = 0; k < K; k += 32) store_bf16(dst + k, scratch + k, K - k);
+      for (int64_t k = 0; k < K; k += 32) store_bf16(dst + k / 32 * kTile, scratch + k, K - k);
       return;
   }
 }
@@ -214,21 +219,24 @@ void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t pa
   strip.resize(kStrip * Kp);
   strip_lo.resize(w_lo ? kStrip * Kp : 0);
   scratch.resize(w.cols);
+  // Rows 0-15 of the strip are tiles' rows in its first half, rows 16-31 in its second.
   for (int64_t r = 0; r < kStrip; r++) {
-    uint16_t* dst = strip.data() + r * Kp;
-    uint16_t* dst_lo = w_lo ? strip_lo.data() + r * Kp : nullptr;
+    const int64_t at = (r / 16) * 16 * Kp + (r % 16) * 32;
+    uint16_t* dst = strip.data() + at;
+    uint16_t* dst_lo = w_lo ? strip_lo.data() + at : nullptr;
     if (n0 + r < w.rows) {
       decode_bf16(w, n0 + r, dst, dst_lo, scratch.data());
-    } else {
-      std::fill(dst, dst + Kp, 0);
-      if (dst_lo) std::fill(dst_lo, dst_lo + Kp, 0);
+      continue;
+    }
+    for (int64_t c = 0; c < Kp / 32; c++) {
+      std::fill(dst + c * kTile, dst + c * kTile + 32, 0);
+      if (dst_lo) std::fill(dst_lo + c * kTile, dst_lo + c * kTile + 32, 0);
     }
   }
   configure_tiles();
   const uint16_t* w0 = strip.data();
   const uint16_t* w1 = strip.data() + 16 * Kp;
   const int64_t blocks = (t.M + kTokens - 1) / kTokens;
-  const int64_t stride = Kp * 2;  // bytes between rows of the strip
   alignas(64) float c[4][256];
   if (parts == 1) {
     // One product per tile step. Two blocks of x at a time against both halves of the strip:
@@ -242,8 +250,8 @@ void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t pa
       _tile_zero(2);
       _tile_zero(3);
       for (int64_t k = 0; k < Kp; k += 32) {
-        _tile_loadd(4, w0 + k, stride);
-        _tile_loadd(5, w1 + k, stride);
+        _tile_loadd(4, w0 + k * 16, 64);
+        _tile_loadd(5, w1 + k * 16, 64);
         _tile_loadd(6, x0 + k * 16, 64);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 5, 6);
@@ -275,8 +283,8 @@ void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t pa
       _tile_zero(0);
       _tile_zero(1);
       for (int64_t k = 0; k < Kp; k += 32) {
-        _tile_loadd(2, w0 + k, stride);
-        _tile_loadd(3, w1 + k, stride);
+        _tile_loadd(2, w0 + k * 16, 64);
+        _tile_loadd(3, w1 + k * 16, 64);
         _tile_loadd(4, x0 + k * 16, 64);
         _tile_loadd(5, x1 + k * 16, 64);
         _tile_loadd(6, x2 + k * 16, 64);
@@ -287,8 +295,8 @@ void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t pa
         _tile_dpbf16ps(0, 2, 6);
         _tile_dpbf16ps(1, 3, 6);
         if (w_lo) {
-          _tile_loadd(2, l0 + k, stride);
-          _tile_loadd(3, l1 + k, stride);
+          _tile_loadd(2, l0 + k * 16, 64);
+          _tile_loadd(3, l1 + k * 16, 64);
           _tile_dpbf16ps(0, 2, 4);
           _tile_dpbf16ps(1, 3, 4);
           _tile_dpbf16ps(0, 2, 5);

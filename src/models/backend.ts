@@ -35,6 +35,7 @@ export function selectBackend(reference: Transformer, opts: BackendOptions = {})
   if (!kernels) {
     const reason = nativeUnavailableReason() ?? "unknown reason";
     if (opts.backend === "native") throw new Error(`the native backend is not available: ${reason}`);
+    if (opts.isa !== undefined && opts.isa !== "auto") throw new Error(`--isa needs the native backend, which is not available: ${reason}`);
     return { name: "ts", model: reference, threads: 1, notice: `native kernels unavailable (${reason}); using the slower TypeScript backend` };
   }
   // Without --isa the kernels keep the set chosen before (the best this CPU has, unless a caller pinned one).
