@@ -41,7 +41,7 @@ import {
   type KQuantDType,
 } from "../src/tensor/k-quant.js";
 import { weightToTensor } from "../src/tensor/weight.js";
-import { logSoftmax, relativeRms } from "./support/numeric.js";
+import { centeredRelativeRms, logSoftmax, relativeRms } from "./support/numeric.js";
 import { loadLlamaCpp } from "./support/llama-cpp.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-k-quant-"));
@@ -57,20 +57,6 @@ function decode(dtype: KQuantDType, bytes: Uint8Array): Float32Array {
 
 /** Values at the given indices. */
 const at = (x: Float32Array, indices: number[]): number[] => indices.map((i) => x[i]);
-
-const mean = (v: Float64Array): number => v.reduce((s, x) => s + x, 0) / v.length;
-
-/** relativeRms of a and b with their means removed (log-probabilities differ by a constant freely). */
-function centeredRelativeRms(a: Float64Array, b: Float64Array): number {
-  const [ma, mb] = [mean(a), mean(b)];
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff += (a[i] - ma - (b[i] - mb)) ** 2;
-    norm += (b[i] - mb) ** 2;
-  }
-  return Math.sqrt(diff / norm);
-}
 
 describe("block sizes and GGUF types", () => {
   test("super-blocks of 256 values take 144, 176, 210 and 292 bytes; GGUF knows them as ggml types 12 to 15", () => {

@@ -3,7 +3,8 @@
  * tensors are renamed from llama.cpp's names to Hugging Face's, then built like any checkpoint.
  *
  * Weights stay in their stored type: F32, F16 and BF16 as dense weights, Q8_0 and Q4_0 as blocks,
- * and the k-quants Q4_K, Q5_K, Q6_K and Q8_K as super-blocks of 256 values.
+ * and the k-quants Q4_K, Q5_K, Q6_K and Q8_K as super-blocks of 256 values. Q4_1, Q5_0 and Q5_1
+ * are re-encoded exactly into formats the kernels multiply (see tensor/legacy-quant.ts).
  * llama.cpp's converter reorders the Q and K projection rows of `llama` models so that RoPE
  * rotates adjacent feature pairs instead of halves; rather than undo that, such models run with
  * the adjacent-pair ("traditional") RoPE layout, which gives the same attention scores.
@@ -12,6 +13,7 @@ import { ConfigError, SUPPORTED_MODEL_TYPES, type ModelConfig, type ModelType } 
 import type { Transformer } from "../models/transformer.js";
 import { BlockQuantWeight } from "../tensor/block-quant.js";
 import { KQuantWeight } from "../tensor/k-quant.js";
+import { reencodeLegacy } from "../tensor/legacy-quant.js";
 import { Tensor } from "../tensor/tensor.js";
 import { DenseWeight, type WeightMatrix } from "../tensor/weight.js";
 import {
@@ -151,6 +153,12 @@ export function ggufStoredTensor(info: GgufTensorInfo, data: Uint8Array<ArrayBuf
         return new BlockQuantWeight("q8_0", [rows, cols], data);
       case "Q4_0":
         return new BlockQuantWeight("q4_0", [rows, cols], data);
+      case "Q4_1":
+        return reencodeLegacy("q4_1", [rows, cols], data);
+      case "Q5_0":
+        return reencodeLegacy("q5_0", [rows, cols], data);
+      case "Q5_1":
+        return reencodeLegacy("q5_1", [rows, cols], data);
       case "Q4_K":
         return new KQuantWeight("q4_k", [rows, cols], data);
       case "Q5_K":

@@ -15,6 +15,7 @@
  */
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QUANT_BLOCK_SIZE } from "../tensor/block-quant.js";
+import { LEGACY_BLOCK_BYTES } from "../tensor/legacy-quant.js";
 import { Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K } from "../tensor/k-quant.js";
 import { CheckpointError } from "./safetensors.js";
 import { readFully } from "./file-io.js";
@@ -55,6 +56,9 @@ export const GGML_TYPES = {
   F32: { code: 0, blockSize: 1, blockBytes: 4 },
   F16: { code: 1, blockSize: 1, blockBytes: 2 },
   Q4_0: { code: 2, blockSize: QUANT_BLOCK_SIZE, blockBytes: Q4_0_BLOCK_BYTES },
+  Q4_1: { code: 3, blockSize: QUANT_BLOCK_SIZE, blockBytes: LEGACY_BLOCK_BYTES.q4_1 },
+  Q5_0: { code: 6, blockSize: QUANT_BLOCK_SIZE, blockBytes: LEGACY_BLOCK_BYTES.q5_0 },
+  Q5_1: { code: 7, blockSize: QUANT_BLOCK_SIZE, blockBytes: LEGACY_BLOCK_BYTES.q5_1 },
   Q8_0: { code: 8, blockSize: QUANT_BLOCK_SIZE, blockBytes: Q8_0_BLOCK_BYTES },
   Q4_K: { code: 12, blockSize: QK_K, blockBytes: Q4_K_BLOCK_BYTES },
   Q5_K: { code: 13, blockSize: QK_K, blockBytes: Q5_K_BLOCK_BYTES },
@@ -69,9 +73,6 @@ const TYPE_BY_CODE = new Map(SUPPORTED_TYPES.map((t) => [GGML_TYPES[t].code as n
 
 // Names of the ggml types we cannot load, so the error says what the file holds.
 const OTHER_TYPE_NAMES: Readonly<Record<number, string>> = {
-  3: "Q4_1",
-  6: "Q5_0",
-  7: "Q5_1",
   9: "Q8_1",
   10: "Q2_K",
   11: "Q3_K",

@@ -52,3 +52,20 @@ export function logSoftmax(logits: Float32Array): Float64Array {
   const lse = logSumExp(logits);
   return Float64Array.from(logits, (x) => x - lse);
 }
+
+/** relativeRms of a and b with their means removed (log-probabilities differ by a constant freely). */
+export function centeredRelativeRms(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const mean = (v: ArrayLike<number>): number => {
+    let sum = 0;
+    for (let i = 0; i < v.length; i++) sum += v[i];
+    return sum / v.length;
+  };
+  const [ma, mb] = [mean(a), mean(b)];
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff += (a[i] - ma - (b[i] - mb)) ** 2;
+    norm += (b[i] - mb) ** 2;
+  }
+  return Math.sqrt(diff / norm);
+}
