@@ -214,6 +214,30 @@ for (const isa of isas) {
       }
     });
 
+    test("matmulMany gives each weight what matmul gives it, for shared and different weight types", () => {
+      useIsa();
+      const K = 128;
+      const quantized = (dtype: "q8_0" | "q4_0", N: number, seed: number) => {
+        const w = BlockQuantWeight.quantize(dtype, [N, K], randomTensor([N, K], seed).toFloat32Array());
+        w.useRowLayout((d, data, rows, cols) => k.regroupRows(NativeWeightType[d], data, rows, cols));
+        return { type: NativeWeightType[dtype], data: w.data, rows: N, cols: K };
+      };
+      const weights = [quantized("q8_0", 40, 1), quantized("q4_0", 9, 2), quantized("q8_0", 17, 3), denseWeight("bf16", randomTensor([5, K], 4)).native];
+      const biases = [randomTensor([40], 5).toFloat32Array(), null, randomTensor([17], 6).toFloat32Array(), null];
+      for (const M of [1, 3, 20]) {
+        const x = randomTensor([M, K], 7 + M).toFloat32Array();
+        const outs = weights.map((w) => new Float32Array(M * w.rows));
+        k.matmulMany(x, M, outs, weights, biases);
+        weights.forEach((w, i) => {
+          const one = new Float32Array(M * w.rows);
+          k.matmul(one, x, M, w, biases[i]);
+          assert.deepEqual(outs[i], one, `weight ${i}, M=${M}`);
+        });
+      }
+      assert.throws(() => k.matmulMany(new Float32Array(K), 1, [new Float32Array(40), new Float32Array(4)], [weights[0], { ...denseWeight("f32", randomTensor([4, 64], 1)).native }], [null, null]), /same column count/);
+      assert.throws(() => k.matmulMany(new Float32Array(K), 1, [], [], []), /1 to 4 weights/);
+    });
+
     test("attention equals scaledDotProductAttention: decode and prefill, GQA ratios 1, 2 and 7", () => {
       useIsa();
       for (const [L, S, Hkv, G, D] of [

@@ -71,6 +71,28 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// matmulMany(x, M, outs[], weights[], biases[] (entries may be null))
+Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t M = int_arg(info, 1, "M");
+  if (!info[2].IsArray() || !info[3].IsArray() || !info[4].IsArray()) throw Napi::TypeError::New(env, "outs, weights and biases must be arrays");
+  const auto outs = info[2].As<Napi::Array>(), weights = info[3].As<Napi::Array>(), biases = info[4].As<Napi::Array>();
+  const uint32_t n = weights.Length();
+  if (n == 0 || n > tl::kMaxMatmuls || outs.Length() != n || biases.Length() != n) {
+    throw Napi::RangeError::New(env, "matmulMany takes 1 to " + std::to_string(tl::kMaxMatmuls) + " weights, with as many outs and biases");
+  }
+  Weight w[tl::kMaxMatmuls];
+  tl::MatmulOut o[tl::kMaxMatmuls];
+  for (uint32_t i = 0; i < n; i++) {
+    w[i] = weight_arg(weights.Get(i));
+    if (w[i].cols != w[0].cols) throw Napi::RangeError::New(env, "matmulMany needs weights with the same column count");
+    const Napi::Value b = biases.Get(i);
+    o[i] = {&w[i], data_of<float>(outs.Get(i), "out", M * w[i].rows * 4), b.IsNull() || b.IsUndefined() ? nullptr : data_of<const float>(b, "bias", w[i].rows * 4)};
+  }
+  tl::matmul_many(data_of<const float>(info[0], "x", M * w[0].cols * 4), M, o, static_cast<int>(n));
+  return env.Undefined();
+}
+
 // attention(out, q, k, v, L, S, H, Hkv, D, capacity, scale)
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   tl::AttentionArgs a{};
@@ -164,6 +186,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readProbe", Napi::Function::New(env, ReadProbe));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;
 }

@@ -43,9 +43,13 @@ const IsaKernels& kernels() {
   return *g_kernels;
 }
 
-// Quantized activations, reused between calls so the decode loop allocates nothing.
-std::vector<int8_t> g_xq;
-std::vector<float> g_xd, g_xs, g_xg;
+// Quantized activations, one set per weight of a matmul_many call, reused between calls so the
+// decode loop allocates nothing.
+struct QuantBuffers {
+  std::vector<int8_t> q;
+  std::vector<float> d, s, g;
+};
+std::vector<QuantBuffers> g_quant;
 
 }  // namespace
 
@@ -113,41 +117,71 @@ void amx_matmul(const MatmulTask& task) {
 }  // namespace
 #endif
 
+namespace {
+
+// x quantized for w's kernels into b, described by the returned QuantX.
+QuantX quantize_for(const IsaKernels& k, const float* x, int64_t M, const Weight& w, QuantBuffers& b) {
+  const int64_t nb = w.cols / kBlock;
+  const int64_t stride = (w.cols + 127) / 128 * 128;
+  const int64_t groups = is_affine(w.type) ? w.cols / w.group_size : 0;
+  if (static_cast<int64_t>(b.q.size()) < M * stride) b.q.resize(M * stride);
+  if (static_cast<int64_t>(b.d.size()) < M * nb) {
+    b.d.resize(M * nb);
+    b.s.resize(M * nb);
+  }
+  if (static_cast<int64_t>(b.g.size()) < M * groups) b.g.resize(M * groups);
+  for (int64_t m = 0; m < M; m++) {
+    const float* xm = x + m * w.cols;
+    k.quantize_x(w.type, xm, w.cols, b.q.data() + m * stride, b.d.data() + m * nb, b.s.data() + m * nb);
+    for (int64_t g = 0; g < groups; g++) {
+      float sum = 0;
+      for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j++) sum += xm[j];
+      b.g[m * groups + g] = sum;
+    }
+  }
+  return {b.q.data(), b.d.data(), b.s.data(), stride, nb, b.g.data(), groups};
+}
+
+}  // namespace
+
 void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
+  const MatmulOut o{&w, out, bias};
+  matmul_many(x, M, &o, 1);
+}
+
+void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n) {
   const IsaKernels& k = kernels();
-  MatmulTask task{&w, x, {}, M, bias, out};
+  if (static_cast<int>(g_quant.size()) < n) g_quant.resize(n);
+  // One task per weight; weights of one type share x quantized once.
+  MatmulTask tasks[kMaxMatmuls];
+  int64_t first_chunk[kMaxMatmuls + 1] = {0};
+  int64_t rows_per_chunk[kMaxMatmuls];
+  for (int i = 0; i < n; i++) {
+    const Weight& w = *outs[i].w;
+    tasks[i] = {&w, x, {}, M, outs[i].bias, outs[i].out};
 #if defined(TL_X86)
-  if (g_amx && M >= kAmxMinRows && w.type != W_F32) {
-    amx_matmul(task);
-    return;
-  }
+    if (g_amx && M >= kAmxMinRows && w.type != W_F32) {
+      amx_matmul(tasks[i]);
+      rows_per_chunk[i] = 1;
+      first_chunk[i + 1] = first_chunk[i];
+      continue;
+    }
 #endif
-  if (is_int8_type(w.type) && k.quantize_x) {
-    const int64_t nb = w.cols / kBlock;
-    const int64_t stride = (w.cols + 127) / 128 * 128;
-    if (static_cast<int64_t>(g_xq.size()) < M * stride) g_xq.resize(M * stride);
-    if (static_cast<int64_t>(g_xd.size()) < M * nb) {
-      g_xd.resize(M * nb);
-      g_xs.resize(M * nb);
-    }
-    const int64_t groups = is_affine(w.type) ? w.cols / w.group_size : 0;
-    if (static_cast<int64_t>(g_xg.size()) < M * groups) g_xg.resize(M * groups);
-    task.xq = {g_xq.data(), g_xd.data(), g_xs.data(), stride, nb, g_xg.data(), groups};
-    for (int64_t m = 0; m < M; m++) {
-      const float* xm = x + m * w.cols;
-      k.quantize_x(w.type, xm, w.cols, g_xq.data() + m * stride, g_xd.data() + m * nb, g_xs.data() + m * nb);
-      for (int64_t g = 0; g < groups; g++) {
-        float sum = 0;
-        for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j++) sum += xm[j];
-        g_xg[m * groups + g] = sum;
+    if (is_int8_type(w.type) && k.quantize_x) {
+      int same = -1;
+      for (int j = 0; j < i && same < 0; j++) {
+        if (tasks[j].xq.q && outs[j].w->type == w.type) same = j;
       }
+      tasks[i].xq = same >= 0 ? tasks[same].xq : quantize_for(k, x, M, w, g_quant[i]);
     }
+    rows_per_chunk[i] = row_chunk(w.rows);
+    first_chunk[i + 1] = first_chunk[i] + (w.rows + rows_per_chunk[i] - 1) / rows_per_chunk[i];
   }
-  const int64_t rows = row_chunk(w.rows);
-  const int64_t chunks = (w.rows + rows - 1) / rows;
-  pool().parallel_for(chunks, [&](int64_t c) {
-    const int64_t n0 = c * rows;
-    k.matmul_rows(task, n0, std::min(w.rows, n0 + rows));
+  pool().parallel_for(first_chunk[n], [&](int64_t c) {
+    int i = 0;
+    while (c >= first_chunk[i + 1]) i++;
+    const int64_t n0 = (c - first_chunk[i]) * rows_per_chunk[i];
+    k.matmul_rows(tasks[i], n0, std::min(tasks[i].w->rows, n0 + rows_per_chunk[i]));
   });
 }
 

@@ -19,6 +19,16 @@ bool set_isa(const char* name);
 // out[M, N] = x[M, K] · wᵀ + bias
 void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias);
 
+// Several matmuls of one x (as the q, k and v projections): x is quantized once per weight type
+// and all their rows are one job for the threads.
+struct MatmulOut {
+  const Weight* w;
+  float* out;
+  const float* bias;
+};
+constexpr int kMaxMatmuls = 4;
+void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n);
+
 // Causal attention of L new query rows against S cached positions (the last L are the new ones).
 // q, out: [L, H, D]; k, v: [H_kv, capacity, D].
 struct AttentionArgs {

@@ -30,6 +30,11 @@ export interface NativeKernels {
   /** out[M, N] = x[M, K] · wᵀ + bias */
   matmul(out: Float32Array, x: Float32Array, M: number, w: NativeWeight, bias: Float32Array | null): void;
   /**
+   * outs[i] = x · weights[i]ᵀ + biases[i] for up to 4 weights with the same K, as one job for
+   * the threads (x quantized once per weight type).
+   */
+  matmulMany(x: Float32Array, M: number, outs: readonly Float32Array[], weights: readonly NativeWeight[], biases: readonly (Float32Array | null)[]): void;
+  /**
    * Causal attention of L new query rows (positions S - L .. S - 1) against the cache.
    * out, q: [L, H, D]; k, v: [H_kv, capacity, D].
    */

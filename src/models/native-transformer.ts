@@ -21,17 +21,20 @@ interface NativeLinear {
   bias: Float32Array | null;
 }
 
+/** Projections of one input, run as one matmulMany call (q, k, v; gate, up). */
+interface NativeLinears {
+  weights: NativeWeight[];
+  biases: (Float32Array | null)[];
+}
+
 interface NativeLayer {
   inputNorm: Float32Array;
-  q: NativeLinear;
-  k: NativeLinear;
-  v: NativeLinear;
+  qkv: NativeLinears;
   o: NativeLinear;
   qNorm?: Float32Array;
   kNorm?: Float32Array;
   postAttentionNorm: Float32Array;
-  gate: NativeLinear;
-  up: NativeLinear;
+  gateUp: NativeLinears;
   down: NativeLinear;
 }
 
@@ -72,6 +75,11 @@ function nativeLinear(l: Linear, kernels: NativeKernels): NativeLinear {
   return { weight: toNativeWeight(l.weight, kernels), bias: l.bias ? l.bias.toFloat32Array() : null };
 }
 
+function nativeLinears(ls: Linear[], kernels: NativeKernels): NativeLinears {
+  const each = ls.map((l) => nativeLinear(l, kernels));
+  return { weights: each.map((l) => l.weight), biases: each.map((l) => l.bias) };
+}
+
 const normWeight = (n: RMSNorm): Float32Array => n.weight.toFloat32Array();
 
 /** Activation buffers for up to `rows` tokens per forward pass. */
@@ -85,6 +93,9 @@ class Scratch {
   readonly proj: Float32Array;
   readonly gate: Float32Array;
   readonly up: Float32Array;
+  /** The outputs of each matmulMany call. */
+  readonly qkv: Float32Array[];
+  readonly gateUp: Float32Array[];
 
   constructor(
     readonly rows: number,
@@ -100,6 +111,8 @@ class Scratch {
     this.proj = new Float32Array(rows * E);
     this.gate = new Float32Array(rows * I);
     this.up = new Float32Array(rows * I);
+    this.qkv = [this.q, this.k, this.v];
+    this.gateUp = [this.gate, this.up];
   }
 }
 
@@ -122,15 +135,12 @@ export class NativeTransformer implements LanguageModel {
       const a = layer.attention.w;
       return {
         inputNorm: normWeight(layer.inputNorm),
-        q: nativeLinear(a.qProj, kernels),
-        k: nativeLinear(a.kProj, kernels),
-        v: nativeLinear(a.vProj, kernels),
+        qkv: nativeLinears([a.qProj, a.kProj, a.vProj], kernels),
         o: nativeLinear(a.oProj, kernels),
         qNorm: a.qNorm && normWeight(a.qNorm),
         kNorm: a.kNorm && normWeight(a.kNorm),
         postAttentionNorm: normWeight(layer.postAttentionNorm),
-        gate: nativeLinear(layer.mlp.gateProj, kernels),
-        up: nativeLinear(layer.mlp.upProj, kernels),
+        gateUp: nativeLinears([layer.mlp.gateProj, layer.mlp.upProj], kernels),
         down: nativeLinear(layer.mlp.downProj, kernels),
       };
     });
@@ -173,9 +183,8 @@ export class NativeTransformer implements LanguageModel {
       const layer = this.layers[i];
       // a = x + Attention(RMSNorm(x))
       k.rmsNorm(s.xn, x, layer.inputNorm, L, E, eps);
-      k.matmul(s.q, s.xn, L, layer.q.weight, layer.q.bias);
-      k.matmul(s.k, s.xn, L, layer.k.weight, layer.k.bias);
-      k.matmul(s.v, s.xn, L, layer.v.weight, layer.v.bias);
+      // q, k, v = xn·Wqᵀ, xn·Wkᵀ, xn·Wvᵀ
+      k.matmulMany(s.xn, L, s.qkv, layer.qkv.weights, layer.qkv.biases);
       if (layer.qNorm && layer.kNorm) {
         k.rmsNorm(s.q, s.q, layer.qNorm, L * H, D, eps);
         k.rmsNorm(s.k, s.k, layer.kNorm, L * Hkv, D, eps);
@@ -188,8 +197,8 @@ export class NativeTransformer implements LanguageModel {
       addInPlace(x, s.proj, L * E);
       // x = a + MLP(RMSNorm(a))
       k.rmsNorm(s.xn, x, layer.postAttentionNorm, L, E, eps);
-      k.matmul(s.gate, s.xn, L, layer.gate.weight, layer.gate.bias);
-      k.matmul(s.up, s.xn, L, layer.up.weight, layer.up.bias);
+      // gate, up = xn·Wgateᵀ, xn·Wupᵀ
+      k.matmulMany(s.xn, L, s.gateUp, layer.gateUp.weights, layer.gateUp.biases);
       k.siluMul(s.gate, s.gate, s.up, L * I);
       k.matmul(s.proj, s.gate, L, layer.down.weight, layer.down.bias);
       addInPlace(x, s.proj, L * E);
