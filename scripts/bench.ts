@@ -5,7 +5,8 @@
  * alone, since llama.cpp cannot read them.
  *
  * Each engine runs in a child process of its own, one after the other, so that peak RSS is per
- * model and engine and the two never compete for cores.
+ * model and engine and the two never compete for cores. `--runs N` alternates them N times per
+ * model and keeps the best of each figure, since a shared machine's speed drifts minute to minute.
  */
 import { execFileSync } from "node:child_process";
 import { cpus, loadavg } from "node:os";
@@ -45,7 +46,7 @@ const DEFAULT_MODELS: readonly Recipe[] = [
   mlx("qwen2-0.5b", 8),
 ];
 /** Added by --7b; the BF16 folder the MLX copy is made from takes 15 GB and minutes to write. */
-const MODELS_7B: readonly Recipe[] = [...["q4_0", "q4_k", "q8_0"].map((type) => gguf("qwen2-7b", type)), mlx("qwen2-7b", 4)];
+const MODELS_7B: readonly Recipe[] = [...["q4_0", "q4_k", "q8_0"].map((type) => gguf("qwen2-7b", type)), mlx("qwen2-7b", 4), mlx("qwen2-7b", 8)];
 
 /** Marks the child process that runs llama.cpp; its job follows as JSON. */
 const LLAMA_WORKER = "--llama-cpp-worker";
@@ -124,6 +125,8 @@ interface Options {
   promptTokens: number;
   genTokens: number;
   llamaCpp: boolean;
+  /** Times each engine runs on each model, alternating; each figure is the best run's. */
+  runs: number;
   write: boolean;
 }
 
@@ -145,6 +148,7 @@ function parseOptions(argv: string[]): Options {
       "7b": { type: "boolean", default: false },
       "no-llama-cpp": { type: "boolean", default: false },
       "no-write": { type: "boolean", default: false },
+      runs: { type: "string" },
     },
     strict: true,
     allowPositionals: false,
@@ -158,6 +162,7 @@ function parseOptions(argv: string[]): Options {
     genTokens: count("gen-tokens", values["gen-tokens"], 128),
     llamaCpp: !values["no-llama-cpp"],
     write: !values["no-write"],
+    runs: count("runs", values.runs, 1),
   };
 }
 
@@ -306,6 +311,24 @@ function runSection(rows: readonly Row[], failed: readonly string[], opts: Optio
   ].join("\n");
 }
 
+/** What both engines report. */
+type Timings = Pick<LlamaResult, "loadMs" | "ttftMs" | "prefillTokensPerSecond" | "decodeTokensPerSecond" | "peakRssBytes">;
+
+/**
+ * One engine's runs as one result: the fastest decode run (with its bandwidth figures), the
+ * fastest prefill, the shortest load and time to first token, and the highest peak RSS.
+ */
+function bestOf<T extends Timings>(runs: readonly T[]): T {
+  const best = runs.reduce((a, b) => (b.decodeTokensPerSecond > a.decodeTokensPerSecond ? b : a));
+  return {
+    ...best,
+    loadMs: Math.min(...runs.map((r) => r.loadMs)),
+    ttftMs: Math.min(...runs.map((r) => r.ttftMs)),
+    prefillTokensPerSecond: Math.max(...runs.map((r) => r.prefillTokensPerSecond)),
+    peakRssBytes: Math.max(...runs.map((r) => r.peakRssBytes)),
+  };
+}
+
 /** Replaces the previous results section of docs/benchmarks.md, keeping the introduction above it. */
 function writeDoc(section: string): void {
   const previous = existsSync(docPath) ? readFileSync(docPath, "utf8") : "# Benchmarks\n\n";
@@ -326,30 +349,40 @@ async function main(argv: string[]): Promise<void> {
   const failed: string[] = [];
   for (const model of opts.models) {
     const format = weightFormat(model);
-    process.stderr.write(`${basename(model)}: tiny-llm ...\n`);
-    let ours: BenchResult;
-    try {
-      ours = runJson<BenchResult>([
-        cli, "bench", "--json", "--model", model,
-        "--threads", String(opts.threads), "--prompt-tokens", String(opts.promptTokens), "--gen-tokens", String(opts.genTokens),
-      ]);
-    } catch {
-      // Its error went to stderr; the other models' results are still worth recording.
-      failed.push(basename(model));
-      continue;
-    }
-    let llama: LlamaResult | undefined;
-    if (opts.llamaCpp && format === "gguf") {
-      process.stderr.write(`${basename(model)}: llama.cpp ...\n`);
-      const job: LlamaJob = { model, threads: opts.threads, promptIds: ours.promptIds, genTokens: opts.genTokens };
+    const oursRuns: BenchResult[] = [];
+    const llamaRuns: LlamaResult[] = [];
+    for (let run = 1; run <= opts.runs; run++) {
+      const of = opts.runs > 1 ? ` (run ${run} of ${opts.runs})` : "";
+      process.stderr.write(`${basename(model)}: tiny-llm${of} ...\n`);
       try {
-        llama = runJson<LlamaResult>([fileURLToPath(import.meta.url), LLAMA_WORKER, JSON.stringify(job)]);
+        oursRuns.push(
+          runJson<BenchResult>([
+            cli, "bench", "--json", "--model", model,
+            "--threads", String(opts.threads), "--prompt-tokens", String(opts.promptTokens), "--gen-tokens", String(opts.genTokens),
+          ]),
+        );
+      } catch {
+        // Its error went to stderr; the other models' results are still worth recording.
+        break;
+      }
+      if (!opts.llamaCpp || format !== "gguf") continue;
+      process.stderr.write(`${basename(model)}: llama.cpp${of} ...\n`);
+      const job: LlamaJob = { model, threads: opts.threads, promptIds: oursRuns[0].promptIds, genTokens: opts.genTokens };
+      try {
+        const result = runJson<LlamaResult>([fileURLToPath(import.meta.url), LLAMA_WORKER, JSON.stringify(job)]);
+        if (result.threads !== opts.threads) process.stderr.write(`${basename(model)}: llama.cpp used ${result.threads} threads\n`);
+        llamaRuns.push(result);
       } catch (err) {
         // One file llama.cpp cannot run should not lose the other results.
         process.stderr.write(`${basename(model)}: llama.cpp failed: ${(err as Error).message.split("\n")[0]}\n`);
       }
-      if (llama && llama.threads !== opts.threads) process.stderr.write(`${basename(model)}: llama.cpp used ${llama.threads} threads\n`);
     }
+    if (oursRuns.length < opts.runs) {
+      failed.push(basename(model));
+      continue;
+    }
+    const ours = bestOf(oursRuns);
+    const llama = llamaRuns.length > 0 ? bestOf(llamaRuns) : undefined;
     rows.push({ model: basename(model), format, ours, llama });
   }
   const section = runSection(rows, failed, opts, argv, load);

@@ -38,28 +38,45 @@ function param(dtype: DenseDType, values: Float32Array | Uint16Array, i: number)
   return dtype === "f32" ? values[i] : dtype === "bf16" ? bf16ToNumber(values[i]) : f16ToNumber(values[i]);
 }
 
-/**
- * Quantized-weight kernels quantize x per block of 32 to int8, which moves each x by at most
- * amax/254 of its block: out[m, n] may differ from the reference by Σ |w| · amax / 254. (With
- * AMX, x and the decoded weights are rounded to bf16 instead: at most 2^-8 of each product.)
- */
-function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string): void {
+/** Asserts |out − expected| ≤ bound(xs, wf, m, n) + slack for every output, with x and w as f32. */
+function assertPerOutput(
+  out: Float32Array,
+  expected: Float32Array,
+  x: Tensor,
+  w: WeightMatrix,
+  what: string,
+  bound: (xs: Float32Array, wf: Float32Array, m: number, n: number, K: number) => number,
+  slack: number,
+): void {
   const [M, K] = x.shape;
   const N = w.rows;
   const xs = x.toFloat32Array();
   const wf = weightToTensor(w).toFloat32Array();
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
-      let bound = 0;
-      for (let b = 0; b < K / 32; b++) {
-        let amax = 0;
-        for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
-        for (let j = 0; j < 32; j++) bound += (Math.abs(wf[n * K + b * 32 + j]) * amax) / 254;
-      }
+      const b = bound(xs, wf, m, n, K);
       const err = Math.abs(out[m * N + n] - expected[m * N + n]);
-      assert.ok(err <= bound * 1.01 + 1e-4, `${what} [${m},${n}]: error ${err} > bound ${bound}`);
+      assert.ok(err <= b + slack, `${what} [${m},${n}]: error ${err} > bound ${b}`);
     }
   }
+}
+
+/**
+ * Quantized-weight kernels quantize x per block of 32 to int8, which moves each x by at most
+ * amax/254 of its block: out[m, n] may differ from the reference by Σ |w| · amax / 254. (With
+ * AMX, x and the decoded weights are rounded to bf16 instead: at most 2^-8 of each product.)
+ */
+function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string): void {
+  const bound = (xs: Float32Array, wf: Float32Array, m: number, n: number, K: number): number => {
+    let sum = 0;
+    for (let b = 0; b < K / 32; b++) {
+      let amax = 0;
+      for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
+      for (let j = 0; j < 32; j++) sum += (Math.abs(wf[n * K + b * 32 + j]) * amax) / 254;
+    }
+    return sum * 1.01;
+  };
+  assertPerOutput(out, expected, x, w, what, bound, 1e-4);
 }
 
 /**
@@ -68,18 +85,12 @@ function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Te
  * out[m, n] may differ by Σ |w| · |x| / 2^20 (with room for f32 summation).
  */
 function assertWithinSplitBf16Bound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string): void {
-  const [M, K] = x.shape;
-  const N = w.rows;
-  const xs = x.toFloat32Array();
-  const wf = weightToTensor(w).toFloat32Array();
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      let bound = 0;
-      for (let k = 0; k < K; k++) bound += Math.abs(wf[n * K + k] * xs[m * K + k]) / 2 ** 20;
-      const err = Math.abs(out[m * N + n] - expected[m * N + n]);
-      assert.ok(err <= bound + 1e-6, `${what} [${m},${n}]: error ${err} > bound ${bound}`);
-    }
-  }
+  const bound = (xs: Float32Array, wf: Float32Array, m: number, n: number, K: number): number => {
+    let sum = 0;
+    for (let k = 0; k < K; k++) sum += Math.abs(wf[n * K + k] * xs[m * K + k]) / 2 ** 20;
+    return sum;
+  };
+  assertPerOutput(out, expected, x, w, what, bound, 1e-6);
 }
 
 function denseWeight(dtype: "f32" | "bf16" | "f16", t: Tensor): { ref: DenseWeight; native: Parameters<NativeKernels["matmul"]>[3] } {

@@ -187,6 +187,12 @@ void store_tile(const MatmulTask& t, const float* c, int64_t m0, int64_t n0) {
     _mm512_mask_storeu_ps(t.out + (m0 + m) * N + n0, mask, _mm512_add_ps(_mm512_castsi512_ps(r[m]), bias));
 }
 
+// Writes a block of x against both halves of a strip: accumulators stored to c[0] and c[1].
+void store_tiles(const MatmulTask& t, const float (*c)[256], int64_t m0, int64_t n0) {
+  store_tile(t, c[0], m0, n0);
+  store_tile(t, c[1], m0, n0 + 16);
+}
+
 }  // namespace
 
 void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int64_t part_stride, uint16_t* xb) {
@@ -265,12 +271,8 @@ void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t pa
       _tile_stored(1, c[1], 64);
       _tile_stored(2, c[2], 64);
       _tile_stored(3, c[3], 64);
-      store_tile(t, c[0], b * kTokens, n0);
-      store_tile(t, c[1], b * kTokens, n0 + 16);
-      if (two) {
-        store_tile(t, c[2], (b + 1) * kTokens, n0);
-        store_tile(t, c[3], (b + 1) * kTokens, n0 + 16);
-      }
+      store_tiles(t, c, b * kTokens, n0);
+      if (two) store_tiles(t, c + 2, (b + 1) * kTokens, n0);
     }
   } else {
     // w0·(x0 + x1 + x2) (+ w1·(x0 + x1) for f16), one block of x at a time.
@@ -305,8 +307,7 @@ void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t pa
       }
       _tile_stored(0, c[0], 64);
       _tile_stored(1, c[1], 64);
-      store_tile(t, c[0], b * kTokens, n0);
-      store_tile(t, c[1], b * kTokens, n0 + 16);
+      store_tiles(t, c, b * kTokens, n0);
     }
   }
   // Back to the initial state, so the OS need not save 8 KB of tiles at each context switch.
