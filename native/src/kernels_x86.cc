@@ -72,9 +72,19 @@ inline float affine_bias_term(const Weight& w, int64_t n, const float* gsum) {
   return v;
 }
 
-// Prefetches the lines of a block `bytes` long, kPrefetch ahead.
-inline void prefetch_block(const uint8_t* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off + kPrefetch), _MM_HINT_T0);
+// How far ahead to prefetch the weights of a tile of nr rows: whole tiles, at least kPrefetch
+// bytes. Landing on the same column of a later row, the prefetch also finds that row's scales,
+// which a fixed distance into long rows would pass by.
+inline int64_t tiles_ahead(int64_t row_bytes, int nr) {
+  const int64_t tile = row_bytes * nr;
+  return (kPrefetch + tile - 1) / tile * tile;
+}
+
+inline void prefetch_at(const void* p, int64_t bytes) { _mm_prefetch(static_cast<const char*>(p) + bytes, _MM_HINT_T0); }
+
+// Prefetches the lines of a block `bytes` long, `ahead` bytes on.
+inline void prefetch_block(const uint8_t* p, int64_t bytes, int64_t ahead) {
+  for (int64_t off = 0; off < bytes; off += 64) prefetch_at(p + off, ahead);
 }
 
 
@@ -254,6 +264,7 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t N = t.w->rows;
   const int64_t nb = K / kBlock;
   const int64_t row_bytes = weight_row_bytes(Type, K);
+  const int64_t ahead = tiles_ahead(row_bytes, NR);
   const uint8_t* wq[NR];
   const uint16_t* wd[NR];
   for (int r = 0; r < NR; r++) {
@@ -276,7 +287,10 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     const int64_t gb = std::min<int64_t>(kGroup, nb - g);
     const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
     __m512 dw[NR];
-    for (int r = 0; r < NR; r++) dw[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bmask, wd[r] + g));
+    for (int r = 0; r < NR; r++) {
+      prefetch_at(wd[r] + g, ahead);
+      dw[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bmask, wd[r] + g));
+    }
     for (int i = 0; i < MR; i++) {
       const __m512 dx = _mm512_maskz_loadu_ps(bmask, xd[i] + g);
       for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(dw[r], dx));
@@ -286,7 +300,7 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
       const int64_t u = g / ub + p;  // unit index within the row
       __m512i wv[NR][2];
       for (int r = 0; r < NR; r++) {
-        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + u * 64 + kPrefetch), _MM_HINT_T0);
+        prefetch_at(wq[r] + u * 64, ahead);
         unit_weights<Type>(wq[r], u, std::min(ub, gb - p * ub), wv[r]);
       }
       const __m512i lanes = unit_lanes<Type>(p);
@@ -339,6 +353,9 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t groups = K / w.group_size;
   const int shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;  // log2(blocks per group)
   const int64_t row_bytes = weight_row_bytes(Type, K);
+  const int64_t ahead = tiles_ahead(row_bytes, NR);
+  // The scales and biases of the row `ahead` bytes on, in bytes from this row's.
+  const int64_t params_ahead = ahead / row_bytes * groups * (w.scale_type == S_F32 ? 4 : 2);
   const __m512i expand = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift);
   const uint8_t* wq[NR];
   for (int r = 0; r < NR; r++) wq[r] = w.data + (n0 + r) * row_bytes;
@@ -351,7 +368,12 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
     const __mmask16 gmask = static_cast<__mmask16>((1u << (gb >> shift)) - 1);
     __m512 sw[NR];
-    for (int r = 0; r < NR; r++) sw[r] = _mm512_permutexvar_ps(expand, affine_params16(w, w.scales, (n0 + r) * groups + (g >> shift), gmask));
+    for (int r = 0; r < NR; r++) {
+      const int64_t at = (n0 + r) * groups + (g >> shift);
+      prefetch_at(static_cast<const uint8_t*>(w.scales) + at * (w.scale_type == S_F32 ? 4 : 2), params_ahead);
+      prefetch_at(static_cast<const uint8_t*>(w.biases) + at * (w.scale_type == S_F32 ? 4 : 2), params_ahead);
+      sw[r] = _mm512_permutexvar_ps(expand, affine_params16(w, w.scales, at, gmask));
+    }
     for (int i = 0; i < MR; i++) {
       const __m512 dx = _mm512_maskz_loadu_ps(bmask, t.xq.d + (m0 + i) * t.xq.b_stride + g);
       for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(sw[r], dx));
@@ -361,7 +383,7 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
       const int64_t u = g / ub + p;
       __m512i wv[NR][2];
       for (int r = 0; r < NR; r++) {
-        _mm_prefetch(reinterpret_cast<const char*>(wq[r] + u * 64 + kPrefetch), _MM_HINT_T0);
+        prefetch_at(wq[r] + u * 64, ahead);
         unit_weights<Type>(wq[r], u, std::min(ub, gb - p * ub), wv[r]);
       }
       const __m512i lanes = unit_lanes<Type>(p);
@@ -408,6 +430,7 @@ void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
   const int64_t row_bytes = weight_row_bytes(Q5 ? W_Q5_K : W_Q4_K, K);
+  const int64_t ahead = tiles_ahead(row_bytes, NR);
   __m512 acc[MR][NR];
   __m256 cor[MR][NR];
   for (int i = 0; i < MR; i++)
@@ -421,7 +444,7 @@ void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     __m256 wsc[NR];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
-      prefetch_block(blk[r], kBytes);
+      prefetch_block(blk[r], kBytes, ahead);
       const __m128i sm = unpack_scale_min(blk[r] + 4);
       const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
       wsc[r] = _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)));
@@ -467,6 +490,7 @@ void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
   const int64_t row_bytes = weight_row_bytes(W_Q6_K, K);
+  const int64_t ahead = tiles_ahead(row_bytes, NR);
   __m512 acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
@@ -478,7 +502,7 @@ void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     __m512 wsc[NR];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
-      prefetch_block(blk[r], kQ6KBytes);
+      prefetch_block(blk[r], kQ6KBytes, ahead);
       const float d = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
       wsc[r] = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192)))));
     }
@@ -584,6 +608,7 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t N = t.w->rows;
   const int64_t nb = K / kBlock;
   const int64_t row_bytes = weight_row_bytes(Type, K);
+  const int64_t ahead = tiles_ahead(row_bytes, NR);
   const uint8_t* wq[NR];
   const uint16_t* wd[NR];
   for (int r = 0; r < NR; r++) {
@@ -595,7 +620,10 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; b++) {
-    for (int r = 0; r < NR; r++) _mm_prefetch(reinterpret_cast<const char*>(wq[r] + b * kBlock + kPrefetch), _MM_HINT_T0);
+    for (int r = 0; r < NR; r++) {
+      prefetch_at(wq[r] + QRow<Type>::quant_bytes(b * kBlock), ahead);
+      if (b % 32 == 0) prefetch_at(wd[r] + b, ahead);  // a line of scales
+    }
     float dw[NR];
     for (int r = 0; r < NR; r++) dw[r] = f16(wd[r][b]);
     for (int i = 0; i < MR; i++) {
@@ -662,6 +690,7 @@ void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
   const int64_t row_bytes = weight_row_bytes(Q5 ? W_Q5_K : W_Q4_K, K);
+  const int64_t ahead = tiles_ahead(row_bytes, NR);
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
   __m256 acc[MR][NR], cor[MR][NR];
   for (int i = 0; i < MR; i++)
@@ -671,7 +700,7 @@ void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     alignas(32) float wsc[NR][8];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
-      prefetch_block(blk[r], kBytes);
+      prefetch_block(blk[r], kBytes, ahead);
       const __m128i sm = unpack_scale_min(blk[r] + 4);
       const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
       _mm256_store_ps(wsc[r], _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm))));
@@ -715,6 +744,7 @@ void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
   const int64_t row_bytes = weight_row_bytes(W_Q6_K, K);
+  const int64_t ahead = tiles_ahead(row_bytes, NR);
   const __m256i thirty_two = _mm256_set1_epi8(32);
   const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
   __m256 acc[MR][NR];
@@ -725,7 +755,7 @@ void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
     float d[NR];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
-      prefetch_block(blk[r], kQ6KBytes);
+      prefetch_block(blk[r], kQ6KBytes, ahead);
       d[r] = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
     }
     for (int j = 0; j < 8; j++) {
