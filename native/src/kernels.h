@@ -87,8 +87,10 @@ struct IsaKernels {
   // Quantizes one row of x for weights of `type`; null where matmul_rows needs no quantized x.
   void (*quantize_x)(int type, const float* x, int64_t K, int8_t* q, float* d, float* s);
   float (*dot)(const float* a, const float* b, int64_t n);
-  // y = y * a + x * b
-  void (*scale_add)(float* y, float a, const float* x, float b, int64_t n);
+  // s[j] = q · keys[j] for the n rows of keys (D floats each): one tile of attention scores.
+  void (*scores)(const float* q, const float* keys, int64_t n, int64_t D, float* s);
+  // y = y · c + Σ_j p[j] · values[j] over the n rows of values (D floats each).
+  void (*accumulate)(float* y, float c, const float* values, const float* p, int64_t n, int64_t D);
   // out = silu(gate) * up over n elements
   void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n);
 };

@@ -219,8 +219,16 @@ float dot(const float* a, const float* b, int64_t n) {
   return acc;
 }
 
-void scale_add(float* y, float a, const float* x, float b, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] = y[i] * a + x[i] * b;
+void scores(const float* q, const float* keys, int64_t n, int64_t D, float* s) {
+  for (int64_t j = 0; j < n; j++) s[j] = dot(q, keys + j * D, D);
+}
+
+void accumulate(float* y, float c, const float* values, const float* p, int64_t n, int64_t D) {
+  for (int64_t d = 0; d < D; d++) {
+    float acc = y[d] * c;
+    for (int64_t j = 0; j < n; j++) acc += p[j] * values[j * D + d];
+    y[d] = acc;
+  }
 }
 
 void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
@@ -230,7 +238,7 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scale_add, silu_mul};
+  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scores, accumulate, silu_mul};
   return k;
 }
 

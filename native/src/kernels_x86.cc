@@ -927,11 +927,57 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
   for (; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
-void scale_add(float* y, float a, const float* x, float b, int64_t n) {
-  const V va = vset1(a), vb = vset1(b);
-  int64_t i = 0;
-  for (; i + VW <= n; i += VW) vstore(y + i, vfmadd(vload(x + i), vb, vmul(vload(y + i), va)));
-  for (; i < n; i++) y[i] = y[i] * a + x[i] * b;
+// Four keys at a time: four independent accumulation chains share each load of q.
+void scores(const float* q, const float* keys, int64_t n, int64_t D, float* s) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* k = keys + j * D;
+    V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+    int64_t d = 0;
+    for (; d + VW <= D; d += VW) {
+      const V qv = vload(q + d);
+      a0 = vfmadd(qv, vload(k + d), a0);
+      a1 = vfmadd(qv, vload(k + D + d), a1);
+      a2 = vfmadd(qv, vload(k + 2 * D + d), a2);
+      a3 = vfmadd(qv, vload(k + 3 * D + d), a3);
+    }
+    float t[4] = {vsum(a0), vsum(a1), vsum(a2), vsum(a3)};
+    for (; d < D; d++)
+      for (int i = 0; i < 4; i++) t[i] += q[d] * k[i * D + d];
+    for (int i = 0; i < 4; i++) s[j + i] = t[i];
+  }
+  for (; j < n; j++) s[j] = dot(q, keys + j * D, D);
+}
+
+// y stays in registers, up to four vectors at a time, while every value row is added in.
+void accumulate(float* y, float c, const float* values, const float* p, int64_t n, int64_t D) {
+  const V vc = vset1(c);
+  int64_t d = 0;
+  for (; d + 4 * VW <= D; d += 4 * VW) {
+    V y0 = vmul(vload(y + d), vc), y1 = vmul(vload(y + d + VW), vc), y2 = vmul(vload(y + d + 2 * VW), vc), y3 = vmul(vload(y + d + 3 * VW), vc);
+    for (int64_t j = 0; j < n; j++) {
+      const V pj = vset1(p[j]);
+      const float* v = values + j * D + d;
+      y0 = vfmadd(vload(v), pj, y0);
+      y1 = vfmadd(vload(v + VW), pj, y1);
+      y2 = vfmadd(vload(v + 2 * VW), pj, y2);
+      y3 = vfmadd(vload(v + 3 * VW), pj, y3);
+    }
+    vstore(y + d, y0);
+    vstore(y + d + VW, y1);
+    vstore(y + d + 2 * VW, y2);
+    vstore(y + d + 3 * VW, y3);
+  }
+  for (; d + VW <= D; d += VW) {
+    V y0 = vmul(vload(y + d), vc);
+    for (int64_t j = 0; j < n; j++) y0 = vfmadd(vload(values + j * D + d), vset1(p[j]), y0);
+    vstore(y + d, y0);
+  }
+  for (; d < D; d++) {
+    float acc = y[d] * c;
+    for (int64_t j = 0; j < n; j++) acc += p[j] * values[j * D + d];
+    y[d] = acc;
+  }
 }
 
 }  // namespace
@@ -939,12 +985,12 @@ void scale_add(float* y, float a, const float* x, float b, int64_t n) {
 
 #if defined(__AVX512F__)
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scale_add, avx512::silu_mul};
+  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scores, avx512::accumulate, avx512::silu_mul};
   return k;
 }
 #else
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scale_add, avx2::silu_mul};
+  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scores, avx2::accumulate, avx2::silu_mul};
   return k;
 }
 #endif

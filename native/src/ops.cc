@@ -222,22 +222,21 @@ void attend_block(const AttentionArgs& a, int64_t kvh, int64_t l0, int64_t l1, s
     for (Row& r : rows) {
       const int64_t j1 = std::min(j0 + kKeyTile, r.last + 1);
       if (j1 <= j0) continue;
+      const int64_t n = j1 - j0;
+      k.scores(r.q, K + j0 * D, n, D, scores.data());
       float tile_max = r.max;
-      for (int64_t j = j0; j < j1; j++) {
-        const float s = k.dot(r.q, K + j * D, D) * a.scale;
-        scores[j - j0] = s;
-        tile_max = std::max(tile_max, s);
+      for (int64_t j = 0; j < n; j++) {
+        scores[j] *= a.scale;
+        tile_max = std::max(tile_max, scores[j]);
       }
       // Rescale what was accumulated under the old maximum, then add this tile.
       const float correction = std::exp(r.max - tile_max);
       float sum = r.sum * correction;
-      bool first = true;
-      for (int64_t j = j0; j < j1; j++) {
-        const float p = std::exp(scores[j - j0] - tile_max);
-        sum += p;
-        k.scale_add(r.out, first ? correction : 1.0f, Vv + j * D, p, D);
-        first = false;
+      for (int64_t j = 0; j < n; j++) {
+        scores[j] = std::exp(scores[j] - tile_max);
+        sum += scores[j];
       }
+      k.accumulate(r.out, correction, Vv + j0 * D, scores.data(), n, D);
       r.max = tile_max;
       r.sum = sum;
     }
