@@ -89,6 +89,9 @@ struct IsaKernels {
   float (*dot)(const float* a, const float* b, int64_t n);
   // s[j] = q · keys[j] for the n rows of keys (D floats each): one tile of attention scores.
   void (*scores)(const float* q, const float* keys, int64_t n, int64_t D, float* s);
+  // One tile of the online softmax: s *= scale, m = max(running_max, max s), s = e^(s − m),
+  // *sum = Σ s; returns m.
+  float (*softmax_tile)(float* s, int64_t n, float scale, float running_max, float* sum);
   // y = y · c + Σ_j p[j] · values[j] over the n rows of values (D floats each).
   void (*accumulate)(float* y, float c, const float* values, const float* p, int64_t n, int64_t D);
   // out = silu(gate) * up over n elements

@@ -1,6 +1,7 @@
 // Portable kernels: plain loops that any C++17 compiler vectorises as it can. They are the
 // fallback on CPUs without the x86 extensions (and on ARM), and they define what the SIMD
 // kernels must compute.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -223,6 +224,15 @@ void scores(const float* q, const float* keys, int64_t n, int64_t D, float* s) {
   for (int64_t j = 0; j < n; j++) s[j] = dot(q, keys + j * D, D);
 }
 
+float softmax_tile(float* s, int64_t n, float scale, float running_max, float* sum) {
+  float max = running_max;
+  for (int64_t j = 0; j < n; j++) max = std::max(max, s[j] *= scale);
+  float total = 0;
+  for (int64_t j = 0; j < n; j++) total += s[j] = std::exp(s[j] - max);
+  *sum = total;
+  return max;
+}
+
 void accumulate(float* y, float c, const float* values, const float* p, int64_t n, int64_t D) {
   for (int64_t d = 0; d < D; d++) {
     float acc = y[d] * c;
@@ -238,7 +248,7 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scores, accumulate, silu_mul};
+  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scores, softmax_tile, accumulate, silu_mul};
   return k;
 }
 

@@ -31,7 +31,11 @@ inline void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
 inline V vset1(float x) { return _mm512_set1_ps(x); }
 inline V vfmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 inline float vsum(V v) { return _mm512_reduce_add_ps(v); }
+inline float vmaxall(V v) { return _mm512_reduce_max_ps(v); }
 inline V vload_bf16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
@@ -50,6 +54,15 @@ inline float vsum(V v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
+inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
+inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
+inline float vmaxall(V v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
 }
 inline V vload_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
@@ -916,15 +929,40 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
   int64_t i = 0;
   for (; i + VW <= n; i += VW) {
     const V g = vload(gate + i);
+    const V e = vexp(vsub(vzero(), g));
 #if defined(__AVX512F__)
-    const V e = vexp(_mm512_sub_ps(_mm512_setzero_ps(), g));
-    vstore(out + i, vmul(_mm512_div_ps(g, _mm512_add_ps(one, e)), vload(up + i)));
+    vstore(out + i, vmul(_mm512_div_ps(g, vadd(one, e)), vload(up + i)));
 #else
-    const V e = vexp(_mm256_sub_ps(_mm256_setzero_ps(), g));
-    vstore(out + i, vmul(_mm256_div_ps(g, _mm256_add_ps(one, e)), vload(up + i)));
+    vstore(out + i, vmul(_mm256_div_ps(g, vadd(one, e)), vload(up + i)));
 #endif
   }
   for (; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+// One tile of the online softmax: s *= scale; m = max(running_max, max s); s = e^(s − m); *sum = Σ s.
+float softmax_tile(float* s, int64_t n, float scale, float running_max, float* sum) {
+  const V vs = vset1(scale);
+  V m = vset1(running_max);
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) {
+    const V x = vmul(vload(s + j), vs);
+    vstore(s + j, x);
+    m = vmax(m, x);
+  }
+  float max = vmaxall(m);
+  for (; j < n; j++) max = std::max(max, s[j] *= scale);
+  const V vm = vset1(max);
+  V acc = vzero();
+  j = 0;
+  for (; j + VW <= n; j += VW) {
+    const V e = vexp(vsub(vload(s + j), vm));
+    vstore(s + j, e);
+    acc = vadd(acc, e);
+  }
+  float total = vsum(acc);
+  for (; j < n; j++) total += s[j] = std::exp(s[j] - max);
+  *sum = total;
+  return max;
 }
 
 // Four keys at a time: four independent accumulation chains share each load of q.
@@ -985,12 +1023,12 @@ void accumulate(float* y, float c, const float* values, const float* p, int64_t 
 
 #if defined(__AVX512F__)
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scores, avx512::accumulate, avx512::silu_mul};
+  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scores, avx512::softmax_tile, avx512::accumulate, avx512::silu_mul};
   return k;
 }
 #else
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scores, avx2::accumulate, avx2::silu_mul};
+  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scores, avx2::softmax_tile, avx2::accumulate, avx2::silu_mul};
   return k;
 }
 #endif

@@ -224,21 +224,13 @@ void attend_block(const AttentionArgs& a, int64_t kvh, int64_t l0, int64_t l1, s
       if (j1 <= j0) continue;
       const int64_t n = j1 - j0;
       k.scores(r.q, K + j0 * D, n, D, scores.data());
-      float tile_max = r.max;
-      for (int64_t j = 0; j < n; j++) {
-        scores[j] *= a.scale;
-        tile_max = std::max(tile_max, scores[j]);
-      }
+      float tile_sum;
+      const float tile_max = k.softmax_tile(scores.data(), n, a.scale, r.max, &tile_sum);
       // Rescale what was accumulated under the old maximum, then add this tile.
       const float correction = std::exp(r.max - tile_max);
-      float sum = r.sum * correction;
-      for (int64_t j = 0; j < n; j++) {
-        scores[j] = std::exp(scores[j] - tile_max);
-        sum += scores[j];
-      }
       k.accumulate(r.out, correction, Vv + j0 * D, scores.data(), n, D);
       r.max = tile_max;
-      r.sum = sum;
+      r.sum = r.sum * correction + tile_sum;
     }
   }
   for (Row& r : rows) {
