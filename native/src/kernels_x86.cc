@@ -21,6 +21,16 @@ namespace tl {
 namespace TL_NS {
 namespace {
 
+// The 8 lanes of v reduced by a lane-wise op on 128-bit halves (_mm_add_ps, _mm_max_ps).
+template <class Op>
+inline float reduce8(__m256 v, Op op) {
+  __m128 s = op(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = op(s, _mm_movehl_ps(s, s));
+  s = op(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hsum8(__m256 v) { return reduce8(v, [](__m128 a, __m128 b) { return _mm_add_ps(a, b); }); }
+
 // ---- f32 vectors: 16 lanes with AVX-512, 8 with AVX2 ----
 #if defined(__AVX512F__)
 using V = __m512;
@@ -49,21 +59,11 @@ inline void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
 inline V vset1(float x) { return _mm256_set1_ps(x); }
 inline V vfmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
-inline float vsum(V v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+inline float vsum(V v) { return hsum8(v); }
 inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
 inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
-inline float vmaxall(V v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
+inline float vmaxall(V v) { return reduce8(v, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); }); }
 inline V vload_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
@@ -165,12 +165,6 @@ void dense_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 // correct with Σ_b dw_b · c · s_b (c = 8 or 128), one short dot product per row. AVX2 instead
 // moves the weight's sign onto x (vpmaddubsw would saturate on the shifted values).
 
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // Per-row pointers into the "rows" layout.
 template <int Type>
