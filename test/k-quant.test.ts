@@ -9,7 +9,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import type { ControlledEvaluateInputItem, Token } from "node-llama-cpp";
 import {
   FORMATS,
   ggufTensorTypes,
@@ -42,7 +41,7 @@ import {
 } from "../src/tensor/k-quant.js";
 import { weightToTensor } from "../src/tensor/weight.js";
 import { centeredRelativeRms, logSoftmax, relativeRms } from "./support/numeric.js";
-import { loadLlamaCpp } from "./support/llama-cpp.js";
+import { loadLlamaCpp, nextLogProbs } from "./support/llama-cpp.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-k-quant-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -407,16 +406,8 @@ describe("GGUF files with k-quant tensors", () => {
         const ours = logProbs(path);
         const ids = load(path).tokenizer.encode(PROMPT);
         const model = await llama.loadModel({ modelPath: path });
-        const context = await model.createContext({ contextSize: 128 });
         try {
-          const input: ControlledEvaluateInputItem[] = ids.map((id, i) =>
-            i < ids.length - 1 ? (id as Token) : [id as Token, { generateNext: { probabilities: true } }],
-          );
-          const output = await context.getSequence().controlledEvaluate(input);
-          const probabilities = output[ids.length - 1]?.next.probabilities as Map<number, number>;
-          assert.equal(probabilities.size, preset.vocabSize);
-          const theirs = new Float64Array(preset.vocabSize);
-          for (const [id, p] of probabilities) theirs[id] = Math.log(p);
+          const theirs = await nextLogProbs(model, ids, preset.vocabSize);
           // llama.cpp rounds the activations to 8 bits for its quantized matmuls, which we keep
           // in f32: that alone costs 1.1% relative RMS on a Q8_0 file of this model, and here
           // we measured 1.3% (largest difference 0.02). Weights read differently would put it
@@ -428,7 +419,6 @@ describe("GGUF files with k-quant tensors", () => {
           for (let id = 0; id < theirs.length; id++) worst = Math.max(worst, Math.abs(theirs[id] - ours[id]));
           assert.ok(worst < 0.03, `${path}: log-probabilities differ from llama.cpp's by up to ${worst}`);
         } finally {
-          await context.dispose();
           await model.dispose();
         }
       }
