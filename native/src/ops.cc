@@ -103,15 +103,17 @@ constexpr int64_t kAmxMinRows = 16;
 
 std::vector<uint16_t> g_xb;  // x packed for the tiles
 
-void amx_matmul(const MatmulTask& task) {
-  const Weight& w = *task.w;
-  const int64_t blocks = (task.M + amx::kTokens - 1) / amx::kTokens;
-  const int64_t size = blocks * amx::kTokens * amx::padded_k(w.cols);
-  const int parts = amx::x_parts(w.type);
-  if (static_cast<int64_t>(g_xb.size()) < parts * size) g_xb.resize(parts * size);
+bool uses_tiles(const Weight& w, int64_t M) { return g_amx && M >= kAmxMinRows && w.type != W_F32; }
+
+// x [M, K] packed for the tiles in `parts` parts, each part_stride values long.
+const uint16_t* pack_for_tiles(const float* x, int64_t M, int64_t K, int parts, int64_t* part_stride) {
+  const int64_t blocks = (M + amx::kTokens - 1) / amx::kTokens;
+  *part_stride = blocks * amx::kTokens * amx::padded_k(K);
+  if (static_cast<int64_t>(g_xb.size()) < parts * *part_stride) g_xb.resize(parts * *part_stride);
   uint16_t* xb = g_xb.data();
-  pool().parallel_for(blocks, [&](int64_t b) { amx::pack_x(task.x, task.M, w.cols, b, parts, size, xb); });
-  pool().parallel_for((w.rows + amx::kStrip - 1) / amx::kStrip, [&](int64_t s) { amx::matmul_strip(task, xb, parts, size, s * amx::kStrip); });
+  const int64_t stride = *part_stride;
+  pool().parallel_for(blocks, [&](int64_t b) { amx::pack_x(x, M, K, b, parts, stride, xb); });
+  return xb;
 }
 
 }  // namespace
@@ -152,35 +154,48 @@ void matmul(float* out, const float* x, int64_t M, const Weight& w, const float*
 void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n) {
   const IsaKernels& k = kernels();
   if (static_cast<int>(g_quant.size()) < n) g_quant.resize(n);
-  // One task per weight; weights of one type share x quantized once.
+  // One task per weight, and all their rows one job. Weights on the tiles share x packed once
+  // (in as many parts as the most demanding needs); the others share x quantized once per type.
   MatmulTask tasks[kMaxMatmuls];
+  bool tiles[kMaxMatmuls] = {};
   int64_t first_chunk[kMaxMatmuls + 1] = {0};
   int64_t rows_per_chunk[kMaxMatmuls];
+  int parts = 0;
+#if defined(TL_X86)
+  for (int i = 0; i < n; i++) {
+    tiles[i] = uses_tiles(*outs[i].w, M);
+    if (tiles[i]) parts = std::max(parts, amx::x_parts(outs[i].w->type));
+  }
+  int64_t part_stride = 0;
+  const uint16_t* xb = parts > 0 ? pack_for_tiles(x, M, outs[0].w->cols, parts, &part_stride) : nullptr;
+#endif
   for (int i = 0; i < n; i++) {
     const Weight& w = *outs[i].w;
     tasks[i] = {&w, x, {}, M, outs[i].bias, outs[i].out};
-#if defined(TL_X86)
-    if (g_amx && M >= kAmxMinRows && w.type != W_F32) {
-      amx_matmul(tasks[i]);
-      rows_per_chunk[i] = 1;
-      first_chunk[i + 1] = first_chunk[i];
-      continue;
-    }
-#endif
-    if (is_int8_type(w.type) && k.quantize_x) {
+    if (!tiles[i] && is_int8_type(w.type) && k.quantize_x) {
       int same = -1;
       for (int j = 0; j < i && same < 0; j++) {
         if (tasks[j].xq.q && outs[j].w->type == w.type) same = j;
       }
       tasks[i].xq = same >= 0 ? tasks[same].xq : quantize_for(k, x, M, w, g_quant[i]);
     }
+#if defined(TL_X86)
+    rows_per_chunk[i] = tiles[i] ? amx::kStrip : row_chunk(w.rows);
+#else
     rows_per_chunk[i] = row_chunk(w.rows);
+#endif
     first_chunk[i + 1] = first_chunk[i] + (w.rows + rows_per_chunk[i] - 1) / rows_per_chunk[i];
   }
   pool().parallel_for(first_chunk[n], [&](int64_t c) {
     int i = 0;
     while (c >= first_chunk[i + 1]) i++;
     const int64_t n0 = (c - first_chunk[i]) * rows_per_chunk[i];
+#if defined(TL_X86)
+    if (tiles[i]) {
+      amx::matmul_strip(tasks[i], xb, amx::x_parts(tasks[i].w->type), part_stride, n0);
+      return;
+    }
+#endif
     k.matmul_rows(tasks[i], n0, std::min(tasks[i].w->rows, n0 + rows_per_chunk[i]));
   });
 }
