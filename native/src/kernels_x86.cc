@@ -165,11 +165,22 @@ void dense_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 // correct with Σ_b dw_b · c · s_b (c = 8 or 128), one short dot product per row. AVX2 instead
 // moves the weight's sign onto x (vpmaddubsw would saturate on the shifted values).
 
-
-// Per-row pointers into the "rows" layout.
-template <int Type>
-struct QRow {
-  static constexpr int64_t quant_bytes(int64_t K) { return Type == W_Q8_0 ? K : K / 2; }
+// NR rows of a Q8_0 / Q4_0 weight in the "rows" layout, from row n0: each row's quants, its f16
+// scales after them, and how far ahead to prefetch both.
+template <int Type, int NR>
+struct QuantRows {
+  static constexpr int64_t quant_bytes(int64_t values) { return Type == W_Q8_0 ? values : values / 2; }
+  const uint8_t* q[NR];
+  const uint16_t* d[NR];
+  int64_t ahead;
+  QuantRows(const Weight& w, int64_t n0) {
+    const int64_t row_bytes = weight_row_bytes(Type, w.cols);
+    ahead = tiles_ahead(row_bytes, NR);
+    for (int r = 0; r < NR; r++) {
+      q[r] = w.data + (n0 + r) * row_bytes;
+      d[r] = reinterpret_cast<const uint16_t*>(q[r] + quant_bytes(w.cols));
+    }
+  }
 };
 
 // The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
@@ -270,14 +281,10 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
   const int64_t nb = K / kBlock;
-  const int64_t row_bytes = weight_row_bytes(Type, K);
-  const int64_t ahead = tiles_ahead(row_bytes, NR);
-  const uint8_t* wq[NR];
-  const uint16_t* wd[NR];
-  for (int r = 0; r < NR; r++) {
-    wq[r] = t.w->data + (n0 + r) * row_bytes;
-    wd[r] = reinterpret_cast<const uint16_t*>(wq[r] + QRow<Type>::quant_bytes(K));
-  }
+  const QuantRows<Type, NR> rows(*t.w, n0);
+  const auto& wq = rows.q;
+  const auto& wd = rows.d;
+  const int64_t ahead = rows.ahead;
   const int8_t* xq[MR];
   const float* xd[MR];
   const float* xs[MR];
@@ -614,21 +621,17 @@ void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
   const int64_t nb = K / kBlock;
-  const int64_t row_bytes = weight_row_bytes(Type, K);
-  const int64_t ahead = tiles_ahead(row_bytes, NR);
-  const uint8_t* wq[NR];
-  const uint16_t* wd[NR];
-  for (int r = 0; r < NR; r++) {
-    wq[r] = t.w->data + (n0 + r) * row_bytes;
-    wd[r] = reinterpret_cast<const uint16_t*>(wq[r] + QRow<Type>::quant_bytes(K));
-  }
+  const QuantRows<Type, NR> rows(*t.w, n0);
+  const auto& wq = rows.q;
+  const auto& wd = rows.d;
+  const int64_t ahead = rows.ahead;
   __m256 acc[MR][NR];
   float cor[MR][NR] = {};
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; b++) {
     for (int r = 0; r < NR; r++) {
-      prefetch_at(wq[r] + QRow<Type>::quant_bytes(b * kBlock), ahead);
+      prefetch_at(wq[r] + QuantRows<Type, NR>::quant_bytes(b * kBlock), ahead);
       if (b % 32 == 0) prefetch_at(wd[r] + b, ahead);  // a line of scales
     }
     float dw[NR];
