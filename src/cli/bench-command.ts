@@ -3,17 +3,17 @@
  * time to first token, greedy decode speed, peak memory — and sets decode against the machine's
  * streaming-read bandwidth, measured in the same process because it drifts over time.
  */
-import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Random } from "../generation/random.js";
 import { Sampler } from "../generation/sampler.js";
 import { loadCheckpoint } from "../generation/load-checkpoint.js";
 import { nativeKernels } from "../kernels/native.js";
-import { selectBackend, type BackendName } from "../models/backend.js";
+import { selectBackend, type BackendName, type BackendOptions } from "../models/backend.js";
 import type { Transformer } from "../models/transformer.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { UsageError } from "./errors.js";
+import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
 import { AffineQuantWeight } from "../tensor/affine-quant.js";
 
 export const BENCH_HELP = `Usage: tiny-llm bench --model M [options]
@@ -67,14 +67,6 @@ export interface BenchResult {
 const PROBE_BYTES = 256 * 2 ** 20;
 const PROBE_RUNS = 5;
 const PROMPT_SEED = 1234;
-
-function parseCount(name: string, value: string | undefined, fallback: number, min: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isInteger(n)) throw new UsageError(`--${name} expects a whole number, got "${value}"`);
-  if (n < min) throw new UsageError(`--${name} must be at least ${min}, got ${n}`);
-  return n;
-}
 
 /**
  * `n` ordinary token ids (no special or unused ids, none past the embedding) drawn with a fixed
@@ -133,19 +125,16 @@ function probeBandwidth(threads: number): number | null {
   return PROBE_BYTES / (best / 1000);
 }
 
-export interface BenchOptions {
+export interface BenchOptions extends BackendOptions {
   model: string;
   promptTokens: number;
   genTokens: number;
-  threads?: number;
-  backend?: BackendName;
-  isa?: string;
 }
 
 export function benchmark(opts: BenchOptions): BenchResult {
   const started = performance.now();
   const { model: reference, tokenizer } = loadCheckpoint(opts.model);
-  const backend = selectBackend(reference, { backend: opts.backend, threads: opts.threads, isa: opts.isa });
+  const backend = selectBackend(reference, opts);
   if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
   const model = backend.model;
   const loadMs = performance.now() - started;
@@ -235,9 +224,7 @@ export async function runBench(argv: string[]): Promise<void> {
       model: { type: "string" },
       "prompt-tokens": { type: "string" },
       "gen-tokens": { type: "string" },
-      threads: { type: "string" },
-      backend: { type: "string" },
-      isa: { type: "string" },
+      ...BACKEND_OPTIONS,
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -249,16 +236,10 @@ export async function runBench(argv: string[]): Promise<void> {
     return;
   }
   if (!values.model) throw new UsageError("--model M is required (a checkpoint folder or a .gguf file)");
-  const promptTokens = parseCount("prompt-tokens", values["prompt-tokens"], 128, 1);
-  const genTokens = parseCount("gen-tokens", values["gen-tokens"], 128, 1);
-  const threads = values.threads === undefined ? undefined : parseCount("threads", values.threads, 0, 1);
-  const backend = values.backend;
-  if (backend !== undefined && backend !== "ts" && backend !== "native") {
-    throw new UsageError(`--backend must be "native" or "ts", got "${backend}"`);
-  }
-  if (!existsSync(values.model)) {
-    throw new UsageError(`model folder or file ${values.model} does not exist; --model takes a checkpoint folder or a .gguf file`);
-  }
-  const result = benchmark({ model: values.model, promptTokens, genTokens, threads, backend, isa: values.isa });
+  const promptTokens = parseWholeNumber("prompt-tokens", values["prompt-tokens"], 1) ?? 128;
+  const genTokens = parseWholeNumber("gen-tokens", values["gen-tokens"], 1) ?? 128;
+  const backendOptions = parseBackendOptions(values);
+  checkModelExists(values.model);
+  const result = benchmark({ model: values.model, promptTokens, genTokens, ...backendOptions });
   process.stdout.write((values.json ? JSON.stringify(result) : report(result)) + "\n");
 }

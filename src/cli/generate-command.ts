@@ -1,7 +1,6 @@
 /**
  * `tiny-llm generate`: load a checkpoint, build the prompt, stream the generated text.
  */
-import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { checkPromptFits, generate } from "../generation/generate.js";
 import { Sampler, type SamplerOptions } from "../generation/sampler.js";
@@ -10,6 +9,7 @@ import { selectBackend } from "../models/backend.js";
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import { UsageError } from "./errors.js";
+import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions } from "./options.js";
 
 export const GENERATE_HELP = `Usage: tiny-llm generate --model DIR --prompt TEXT [options]
 
@@ -60,9 +60,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
       "min-p": { type: "string" },
       seed: { type: "string" },
       "ignore-eos": { type: "boolean", default: false },
-      backend: { type: "string" },
-      threads: { type: "string" },
-      isa: { type: "string" },
+      ...BACKEND_OPTIONS,
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -79,19 +77,11 @@ export async function runGenerate(argv: string[]): Promise<void> {
   const maxTokens = parseNumber("max-tokens", values["max-tokens"], true) ?? 256;
   if (maxTokens < 0) throw new UsageError("--max-tokens must be >= 0");
 
-  const backendName = values.backend;
-  if (backendName !== undefined && backendName !== "ts" && backendName !== "native") {
-    throw new UsageError(`--backend must be "native" or "ts", got "${backendName}"`);
-  }
-  const threads = parseNumber("threads", values.threads, true);
-  if (threads !== undefined && threads < 1) throw new UsageError("--threads must be at least 1");
-
-  if (!existsSync(values.model)) {
-    throw new UsageError(`model folder or file ${values.model} does not exist; --model takes a checkpoint folder or a .gguf file`);
-  }
+  const backendOptions = parseBackendOptions(values);
+  checkModelExists(values.model);
   const started = performance.now();
   const { model: reference, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
-  const backend = selectBackend(reference, { backend: backendName, threads, isa: values.isa });
+  const backend = selectBackend(reference, backendOptions);
   if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
   const model = backend.model;
   const loaded = performance.now();
