@@ -12,6 +12,7 @@ import { RoPE } from "../src/layers/rope.js";
 import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { mul, silu } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
+import { availableIsas } from "../src/models/backend.js";
 import { toNativeWeight } from "../src/models/native-transformer.js";
 import { AffineQuantWeight } from "../src/tensor/affine-quant.js";
 import { BlockQuantWeight } from "../src/tensor/block-quant.js";
@@ -21,8 +22,7 @@ import { assertClose, randomTensor } from "./support/numeric.js";
 
 const native = nativeKernels();
 const skip = native ? false : `native kernels unavailable: ${nativeUnavailableReason()}`;
-const isas = native ? ["amx", "avx512", "avx2", "scalar"].filter((isa) => native.setIsa(isa)) : [];
-native?.setIsa("auto");
+const isas = native ? availableIsas(native) : [];
 
 /** Relative tolerance for f32 kernels: they sum in a different order than the float64 reference. */
 const F32_TOL = 1e-5;

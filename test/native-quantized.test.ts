@@ -13,7 +13,7 @@ import { generate } from "../src/generation/generate.js";
 import { Sampler } from "../src/generation/sampler.js";
 import { nativeKernels } from "../src/kernels/native.js";
 import { loadModel } from "../src/loaders/model-loader.js";
-import { selectBackend } from "../src/models/backend.js";
+import { availableIsas, selectBackend } from "../src/models/backend.js";
 import { sharedPath } from "./support/shared.js";
 import { relativeRms } from "./support/numeric.js";
 
@@ -24,8 +24,7 @@ const stories = sharedPath("models", "stories260k-qwen2");
 const skip = stories.skip || (nativeKernels() ? false : "native kernels unavailable");
 
 const kernels = nativeKernels();
-const isas = kernels ? ["amx", "avx512", "avx2", "scalar"].filter((isa) => kernels.setIsa(isa)) : [];
-kernels?.setIsa("auto");
+const isas = kernels ? availableIsas(kernels) : [];
 
 for (const bits of [8, 4])
 for (const isa of isas) {

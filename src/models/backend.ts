@@ -2,7 +2,7 @@
  * Chooses what runs a loaded model: the native kernels where they built (the default), or the
  * TypeScript reference.
  */
-import { nativeKernels, nativeUnavailableReason } from "../kernels/native.js";
+import { nativeKernels, nativeUnavailableReason, type NativeKernels } from "../kernels/native.js";
 import type { LanguageModel } from "./language-model.js";
 import { NativeTransformer } from "./native-transformer.js";
 import type { Transformer } from "./transformer.js";
@@ -20,6 +20,13 @@ export interface Backend {
 
 /** Instruction sets the native kernels can be pinned to; "auto" takes the best this CPU has. */
 export const ISAS = ["auto", "amx", "avx512", "avx2", "scalar"] as const;
+
+/** The instruction sets this CPU offers the kernels, best first; leaves the kernels on "auto". */
+export function availableIsas(kernels: NativeKernels): string[] {
+  const here = ISAS.filter((name) => name !== "auto" && kernels.setIsa(name));
+  kernels.setIsa("auto");
+  return here;
+}
 
 export interface BackendOptions {
   backend?: BackendName;
@@ -40,9 +47,7 @@ export function selectBackend(reference: Transformer, opts: BackendOptions = {})
   }
   // Without --isa the kernels keep the set chosen before (the best this CPU has, unless a caller pinned one).
   if (opts.isa !== undefined && !kernels.setIsa(opts.isa)) {
-    const here = ISAS.filter((name) => name !== "auto" && kernels.setIsa(name));
-    kernels.setIsa("auto");
-    throw new Error(`instruction set "${opts.isa}" is not available on this CPU (available: ${here.join(", ")})`);
+    throw new Error(`instruction set "${opts.isa}" is not available on this CPU (available: ${availableIsas(kernels).join(", ")})`);
   }
   const threads = kernels.setThreads(opts.threads ?? 0);
   let model: NativeTransformer;
