@@ -277,17 +277,47 @@ void rms_norm(float* out, const float* x, const float* w, int64_t rows, int64_t 
   }
 }
 
+namespace {
+
+// cos and sin of every position's angles, [position][cos: D/2, sin: D/2], kept across calls:
+// every layer, and q and k, rotate by the same angles at a position.
+struct RopeTable {
+  double theta = 0;
+  int64_t D = 0;
+  int64_t positions = 0;
+  std::vector<float> cs;
+
+  const float* at(int64_t pos, int64_t D_, double theta_) {
+    if (theta_ != theta || D_ != D) {
+      theta = theta_;
+      D = D_;
+      positions = 0;
+    }
+    const int64_t half = D / 2;
+    if (pos >= positions) {
+      const int64_t grown = std::max(pos + 1, 2 * positions);
+      cs.resize(grown * D);
+      for (int64_t p = positions; p < grown; p++) {
+        for (int64_t i = 0; i < half; i++) {
+          const double angle = static_cast<double>(p) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+          cs[p * D + i] = static_cast<float>(std::cos(angle));
+          cs[p * D + half + i] = static_cast<float>(std::sin(angle));
+        }
+      }
+      positions = grown;
+    }
+    return cs.data() + pos * D;
+  }
+};
+
+RopeTable g_rope;
+
+}  // namespace
+
 void rope(float* x, int64_t L, int64_t heads, int64_t D, int64_t offset, double theta, bool traditional) {
   const int64_t half = D / 2;
-  thread_local std::vector<float> cs;
-  cs.resize(2 * half);
   for (int64_t l = 0; l < L; l++) {
-    const double pos = static_cast<double>(offset + l);
-    for (int64_t i = 0; i < half; i++) {
-      const double angle = pos * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
-      cs[i] = static_cast<float>(std::cos(angle));
-      cs[half + i] = static_cast<float>(std::sin(angle));
-    }
+    const float* cs = g_rope.at(offset + l, D, theta);
     for (int64_t h = 0; h < heads; h++) {
       float* v = x + (l * heads + h) * D;
       for (int64_t i = 0; i < half; i++) {
