@@ -72,8 +72,6 @@ inline V vload_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(r
 
 inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
-inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-
 // How far ahead of the current position a weight row is prefetched (bytes).
 constexpr int64_t kPrefetch = 4096;
 
@@ -139,7 +137,7 @@ void dense_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   int64_t k = 0;
   for (; k + VW <= K; k += VW) {
     if ((k * L::kBytes) % 64 == 0)
-      for (int r = 0; r < NR; r++) prefetch(w[r] + k * L::kBytes + kPrefetch);
+      for (int r = 0; r < NR; r++) prefetch_at(w[r] + k * L::kBytes, kPrefetch);
     V wv[NR];
     for (int r = 0; r < NR; r++) wv[r] = L::load(w[r], k);
     for (int i = 0; i < MR; i++) {
