@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -35,6 +36,8 @@ inline float hsum8(__m256 v) { return reduce8(v, [](__m128 a, __m128 b) { return
 #if defined(__AVX512F__)
 using V = __m512;
 constexpr int VW = 16;
+// Matmul tiles: up to kTileM rows of x by kTileN weight rows, with room in the 32 registers.
+constexpr int kTileM = 4, kTileN = 4;
 inline V vzero() { return _mm512_setzero_ps(); }
 inline V vload(const float* p) { return _mm512_loadu_ps(p); }
 inline void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
@@ -50,9 +53,25 @@ inline V vload_bf16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 inline V vload_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+// The first n (≤ 16) lanes from p, the rest zero.
+inline __mmask16 lane_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+inline V vload_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }
+inline __m256i load_u16_n(const uint16_t* p, int64_t n) { return _mm256_maskz_loadu_epi16(lane_mask(n), p); }
+inline V vload_f16_n(const uint16_t* p, int64_t n) { return _mm512_cvtph_ps(load_u16_n(p, n)); }
+inline V vload_bf16_n(const uint16_t* p, int64_t n) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_u16_n(p, n)), 16)); }
+// int32 vectors, for the integer dot products
+using IV = __m512i;
+inline V vcvt(IV v) { return _mm512_cvtepi32_ps(v); }
+inline V vpermute(V v, IV lanes) { return _mm512_permutexvar_ps(lanes, v); }
+inline IV vlane_index() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+inline IV vishr(IV v, int n) { return _mm512_srli_epi32(v, n); }
+inline IV viadd(IV a, IV b) { return _mm512_add_epi32(a, b); }
+inline IV viset1(int x) { return _mm512_set1_epi32(x); }
 #else
 using V = __m256;
 constexpr int VW = 8;
+// Matmul tiles: up to kTileM rows of x by kTileN weight rows, within the 16 registers.
+constexpr int kTileM = 4, kTileN = 3;
 inline V vzero() { return _mm256_setzero_ps(); }
 inline V vload(const float* p) { return _mm256_loadu_ps(p); }
 inline void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
@@ -68,20 +87,45 @@ inline V vload_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 inline V vload_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+// The first n (≤ 8) lanes from p, the rest zero. Whole vectors and the halves that affine
+// scales with groups of 64 or 128 load take no detour through memory.
+inline V vload_n(const float* p, int64_t n) {
+  if (n == 8) return _mm256_loadu_ps(p);
+  if (n == 4) return _mm256_zextps128_ps256(_mm_loadu_ps(p));
+  if (n == 2) return _mm256_zextps128_ps256(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  if (n == 1) return _mm256_zextps128_ps256(_mm_load_ss(p));
+  alignas(32) float b[8] = {};
+  std::memcpy(b, p, n * sizeof(float));
+  return _mm256_load_ps(b);
+}
+inline __m128i load_u16_n(const uint16_t* p, int64_t n) {
+  if (n == 8) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if (n == 4) return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  if (n == 2) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm_cvtsi32_si128(v);
+  }
+  if (n == 1) return _mm_cvtsi32_si128(p[0]);
+  alignas(16) uint16_t b[8] = {};
+  std::memcpy(b, p, n * sizeof(uint16_t));
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(b));
+}
+inline V vload_f16_n(const uint16_t* p, int64_t n) { return _mm256_cvtph_ps(load_u16_n(p, n)); }
+inline V vload_bf16_n(const uint16_t* p, int64_t n) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16_n(p, n)), 16)); }
+using IV = __m256i;
+inline V vcvt(IV v) { return _mm256_cvtepi32_ps(v); }
+inline V vpermute(V v, IV lanes) { return _mm256_permutevar8x32_ps(v, lanes); }
+inline IV vlane_index() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline IV vishr(IV v, int n) { return _mm256_srli_epi32(v, n); }
+inline IV viadd(IV a, IV b) { return _mm256_add_epi32(a, b); }
+inline IV viset1(int x) { return _mm256_set1_epi32(x); }
 #endif
 
 inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 // How far ahead of the current position a weight row is prefetched (bytes).
 constexpr int64_t kPrefetch = 4096;
-
-// Σ_g bias_g · Σ_g x over row n's groups: the bias half of an affine dot product.
-inline float affine_bias_term(const Weight& w, int64_t n, const float* gsum) {
-  const int64_t groups = w.cols / w.group_size;
-  float v = 0;
-  for (int64_t g = 0; g < groups; g++) v += affine_param(w, w.biases, n * groups + g) * gsum[g];
-  return v;
-}
 
 // How far ahead to prefetch the weights of a tile of nr rows: whole tiles, at least kPrefetch
 // bytes. Landing on the same column of a later row, the prefetch also finds that row's scales,
@@ -98,6 +142,26 @@ inline void prefetch_block(const uint8_t* p, int64_t bytes, int64_t ahead) {
   for (int64_t off = 0; off < bytes; off += 64) prefetch_at(p + off, ahead);
 }
 
+
+// What every tile of one matmul_rows call shares, worked out once per call.
+struct TilePlan {
+  int64_t row_bytes;
+  int64_t ahead[kTileN + 1];  // tiles_ahead(row_bytes, nr) for tiles of nr rows
+  // MLX affine weights only:
+  int64_t groups = 0;                     // groups per row
+  int shift = 0;                          // log2(blocks per group)
+  int64_t param_bytes = 0;                // bytes per scale or bias
+  int64_t params_ahead[kTileN + 1] = {};  // the parameters of the row ahead[nr] bytes on, in bytes from this row's
+  explicit TilePlan(const Weight& w) : row_bytes(weight_row_bytes(w.type, w.cols)) {
+    for (int nr = 1; nr <= kTileN; nr++) ahead[nr] = tiles_ahead(row_bytes, nr);
+    if (is_affine(w.type)) {
+      groups = w.cols / w.group_size;
+      shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;
+      param_bytes = w.scale_type == S_F32 ? 4 : 2;
+      for (int nr = 1; nr <= kTileN; nr++) params_ahead[nr] = ahead[nr] / row_bytes * groups * param_bytes;
+    }
+  }
+};
 
 // ---- dense weights (f32, f16, bf16): an MR x NR tile of outputs, K in vector steps ----
 
@@ -123,10 +187,10 @@ struct LoadF16 {
 };
 
 template <class L, int MR, int NR>
-void dense_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+void dense_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
-  const int64_t row_bytes = K * L::kBytes;
+  const int64_t row_bytes = plan.row_bytes;
   const uint8_t* w[NR];
   const float* x[MR];
   for (int r = 0; r < NR; r++) w[r] = t.w->data + (n0 + r) * row_bytes;
@@ -154,32 +218,17 @@ void dense_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
   }
 }
 
-// ---- quantized weights ("rows" layout): int8 dot products per block, scaled per block ----
+// ---- quantized weights: int8 dot products per 32-value block, scaled per block ----
 //
 // A row of x is quantized per block of 32 (q, d, s = d·Σq). For weight block b of row n:
 //   dot_b = Σ_j w_j x_j ≈ dw_b · dx_b · Σ_j qw_j qx_j
-// The dot-product instructions multiply unsigned by signed bytes. Q4_0's nibbles are unsigned
-// already (qw = u − 8), and AVX-512 shifts Q8_0 weights to unsigned (u = qw + 128); both then
-// correct with Σ_b dw_b · c · s_b (c = 8 or 128), one short dot product per row. AVX2 instead
-// moves the weight's sign onto x (vpmaddubsw would saturate on the shifted values).
-
-// NR rows of a Q8_0 / Q4_0 weight in the "rows" layout, from row n0: each row's quants, its f16
-// scales after them, and how far ahead to prefetch both.
-template <int Type, int NR>
-struct QuantRows {
-  static constexpr int64_t quant_bytes(int64_t values) { return Type == W_Q8_0 ? values : values / 2; }
-  const uint8_t* q[NR];
-  const uint16_t* d[NR];
-  int64_t ahead;
-  QuantRows(const Weight& w, int64_t n0) {
-    const int64_t row_bytes = weight_row_bytes(Type, w.cols);
-    ahead = tiles_ahead(row_bytes, NR);
-    for (int r = 0; r < NR; r++) {
-      q[r] = w.data + (n0 + r) * row_bytes;
-      d[r] = reinterpret_cast<const uint16_t*>(q[r] + quant_bytes(w.cols));
-    }
-  }
-};
+// Q8_0 / Q4_0 scale each block by its own f16 dw_b; MLX affine weights (w = scale·q + bias per
+// group) by their group's scale, and add Σ_g bias_g · Σ_g x (exact sums of x per group).
+//
+// A "unit" is what one vector load of weights holds: one (AVX2) or two (AVX-512) blocks of
+// 8-bit codes, two or four blocks of 4-bit codes. The dot-product instructions multiply unsigned
+// by signed bytes, so some codes enter shifted (v = q + offset) and the tile subtracts
+// offset · Σ_b dw_b · s_b.
 
 // The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
 // its 12 packed bytes with word-wide masks instead of a loop per sub-block.
@@ -192,57 +241,38 @@ inline __m128i unpack_scale_min(const uint8_t* packed) {
   return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo), static_cast<int>(m_hi));
 }
 
-#if defined(__AVX512VNNI__)
-
-constexpr int kGroup = 16;  // blocks per group: one vector of scales
-
-// x order for 4-bit weights follows how one 64-byte load of four blocks' nibbles unpacks into
-// low and high halves. Q4_0 (blocks A-D): [A0-15, B0-15, C0-15, D0-15, A16-31, ..., D16-31].
-// MLX 4-bit (elements 2k, 2k + 1 share byte k): [the 64 even elements of the four, then the 64 odd].
-void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
-  const int64_t nb = K / kBlock;
-  const bool four_bit = type == W_Q4_0 || type == W_AFFINE4;
-  // Zero the padding of the last group of four (or 64 values) so that missing blocks add nothing.
-  const int64_t padded = (K + 127) / 128 * 128;
-  std::memset(q + (four_bit ? nb / 4 * 128 : K), 0, padded - (four_bit ? nb / 4 * 128 : K));
-  alignas(64) int8_t tmp[kBlock];
-  for (int64_t b = 0; b < nb; b++) {
-    const float* p = x + b * kBlock;
-    __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    const float db = amax / 127.0f;
-    const __m512 id = _mm512_set1_ps(db != 0 ? 1.0f / db : 0.0f);
-    const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
-    const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp), _mm512_cvtsepi32_epi8(q0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(tmp + 16), _mm512_cvtsepi32_epi8(q1));
-    d[b] = db;
-    s[b] = db * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1)));
-    int8_t* quad = q + (b / 4) * 128;
-    const int64_t slot = b % 4;
-    if (type == W_Q4_0) {
-      std::memcpy(quad + slot * 16, tmp, 16);
-      std::memcpy(quad + 64 + slot * 16, tmp + 16, 16);
-    } else if (type == W_AFFINE4) {
-      for (int j = 0; j < kBlock; j++) quad[(j % 2) * 64 + slot * 16 + j / 2] = tmp[j];
-    } else {
-      std::memcpy(q + b * kBlock, tmp, kBlock);
-    }
-  }
-}
-
-// A unit is what one 64-byte load of weights holds: two blocks of 8-bit codes, or four of 4-bit.
 template <int Type>
 constexpr bool kFourBit = Type == W_Q4_0 || Type == W_AFFINE4;
+constexpr int64_t kUnitBytes = VW * 4;
 template <int Type>
-constexpr int64_t kUnitBlocks = kFourBit<Type> ? 4 : 2;
+constexpr int64_t kUnitBlocks = kFourBit<Type> ? kUnitBytes / 16 : kUnitBytes / 32;
 
-// Unit u of a row as unsigned bytes: 8-bit codes (Q8_0 shifted by 128) in v[0]; 4-bit codes'
-// low nibbles in v[0], high nibbles in v[1]. `blocks` (1 .. kUnitBlocks) are present.
+#if defined(__AVX512VNNI__)
+
+// One block of x quantized into q; returns d, and Σq in *sum.
+inline float quantize_block(const float* p, int8_t* q, int* sum) {
+  const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+  const float db = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
+  const __m512 id = _mm512_set1_ps(db != 0 ? 1.0f / db : 0.0f);
+  const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));  // nearest even
+  const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(q0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(q1));
+  *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  return db;
+}
+
+// vpdpbusd adds its products in int32 without saturating: Q8_0 enters shifted to unsigned, the
+// other codes as they are (4-bit nibbles are q + 8 for Q4_0).
 template <int Type>
-inline void unit_weights(const uint8_t* quants, int64_t u, int64_t blocks, __m512i v[2]) {
+constexpr float kOffset = Type == W_Q8_0 ? 128.0f : Type == W_Q4_0 ? 8.0f : 0.0f;
+
+// Unit u of a row: 8-bit codes in v[0]; 4-bit codes' low nibbles in v[0], high nibbles in v[1].
+// `blocks` (1 .. kUnitBlocks) are present.
+template <int Type>
+inline void unit_weights(const uint8_t* quants, int64_t u, int64_t blocks, IV v[2]) {
   const __mmask64 mask = blocks == kUnitBlocks<Type> ? ~0ull : (1ull << (blocks * (kFourBit<Type> ? 16 : 32))) - 1;
-  const __m512i raw = _mm512_maskz_loadu_epi8(mask, quants + u * 64);
+  const __m512i raw = _mm512_maskz_loadu_epi8(mask, quants + u * kUnitBytes);
   if constexpr (Type == W_Q8_0) {
     v[0] = _mm512_xor_si512(raw, _mm512_set1_epi8(static_cast<char>(0x80)));
   } else if constexpr (Type == W_AFFINE8) {
@@ -253,175 +283,250 @@ inline void unit_weights(const uint8_t* quants, int64_t u, int64_t blocks, __m51
   }
 }
 
-// Σ weight·x over unit u, as 16 int32 lanes (both nibble halves summed: their lanes fall in the
-// same blocks). x is quantize_x's order: 64 values per 8-bit unit, 128 per 4-bit unit.
+// Σ weight·x over unit u, as int32 lanes (both nibble halves summed: their lanes fall in the
+// same blocks), with x in quantize_x's order.
 template <int Type>
-inline __m512i unit_dot(const __m512i v[2], const int8_t* xq, int64_t u) {
+inline IV unit_dot(const IV v[2], const int8_t* xq, int64_t u) {
+  const int8_t* x = xq + u * kUnitBlocks<Type> * kBlock;
+  const IV d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(x));
+  if constexpr (kFourBit<Type>) return _mm512_dpbusd_epi32(d, v[1], _mm512_loadu_si512(x + 64));
+  return d;
+}
+
+#else  // AVX2
+
+inline float quantize_block(const float* p, int8_t* q, int* sum) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 v[4];
+  __m256 amax = _mm256_setzero_ps();
+  for (int j = 0; j < 4; j++) {
+    v[j] = _mm256_loadu_ps(p + 8 * j);
+    amax = _mm256_max_ps(amax, _mm256_and_ps(v[j], abs_mask));
+  }
+  const float db = reduce8(amax, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); }) / 127.0f;
+  const __m256 id = _mm256_set1_ps(db != 0 ? 1.0f / db : 0.0f);
+  __m256i qi[4];
+  for (int j = 0; j < 4; j++) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id));  // nearest even
+  const __m256i sum32 = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum32), _mm256_extracti128_si256(sum32, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+  *sum = _mm_cvtsi128_si32(s4);
+  // Pack 32 int32 -> 32 int8, undoing the lane interleaving of the pack instructions.
+  const __m256i a = _mm256_packs_epi32(qi[0], qi[1]);
+  const __m256i c = _mm256_packs_epi16(a, _mm256_packs_epi32(qi[2], qi[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  return db;
+}
+
+// vpmaddubsw saturates its pair sums at 16 bits: 8-bit codes enter signed, in [-128, 127]
+// (MLX's unsigned ones shifted down by 128), with their sign moved onto x.
+template <int Type>
+constexpr float kOffset = Type == W_Q4_0 ? 8.0f : Type == W_AFFINE8 ? -128.0f : 0.0f;
+
+// Unit u of a row: 8-bit codes in v[0]; 4-bit codes' low nibbles in v[0], high nibbles in v[1].
+// `blocks` (1 .. kUnitBlocks) are present.
+template <int Type>
+inline void unit_weights(const uint8_t* quants, int64_t u, int64_t blocks, IV v[2]) {
+  const uint8_t* p = quants + u * kUnitBytes;
   if constexpr (kFourBit<Type>) {
-    const __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(xq + u * 128));
-    return _mm512_dpbusd_epi32(lo, v[1], _mm512_loadu_si512(xq + u * 128 + 64));
+    const __m256i raw = blocks == kUnitBlocks<Type> ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                                                    : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    v[0] = _mm256_and_si256(raw, _mm256_set1_epi8(0x0f));
+    v[1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0f));
   } else {
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(xq + u * 64));
+    __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    if constexpr (Type == W_AFFINE8) q = _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80)));
+    v[0] = q;
   }
 }
 
-// Lane -> block within a group of 16 for unit p of the group: 8-bit lanes 0-7 are the unit's
-// first block, 8-15 its second; 4-bit lanes 4j..4j+3 are its block j.
 template <int Type>
-inline __m512i unit_lanes(int64_t p) {
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  return _mm512_add_epi32(_mm512_srli_epi32(lane, kFourBit<Type> ? 2 : 3), _mm512_set1_epi32(static_cast<int>(p * kUnitBlocks<Type>)));
+inline IV unit_dot(const IV v[2], const int8_t* xq, int64_t u) {
+  const int8_t* x = xq + u * kUnitBlocks<Type> * kBlock;
+  const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  __m256i pairs;
+  if constexpr (kFourBit<Type>) {
+    // Each pair sum is at most 2 · 15 · 127, so the two halves add without overflow in 16 bits.
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
+    pairs = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], x0), _mm256_maddubs_epi16(v[1], x1));
+  } else {
+    // |q| is taken here, per row of x, rather than held: AVX2 has only 16 registers.
+    pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(v[0], v[0]), _mm256_sign_epi8(x0, v[0]));
+  }
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-template <int Type, int MR, int NR>
-void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
-  constexpr float kOffset = Type == W_Q8_0 ? 128.0f : 8.0f;
-  const int64_t K = t.w->cols;
-  const int64_t N = t.w->rows;
+#endif
+
+// Unit p of a group's int32 lanes -> the block each falls in: lanes of an 8-bit unit split
+// evenly over its blocks; a 4-bit unit's lanes likewise (one 16-byte half per block and nibble).
+template <int Type>
+inline IV unit_lanes(int64_t p) {
+  constexpr int kLanesPerBlock = VW / kUnitBlocks<Type>;
+  constexpr int kShift = kLanesPerBlock == 8 ? 3 : kLanesPerBlock == 4 ? 2 : 1;
+  return viadd(vishr(vlane_index(), kShift), viset1(static_cast<int>(p * kUnitBlocks<Type>)));
+}
+
+// The scale of each lane of unit p, from the block scales s of its group.
+template <int Type>
+inline V unit_scale(const float* s, int64_t p, IV lanes) {
+#if !defined(__AVX512F__)
+  if constexpr (kUnitBlocks<Type> == 1) return _mm256_broadcast_ss(s + p);
+#endif
+  return vpermute(vload(s), lanes);
+}
+
+// x order: natural for 8-bit codes; for 4-bit codes it follows how one load of a unit's bytes
+// unpacks into low and high nibbles. Q4_0 (blocks A, B, ...; byte j holds elements j and j + 16):
+// [A0-15, B0-15, ..., A16-31, B16-31, ...]. MLX 4-bit (byte k holds elements 2k and 2k + 1):
+// [the even elements of each block, then the odd ones].
+void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
   const int64_t nb = K / kBlock;
-  const QuantRows<Type, NR> rows(*t.w, n0);
-  const auto& wq = rows.q;
-  const auto& wd = rows.d;
-  const int64_t ahead = rows.ahead;
-  const int8_t* xq[MR];
-  const float* xd[MR];
-  const float* xs[MR];
-  for (int i = 0; i < MR; i++) {
-    xq[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
-    xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
-    xs[i] = t.xq.s + (m0 + i) * t.xq.b_stride;
-  }
-  __m512 acc[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
-  alignas(64) float scale[MR][NR][kGroup];
-  for (int64_t g = 0; g < nb; g += kGroup) {
-    const int64_t gb = std::min<int64_t>(kGroup, nb - g);
-    const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
-    __m512 dw[NR];
-    for (int r = 0; r < NR; r++) {
-      prefetch_at(wd[r] + g, ahead);
-      dw[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bmask, wd[r] + g));
-    }
-    for (int i = 0; i < MR; i++) {
-      const __m512 dx = _mm512_maskz_loadu_ps(bmask, xd[i] + g);
-      for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(dw[r], dx));
-    }
-    constexpr int64_t ub = kUnitBlocks<Type>;
-    for (int64_t p = 0; p * ub < gb; p++) {
-      const int64_t u = g / ub + p;  // unit index within the row
-      __m512i wv[NR][2];
-      for (int r = 0; r < NR; r++) {
-        prefetch_at(wq[r] + u * 64, ahead);
-        unit_weights<Type>(wq[r], u, std::min(ub, gb - p * ub), wv[r]);
-      }
-      const __m512i lanes = unit_lanes<Type>(p);
-      for (int i = 0; i < MR; i++) {
-        for (int r = 0; r < NR; r++) {
-          const __m512i dotp = unit_dot<Type>(wv[r], xq[i], u);
-          acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
-        }
-      }
+  const bool four_bit = type == W_Q4_0 || type == W_AFFINE4;
+  constexpr int64_t ub = kUnitBytes / 16;  // blocks per 4-bit unit
+  // Zero the padding, and the missing blocks of a last partial unit, so that they add nothing.
+  const int64_t written = four_bit ? nb / ub * ub * kBlock : K;
+  std::memset(q + written, 0, (K + 127) / 128 * 128 - written);
+  alignas(64) int8_t tmp[kBlock];
+  for (int64_t b = 0; b < nb; b++) {
+    int sum;
+    d[b] = quantize_block(x + b * kBlock, four_bit ? tmp : q + b * kBlock, &sum);
+    s[b] = d[b] * static_cast<float>(sum);
+    int8_t* unit = q + b / ub * ub * kBlock;
+    const int64_t slot = b % ub;
+    if (type == W_Q4_0) {
+      std::memcpy(unit + slot * 16, tmp, 16);
+      std::memcpy(unit + ub * 16 + slot * 16, tmp + 16, 16);
+    } else if (type == W_AFFINE4) {
+      for (int j = 0; j < kBlock; j++) unit[(j % 2) * ub * 16 + slot * 16 + j / 2] = tmp[j];
     }
   }
-  // The offset correction Σ_b dw_b · s_b, in a second short pass so that the main loop keeps
-  // all its accumulators in registers.
-  __m512 cor[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) cor[i][r] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < nb; g += kGroup) {
-    const __mmask16 bmask = static_cast<__mmask16>((1u << std::min<int64_t>(kGroup, nb - g)) - 1);
-    __m512 dw[NR];
-    for (int r = 0; r < NR; r++) dw[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bmask, wd[r] + g));
-    for (int i = 0; i < MR; i++) {
-      const __m512 sx = _mm512_maskz_loadu_ps(bmask, xs[i] + g);
-      for (int r = 0; r < NR; r++) cor[i][r] = _mm512_fmadd_ps(dw[r], sx, cor[i][r]);
-    }
-  }
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) {
-      const float v = _mm512_reduce_add_ps(acc[i][r]) - kOffset * _mm512_reduce_add_ps(cor[i][r]);
-      t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
-    }
 }
 
-// 16 affine scales (or biases) starting at group g, as f32; lanes past `mask` are zero.
-inline __m512 affine_params16(const Weight& w, const void* params, int64_t g, __mmask16 mask) {
+// Affine scales or biases [at, at + n) (n ≤ VW) as f32 lanes, the rest zero.
+inline V load_params(const Weight& w, const void* params, int64_t at, int64_t n) {
   switch (w.scale_type) {
-    case S_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(params) + g));
-    case S_BF16:
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(params) + g)), 16));
-    default: return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(params) + g);
+    case S_F16: return vload_f16_n(static_cast<const uint16_t*>(params) + at, n);
+    case S_BF16: return vload_bf16_n(static_cast<const uint16_t*>(params) + at, n);
+    default: return vload_n(static_cast<const float*>(params) + at, n);
   }
 }
 
-// MLX affine rows: Σ_b scale_g(b) · dx_b · Σ q·qx over the 32-element blocks, plus Σ_g bias_g · Σ_g x.
+// Where a tile's block scales come from: `at(r, g, n)` gives the scales of blocks [g, g + n) of
+// its row r (n ≤ VW, lanes past n zero), prefetching those `ahead` rows on; `biases_at` the
+// affine biases of those blocks' groups.
+
+// Q8_0 / Q4_0 in the "rows" layout: each row's f16 scales follow its quants.
+template <int Type, int NR>
+struct RowScales {
+  const uint16_t* d[NR];
+  int64_t ahead;
+  RowScales(const Weight& w, const TilePlan& plan, int64_t n0) : ahead(plan.ahead[NR]) {
+    const int64_t quant_bytes = Type == W_Q8_0 ? w.cols : w.cols / 2;
+    for (int r = 0; r < NR; r++) d[r] = reinterpret_cast<const uint16_t*>(w.data + (n0 + r) * plan.row_bytes + quant_bytes);
+  }
+  V at(int r, int64_t g, int64_t n) const {
+    prefetch_at(d[r] + g, ahead);
+    return vload_f16_n(d[r] + g, n);
+  }
+  static constexpr bool kBiases = false;
+  V biases_at(int, int64_t, int64_t) const { return vzero(); }
+};
+
+// MLX affine: one scale and one bias per group of 32, 64 or 128 columns (1, 2 or 4 blocks).
+template <int Type, int NR>
+struct GroupScales {
+  const Weight& w;
+  const TilePlan& plan;
+  int64_t first[NR];  // index of each row's first group
+  IV expand;          // block lane -> group lane
+  GroupScales(const Weight& weight, const TilePlan& tile_plan, int64_t n0) : w(weight), plan(tile_plan) {
+    for (int r = 0; r < NR; r++) first[r] = (n0 + r) * plan.groups;
+    expand = vishr(vlane_index(), plan.shift);
+  }
+  V at(int r, int64_t g, int64_t n) const {
+    const int64_t at = first[r] + (g >> plan.shift);
+    prefetch_at(static_cast<const uint8_t*>(w.scales) + at * plan.param_bytes, plan.params_ahead[NR]);
+    prefetch_at(static_cast<const uint8_t*>(w.biases) + at * plan.param_bytes, plan.params_ahead[NR]);
+    return vpermute(load_params(w, w.scales, at, n >> plan.shift), expand);
+  }
+  // The biases of the groups of blocks [g, g + n), one lane per group.
+  static constexpr bool kBiases = true;
+  V biases_at(int r, int64_t g, int64_t n) const { return load_params(w, w.biases, first[r] + (g >> plan.shift), n >> plan.shift); }
+};
+
+template <int Type, int NR>
+using BlockScales = std::conditional_t<Type == W_Q8_0 || Type == W_Q4_0, RowScales<Type, NR>, GroupScales<Type, NR>>;
+
 template <int Type, int MR, int NR>
-void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+void block_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
   const Weight& w = *t.w;
   const int64_t K = w.cols;
   const int64_t N = w.rows;
   const int64_t nb = K / kBlock;
-  const int64_t groups = K / w.group_size;
-  const int shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;  // log2(blocks per group)
-  const int64_t row_bytes = weight_row_bytes(Type, K);
-  const int64_t ahead = tiles_ahead(row_bytes, NR);
-  // The scales and biases of the row `ahead` bytes on, in bytes from this row's.
-  const int64_t params_ahead = ahead / row_bytes * groups * (w.scale_type == S_F32 ? 4 : 2);
-  const __m512i expand = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift);
+  const int64_t row_bytes = plan.row_bytes;
+  const int64_t ahead = plan.ahead[NR];
+  using Scales = BlockScales<Type, NR>;
+  const Scales scales(w, plan, n0);
   const uint8_t* wq[NR];
   for (int r = 0; r < NR; r++) wq[r] = w.data + (n0 + r) * row_bytes;
-  __m512 acc[MR][NR];
+  const int8_t* xq[MR];
+  const float* xd[MR];
+  const float* xs[MR];
+  const float* gsum[MR];
+  for (int i = 0; i < MR; i++) {
+    xq[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
+    xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
+    xs[i] = t.xq.s + (m0 + i) * t.xq.b_stride;
+    gsum[i] = t.xq.gsum + (m0 + i) * t.xq.g_stride;
+  }
+  V acc[MR][NR];
   for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
-  alignas(64) float scale[MR][NR][kGroup];
-  for (int64_t g = 0; g < nb; g += kGroup) {
-    const int64_t gb = std::min<int64_t>(kGroup, nb - g);
-    const __mmask16 bmask = static_cast<__mmask16>((1u << gb) - 1);
-    const __mmask16 gmask = static_cast<__mmask16>((1u << (gb >> shift)) - 1);
-    __m512 sw[NR];
-    for (int r = 0; r < NR; r++) {
-      const int64_t at = (n0 + r) * groups + (g >> shift);
-      prefetch_at(static_cast<const uint8_t*>(w.scales) + at * (w.scale_type == S_F32 ? 4 : 2), params_ahead);
-      prefetch_at(static_cast<const uint8_t*>(w.biases) + at * (w.scale_type == S_F32 ? 4 : 2), params_ahead);
-      sw[r] = _mm512_permutexvar_ps(expand, affine_params16(w, w.scales, at, gmask));
-    }
+    for (int r = 0; r < NR; r++) acc[i][r] = vzero();
+  alignas(64) float scale[MR][NR][VW];  // dw_b · dx_b for the blocks of a group
+  constexpr int64_t ub = kUnitBlocks<Type>;
+  for (int64_t g = 0; g < nb; g += VW) {
+    const int64_t gb = std::min<int64_t>(VW, nb - g);
+    V dw[NR];
+    for (int r = 0; r < NR; r++) dw[r] = scales.at(r, g, gb);
     for (int i = 0; i < MR; i++) {
-      const __m512 dx = _mm512_maskz_loadu_ps(bmask, t.xq.d + (m0 + i) * t.xq.b_stride + g);
-      for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(sw[r], dx));
+      const V dx = vload_n(xd[i] + g, gb);
+      for (int r = 0; r < NR; r++) vstore(scale[i][r], vmul(dw[r], dx));
     }
-    constexpr int64_t ub = kUnitBlocks<Type>;
+    // The offset correction −offset · Σ_b dw_b · s_b and the affine bias half Σ_g bias_g · Σ_g x
+    // of these blocks join the same accumulators: only the sum of their lanes counts.
+    if constexpr (kOffset<Type> != 0.0f) {
+      for (int i = 0; i < MR; i++) {
+        const V sx = vmul(vload_n(xs[i] + g, gb), vset1(-kOffset<Type>));
+        for (int r = 0; r < NR; r++) acc[i][r] = vfmadd(dw[r], sx, acc[i][r]);
+      }
+    }
+    if constexpr (Scales::kBiases) {
+      V bw[NR];
+      for (int r = 0; r < NR; r++) bw[r] = scales.biases_at(r, g, gb);
+      for (int i = 0; i < MR; i++) {
+        const V gx = vload_n(gsum[i] + (g >> plan.shift), gb >> plan.shift);
+        for (int r = 0; r < NR; r++) acc[i][r] = vfmadd(bw[r], gx, acc[i][r]);
+      }
+    }
     for (int64_t p = 0; p * ub < gb; p++) {
-      const int64_t u = g / ub + p;
-      __m512i wv[NR][2];
+      const int64_t u = g / ub + p;  // unit index within the row
+      IV wv[NR][2];
       for (int r = 0; r < NR; r++) {
-        prefetch_at(wq[r] + u * 64, ahead);
+        prefetch_at(wq[r] + u * kUnitBytes, ahead);
         unit_weights<Type>(wq[r], u, std::min(ub, gb - p * ub), wv[r]);
       }
-      const __m512i lanes = unit_lanes<Type>(p);
-      for (int i = 0; i < MR; i++) {
-        const int8_t* xq = t.xq.q + (m0 + i) * t.xq.q_stride;
-        for (int r = 0; r < NR; r++) {
-          const __m512i dotp = unit_dot<Type>(wv[r], xq, u);
-          acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
-        }
-      }
+      const IV lanes = unit_lanes<Type>(p);
+      for (int i = 0; i < MR; i++)
+        for (int r = 0; r < NR; r++)
+          acc[i][r] = vfmadd(vcvt(unit_dot<Type>(wv[r], xq[i], u)), unit_scale<Type>(scale[i][r], p, lanes), acc[i][r]);
     }
   }
-  for (int i = 0; i < MR; i++) {
-    const float* gsum = t.xq.gsum + (m0 + i) * t.xq.g_stride;
-    for (int r = 0; r < NR; r++) {
-      // The bias half, Σ_g bias_g · Σ_g x, sixteen groups at a time.
-      __m512 bt = _mm512_setzero_ps();
-      for (int64_t gi = 0; gi < groups; gi += 16) {
-        const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(16, groups - gi)) - 1);
-        bt = _mm512_fmadd_ps(affine_params16(w, w.biases, (n0 + r) * groups + gi, m), _mm512_maskz_loadu_ps(m, gsum + gi), bt);
-      }
-      const float v = _mm512_reduce_add_ps(acc[i][r]) + _mm512_reduce_add_ps(bt);
-      t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
-    }
-  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = vsum(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
 }
+#if defined(__AVX512VNNI__)
 
 // ---- k-quants (GGUF super-blocks), with x quantized in natural order ----
 //
@@ -437,12 +542,12 @@ inline __m512i chunk_lanes(int first, int shift) {
 
 // Q4_K (Q5 = false) and Q5_K.
 template <bool Q5, int MR, int NR>
-void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
   constexpr int64_t kBytes = Q5 ? kQ5KBytes : kQ4KBytes;
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
-  const int64_t row_bytes = weight_row_bytes(Q5 ? W_Q5_K : W_Q4_K, K);
-  const int64_t ahead = tiles_ahead(row_bytes, NR);
+  const int64_t row_bytes = plan.row_bytes;
+  const int64_t ahead = plan.ahead[NR];
   __m512 acc[MR][NR];
   __m256 cor[MR][NR];
   for (int i = 0; i < MR; i++)
@@ -498,11 +603,11 @@ void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 }
 
 template <int MR, int NR>
-void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
-  const int64_t row_bytes = weight_row_bytes(W_Q6_K, K);
-  const int64_t ahead = tiles_ahead(row_bytes, NR);
+  const int64_t row_bytes = plan.row_bytes;
+  const int64_t ahead = plan.ahead[NR];
   __m512 acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
@@ -554,137 +659,6 @@ void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 
 #else  // AVX2
 
-// x order: natural, except for MLX 4-bit weights, whose 16 packed bytes per block unpack into the
-// block's even elements (low nibbles) and odd elements (high nibbles): [evens, odds] per block.
-void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
-  const int64_t nb = K / kBlock;
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  for (int64_t b = 0; b < nb; b++) {
-    const float* p = x + b * kBlock;
-    __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    for (int j = 0; j < 4; j++) {
-      v[j] = _mm256_loadu_ps(p + 8 * j);
-      amax = _mm256_max_ps(amax, _mm256_and_ps(v[j], abs_mask));
-    }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float db = _mm_cvtss_f32(m) / 127.0f;
-    const __m256 id = _mm256_set1_ps(db != 0 ? 1.0f / db : 0.0f);
-    __m256i qi[4];
-    for (int j = 0; j < 4; j++) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id));  // nearest even
-    const __m256i sum32 = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum32), _mm256_extracti128_si256(sum32, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-    d[b] = db;
-    s[b] = db * static_cast<float>(_mm_cvtsi128_si32(s4));
-    // Pack 32 int32 -> 32 int8, undoing the lane interleaving of the pack instructions.
-    const __m256i a = _mm256_packs_epi32(qi[0], qi[1]);
-    const __m256i c = _mm256_packs_epi16(a, _mm256_packs_epi32(qi[2], qi[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock), _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
-    if (type == W_AFFINE4) {
-      alignas(32) int8_t tmp[kBlock];
-      std::memcpy(tmp, q + b * kBlock, kBlock);
-      for (int j = 0; j < kBlock; j++) q[b * kBlock + (j % 2) * 16 + j / 2] = tmp[j];
-    }
-  }
-}
-
-// Eight partial sums of one block's weights · x, as int32.
-template <int Type>
-inline __m256i block_dot(const uint8_t* quants, int64_t b, __m256i x) {
-  if constexpr (Type == W_AFFINE8) {
-    // Unsigned 8-bit codes would saturate vpmaddubsw: widen both sides to 16 bits.
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + b * kBlock));
-    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(w)), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x)));
-    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(w, 1)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1)));
-    return _mm256_add_epi32(lo, hi);
-  } else if constexpr (Type == W_Q8_0) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + b * kBlock));
-    const __m256i prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    return _mm256_madd_epi16(prod, _mm256_set1_epi16(1));
-  } else {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quants + b * kBlock / 2));
-    const __m128i lo = _mm_and_si128(packed, _mm_set1_epi8(0x0f));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f));
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), x), _mm256_set1_epi16(1));
-  }
-}
-
-template <int Type, int MR, int NR>
-void quant_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
-  constexpr float kOffset = Type == W_Q8_0 ? 0.0f : 8.0f;
-  const int64_t K = t.w->cols;
-  const int64_t N = t.w->rows;
-  const int64_t nb = K / kBlock;
-  const QuantRows<Type, NR> rows(*t.w, n0);
-  const auto& wq = rows.q;
-  const auto& wd = rows.d;
-  const int64_t ahead = rows.ahead;
-  __m256 acc[MR][NR];
-  float cor[MR][NR] = {};
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; b++) {
-    for (int r = 0; r < NR; r++) {
-      prefetch_at(wq[r] + QuantRows<Type, NR>::quant_bytes(b * kBlock), ahead);
-      if (b % 32 == 0) prefetch_at(wd[r] + b, ahead);  // a line of scales
-    }
-    float dw[NR];
-    for (int r = 0; r < NR; r++) dw[r] = f16(wd[r][b]);
-    for (int i = 0; i < MR; i++) {
-      const int64_t m = m0 + i;
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + b * kBlock));
-      const float dx = t.xq.d[m * t.xq.b_stride + b];
-      const float sx = t.xq.s[m * t.xq.b_stride + b];
-      for (int r = 0; r < NR; r++) {
-        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot<Type>(wq[r], b, xv)), _mm256_set1_ps(dw[r] * dx), acc[i][r]);
-        if constexpr (Type == W_Q4_0) cor[i][r] += dw[r] * sx;
-      }
-    }
-  }
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++)
-      t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) - kOffset * cor[i][r] + (t.bias ? t.bias[n0 + r] : 0.0f);
-}
-
-template <int Type, int MR, int NR>
-void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
-  const Weight& w = *t.w;
-  const int64_t K = w.cols;
-  const int64_t N = w.rows;
-  const int64_t nb = K / kBlock;
-  const int64_t groups = K / w.group_size;
-  const int64_t blocks_per_group = w.group_size / kBlock;
-  const int64_t row_bytes = weight_row_bytes(Type, K);
-  const uint8_t* wq[NR];
-  for (int r = 0; r < NR; r++) wq[r] = w.data + (n0 + r) * row_bytes;
-  __m256 acc[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
-  float sw[NR] = {};
-  for (int64_t b = 0; b < nb; b++) {
-    if (b % blocks_per_group == 0)
-      for (int r = 0; r < NR; r++) sw[r] = affine_param(w, w.scales, (n0 + r) * groups + b / blocks_per_group);
-    for (int i = 0; i < MR; i++) {
-      const int64_t m = m0 + i;
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + b * kBlock));
-      const float dx = t.xq.d[m * t.xq.b_stride + b];
-      for (int r = 0; r < NR; r++) acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot<Type>(wq[r], b, xv)), _mm256_set1_ps(sw[r] * dx), acc[i][r]);
-    }
-  }
-  for (int i = 0; i < MR; i++) {
-    const float* gsum = t.xq.gsum + (m0 + i) * t.xq.g_stride;
-    for (int r = 0; r < NR; r++) {
-      float v = hsum8(acc[i][r]);
-      v += affine_bias_term(w, n0 + r, gsum);
-      t.out[(m0 + i) * N + n0 + r] = v + (t.bias ? t.bias[n0 + r] : 0.0f);
-    }
-  }
-}
-
 // ---- k-quants (GGUF super-blocks), with x quantized in natural order ----
 //
 // One x block (32 values) at a time against unsigned weights: Q4_K / Q5_K's 32-value sub-blocks
@@ -693,12 +667,12 @@ void affine_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 
 // Q4_K (Q5 = false) and Q5_K.
 template <bool Q5, int MR, int NR>
-void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
   constexpr int64_t kBytes = Q5 ? kQ5KBytes : kQ4KBytes;
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
-  const int64_t row_bytes = weight_row_bytes(Q5 ? W_Q5_K : W_Q4_K, K);
-  const int64_t ahead = tiles_ahead(row_bytes, NR);
+  const int64_t row_bytes = plan.row_bytes;
+  const int64_t ahead = plan.ahead[NR];
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
   __m256 acc[MR][NR], cor[MR][NR];
   for (int i = 0; i < MR; i++)
@@ -748,11 +722,11 @@ void k45_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 }
 
 template <int MR, int NR>
-void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
+void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
   const int64_t K = t.w->cols;
   const int64_t N = t.w->rows;
-  const int64_t row_bytes = weight_row_bytes(W_Q6_K, K);
-  const int64_t ahead = tiles_ahead(row_bytes, NR);
+  const int64_t row_bytes = plan.row_bytes;
+  const int64_t ahead = plan.ahead[NR];
   const __m256i thirty_two = _mm256_set1_epi8(32);
   const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
   __m256 acc[MR][NR];
@@ -799,44 +773,43 @@ void q6k_tile(const MatmulTask& t, int64_t m0, int64_t n0) {
 #endif
 
 
-// Covers rows [n0, n1) x all M with tiles of up to 4 x 4, falling back to narrower tiles at the edges.
+// Covers rows [n0, n1) x all M with tiles of up to kTileM x kTileN, narrower at the edges.
 template <template <class, int, int> class Tile, class T>
 struct Tiler {
   template <int MR>
-  static void rows(const MatmulTask& t, int64_t m0, int64_t n0, int64_t n1) {
+  static void rows(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0, int64_t n1) {
     int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) Tile<T, MR, 4>::run(t, m0, n);
-    for (; n < n1; n++) Tile<T, MR, 1>::run(t, m0, n);
+    for (; n + kTileN <= n1; n += kTileN) Tile<T, MR, kTileN>::run(t, plan, m0, n);
+    for (; n < n1; n++) Tile<T, MR, 1>::run(t, plan, m0, n);
+  }
+  template <int MR>
+  static void rest(const MatmulTask& t, const TilePlan& plan, int64_t m, int64_t n0, int64_t n1) {
+    if constexpr (MR > 0) {
+      if (t.M - m == MR) rows<MR>(t, plan, m, n0, n1);
+      else rest<MR - 1>(t, plan, m, n0, n1);
+    }
   }
   static void run(const MatmulTask& t, int64_t n0, int64_t n1) {
+    const TilePlan plan(*t.w);
     int64_t m = 0;
-    for (; m + 4 <= t.M; m += 4) rows<4>(t, m, n0, n1);
-    switch (t.M - m) {
-      case 3: rows<3>(t, m, n0, n1); break;
-      case 2: rows<2>(t, m, n0, n1); break;
-      case 1: rows<1>(t, m, n0, n1); break;
-      default: break;
-    }
+    for (; m + kTileM <= t.M; m += kTileM) rows<kTileM>(t, plan, m, n0, n1);
+    rest<kTileM - 1>(t, plan, m, n0, n1);
   }
 };
 
 template <class L, int MR, int NR>
 struct DenseTile {
-  static void run(const MatmulTask& t, int64_t m0, int64_t n0) { dense_tile<L, MR, NR>(t, m0, n0); }
+  static void run(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) { dense_tile<L, MR, NR>(t, plan, m0, n0); }
 };
 template <class Q, int MR, int NR>
-struct QuantTile {
-  static void run(const MatmulTask& t, int64_t m0, int64_t n0) { quant_tile<Q::kType, MR, NR>(t, m0, n0); }
+struct BlockTile {
+  static void run(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) { block_tile<Q::kType, MR, NR>(t, plan, m0, n0); }
 };
 struct Q8_0 {
   static constexpr int kType = W_Q8_0;
 };
 struct Q4_0 {
   static constexpr int kType = W_Q4_0;
-};
-template <class Q, int MR, int NR>
-struct AffineTile {
-  static void run(const MatmulTask& t, int64_t m0, int64_t n0) { affine_tile<Q::kType, MR, NR>(t, m0, n0); }
 };
 struct Affine4 {
   static constexpr int kType = W_AFFINE4;
@@ -846,9 +819,9 @@ struct Affine8 {
 };
 template <class Q, int MR, int NR>
 struct KQuantTile {
-  static void run(const MatmulTask& t, int64_t m0, int64_t n0) {
-    if constexpr (Q::kType == W_Q6_K) q6k_tile<MR, NR>(t, m0, n0);
-    else k45_tile<Q::kType == W_Q5_K, MR, NR>(t, m0, n0);
+  static void run(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
+    if constexpr (Q::kType == W_Q6_K) q6k_tile<MR, NR>(t, plan, m0, n0);
+    else k45_tile<Q::kType == W_Q5_K, MR, NR>(t, plan, m0, n0);
   }
 };
 struct Q4_K {
@@ -866,10 +839,10 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
     case W_F32: Tiler<DenseTile, LoadF32>::run(t, n0, n1); break;
     case W_BF16: Tiler<DenseTile, LoadBF16>::run(t, n0, n1); break;
     case W_F16: Tiler<DenseTile, LoadF16>::run(t, n0, n1); break;
-    case W_Q8_0: Tiler<QuantTile, Q8_0>::run(t, n0, n1); break;
-    case W_Q4_0: Tiler<QuantTile, Q4_0>::run(t, n0, n1); break;
-    case W_AFFINE4: Tiler<AffineTile, Affine4>::run(t, n0, n1); break;
-    case W_AFFINE8: Tiler<AffineTile, Affine8>::run(t, n0, n1); break;
+    case W_Q8_0: Tiler<BlockTile, Q8_0>::run(t, n0, n1); break;
+    case W_Q4_0: Tiler<BlockTile, Q4_0>::run(t, n0, n1); break;
+    case W_AFFINE4: Tiler<BlockTile, Affine4>::run(t, n0, n1); break;
+    case W_AFFINE8: Tiler<BlockTile, Affine8>::run(t, n0, n1); break;
     case W_Q4_K: Tiler<KQuantTile, Q4_K>::run(t, n0, n1); break;
     case W_Q5_K: Tiler<KQuantTile, Q5_K>::run(t, n0, n1); break;
     case W_Q6_K: Tiler<KQuantTile, Q6_K>::run(t, n0, n1); break;
