@@ -62,17 +62,18 @@ function assertPerOutput(
 }
 
 /**
- * Quantized-weight kernels quantize x per block of 32 to int8, which moves each x by at most
- * amax/254 of its block: out[m, n] may differ from the reference by Σ |w| · amax / 254. (With
- * AMX, x and the decoded weights are rounded to bf16 instead: at most 2^-8 of each product.)
+ * Quantized-weight kernels quantize x to int8 with one scale per `span` values (a block of 32; a
+ * super-block of 256 for k-quants), which moves each x by at most amax/254 of its span: out[m, n]
+ * may differ from the reference by Σ |w| · amax / 254. (With AMX, x and the decoded weights are
+ * rounded to bf16 instead: at most 2^-8 of each product.)
  */
-function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string): void {
+function assertWithinQuantBound(out: Float32Array, expected: Float32Array, x: Tensor, w: WeightMatrix, what: string, span = 32): void {
   const bound = (xs: Float32Array, wf: Float32Array, m: number, n: number, K: number): number => {
     let sum = 0;
-    for (let b = 0; b < K / 32; b++) {
+    for (let b = 0; b < K / span; b++) {
       let amax = 0;
-      for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
-      for (let j = 0; j < 32; j++) sum += (Math.abs(wf[n * K + b * 32 + j]) * amax) / 254;
+      for (let j = 0; j < span; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * span + j]));
+      for (let j = 0; j < span; j++) sum += (Math.abs(wf[n * K + b * span + j]) * amax) / 254;
     }
     return sum * 1.01;
   };
@@ -179,7 +180,7 @@ for (const isa of isas) {
           const expected = new Linear(w, bias).forward(x).toFloat32Array();
           const out = new Float32Array(M * N);
           k.matmul(out, x.toFloat32Array(), M, toNativeWeight(w, k), bias.toFloat32Array());
-          assertWithinQuantBound(out, expected, x, w, `${dtype} M=${M} K=${K} N=${N}`);
+          assertWithinQuantBound(out, expected, x, w, `${dtype} M=${M} K=${K} N=${N}`, 256);
         }
       });
     }

@@ -249,17 +249,19 @@ constexpr int64_t kUnitBlocks = kFourBit<Type> ? kUnitBytes / 16 : kUnitBytes / 
 
 #if defined(__AVX512VNNI__)
 
-// One block of x quantized into q; returns d, and Σq in *sum.
-inline float quantize_block(const float* p, int8_t* q, int* sum) {
-  const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-  const float db = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
-  const __m512 id = _mm512_set1_ps(db != 0 ? 1.0f / db : 0.0f);
-  const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));  // nearest even
-  const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+// max |x| over one block of x.
+inline float block_amax(const float* p) {
+  return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(p)), _mm512_abs_ps(_mm512_loadu_ps(p + 16))));
+}
+
+// One block of x quantized with scale d into q; returns Σq.
+inline int quantize_block(const float* p, float d, int8_t* q) {
+  const __m512 id = _mm512_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+  const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p), id));  // nearest even
+  const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p + 16), id));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(q0));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(q1));
-  *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-  return db;
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
 }
 
 // vpdpbusd adds its products in int32 without saturating: Q8_0 enters shifted to unsigned, the
@@ -295,28 +297,26 @@ inline IV unit_dot(const IV v[2], const int8_t* xq, int64_t u) {
 
 #else  // AVX2
 
-inline float quantize_block(const float* p, int8_t* q, int* sum) {
+inline float block_amax(const float* p) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 v[4];
   __m256 amax = _mm256_setzero_ps();
-  for (int j = 0; j < 4; j++) {
-    v[j] = _mm256_loadu_ps(p + 8 * j);
-    amax = _mm256_max_ps(amax, _mm256_and_ps(v[j], abs_mask));
-  }
-  const float db = reduce8(amax, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); }) / 127.0f;
-  const __m256 id = _mm256_set1_ps(db != 0 ? 1.0f / db : 0.0f);
+  for (int j = 0; j < 4; j++) amax = _mm256_max_ps(amax, _mm256_and_ps(_mm256_loadu_ps(p + 8 * j), abs_mask));
+  return reduce8(amax, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); });
+}
+
+inline int quantize_block(const float* p, float d, int8_t* q) {
+  const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
   __m256i qi[4];
-  for (int j = 0; j < 4; j++) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id));  // nearest even
+  for (int j = 0; j < 4; j++) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 8 * j), id));  // nearest even
   const __m256i sum32 = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
   __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum32), _mm256_extracti128_si256(sum32, 1));
   s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
   s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-  *sum = _mm_cvtsi128_si32(s4);
   // Pack 32 int32 -> 32 int8, undoing the lane interleaving of the pack instructions.
   const __m256i a = _mm256_packs_epi32(qi[0], qi[1]);
   const __m256i c = _mm256_packs_epi16(a, _mm256_packs_epi32(qi[2], qi[3]));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
-  return db;
+  return _mm_cvtsi128_si32(s4);
 }
 
 // vpmaddubsw saturates its pair sums at 16 bits: 8-bit codes enter signed, in [-128, 127]
@@ -377,29 +377,36 @@ inline V unit_scale(const float* s, int64_t p, IV lanes) {
   return vpermute(vload(s), lanes);
 }
 
-// x order: natural for 8-bit codes; for 4-bit codes it follows how one load of a unit's bytes
-// unpacks into low and high nibbles. Q4_0 (blocks A, B, ...; byte j holds elements j and j + 16):
-// [A0-15, B0-15, ..., A16-31, B16-31, ...]. MLX 4-bit (byte k holds elements 2k and 2k + 1):
-// [the even elements of each block, then the odd ones].
+// x order: natural for 8-bit codes and k-quants; for 4-bit codes it follows how one load of a
+// unit's bytes unpacks into low and high nibbles. Q4_0 (blocks A, B, ...; byte j holds elements
+// j and j + 16): [A0-15, B0-15, ..., A16-31, B16-31, ...]. MLX 4-bit (byte k holds elements 2k
+// and 2k + 1): [the even elements of each block, then the odd ones].
+// For k-quants the eight blocks of a super-block share one scale (as llama.cpp's Q8_K), so
+// that the sub-block scales can apply to integer sums.
 void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
   const int64_t nb = K / kBlock;
   const bool four_bit = type == W_Q4_0 || type == W_AFFINE4;
-  constexpr int64_t ub = kUnitBytes / 16;  // blocks per 4-bit unit
+  const int64_t span = is_kquant(type) ? kQK / kBlock : 1;  // blocks that share a scale
+  constexpr int64_t ub = kUnitBytes / 16;                    // blocks per 4-bit unit
   // Zero the padding, and the missing blocks of a last partial unit, so that they add nothing.
   const int64_t written = four_bit ? nb / ub * ub * kBlock : K;
   std::memset(q + written, 0, (K + 127) / 128 * 128 - written);
   alignas(64) int8_t tmp[kBlock];
-  for (int64_t b = 0; b < nb; b++) {
-    int sum;
-    d[b] = quantize_block(x + b * kBlock, four_bit ? tmp : q + b * kBlock, &sum);
-    s[b] = d[b] * static_cast<float>(sum);
-    int8_t* unit = q + b / ub * ub * kBlock;
-    const int64_t slot = b % ub;
-    if (type == W_Q4_0) {
-      std::memcpy(unit + slot * 16, tmp, 16);
-      std::memcpy(unit + ub * 16 + slot * 16, tmp + 16, 16);
-    } else if (type == W_AFFINE4) {
-      for (int j = 0; j < kBlock; j++) unit[(j % 2) * ub * 16 + slot * 16 + j / 2] = tmp[j];
+  for (int64_t b0 = 0; b0 < nb; b0 += span) {
+    float amax = 0;
+    for (int64_t b = b0; b < b0 + span; b++) amax = std::max(amax, block_amax(x + b * kBlock));
+    const float db = amax / 127.0f;
+    for (int64_t b = b0; b < b0 + span; b++) {
+      d[b] = db;
+      s[b] = db * static_cast<float>(quantize_block(x + b * kBlock, db, four_bit ? tmp : q + b * kBlock));
+      int8_t* unit = q + b / ub * ub * kBlock;
+      const int64_t slot = b % ub;
+      if (type == W_Q4_0) {
+        std::memcpy(unit + slot * 16, tmp, 16);
+        std::memcpy(unit + ub * 16 + slot * 16, tmp + 16, 16);
+      } else if (type == W_AFFINE4) {
+        for (int j = 0; j < kBlock; j++) unit[(j % 2) * ub * 16 + slot * 16 + j / 2] = tmp[j];
+      }
     }
   }
 }
@@ -661,9 +668,10 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
 
 // ---- k-quants (GGUF super-blocks), with x quantized in natural order ----
 //
-// One x block (32 values) at a time against unsigned weights: Q4_K / Q5_K's 32-value sub-blocks
-// are x blocks, scaled by d·sc·dx, their mins subtracted as Σ dmin·m·s_x. Q6_K's two 16-value
-// sub-blocks per x block enter as 16-bit integer scales in vpmaddwd, after q·qx − 32·qx.
+// x has one scale per super-block, so each sub-block's products enter an int32 sum scaled by
+// the sub-block's integer scale (vpmaddwd), and the float conversion and the d·dx scaling come
+// once per super-block. Q4_K / Q5_K's 32-value sub-blocks are x blocks, their mins subtracted as
+// Σ dmin·m·s_x; Q6_K's 16-value sub-blocks pair up in an x block, after q·qx − 32·qx.
 
 // Q4_K (Q5 = false) and Q5_K.
 template <bool Q5, int MR, int NR>
@@ -673,52 +681,57 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
   const int64_t N = t.w->rows;
   const int64_t row_bytes = plan.row_bytes;
   const int64_t ahead = plan.ahead[NR];
-  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
-  __m256 acc[MR][NR], cor[MR][NR];
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  __m256 acc[MR][NR];
   for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = cor[i][r] = _mm256_setzero_ps();
+    for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < K / kQK; sb++) {
     const uint8_t* blk[NR];
-    alignas(32) float wsc[NR][8];
+    alignas(32) int16_t sc[NR][16];  // the 8 sub-block scales, then the 8 mins
+    float d[NR];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
       prefetch_block(blk[r], kBytes, ahead);
-      const __m128i sm = unpack_scale_min(blk[r] + 4);
+      const __m256i sm = _mm256_cvtepu8_epi16(unpack_scale_min(blk[r] + 4));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), sm);
       const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
-      _mm256_store_ps(wsc[r], _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm))));
-      const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
-      for (int i = 0; i < MR; i++) cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.b_stride + sb * 8), cor[i][r]);
+      d[r] = f16(dd[0]);
+      // The mins: acc −= dmin · m_j · s_j (only the sum of the lanes counts).
+      const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(-f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(sm, 1))));
+      for (int i = 0; i < MR; i++) acc[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.b_stride + sb * 8), acc[i][r]);
     }
+    __m256i isum[MR][NR];
+    for (int i = 0; i < MR; i++)
+      for (int r = 0; r < NR; r++) isum[i][r] = _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
       // Chunk c: the low nibbles are sub-block 2c, the high ones 2c + 1; Q5_K adds bits 2c and 2c + 1 of qh.
-      __m256i wv[NR][2];
       for (int r = 0; r < NR; r++) {
         const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + (Q5 ? 48 : 16) + 32 * c));
-        wv[r][0] = _mm256_and_si256(packed, low4);
-        wv[r][1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+        __m256i lo = _mm256_and_si256(packed, low4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
         if constexpr (Q5) {
           const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 16));
           const __m256i one = _mm256_set1_epi8(1);
-          wv[r][0] = _mm256_or_si256(wv[r][0], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
-          wv[r][1] = _mm256_or_si256(wv[r][1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
         }
-      }
-      for (int h = 0; h < 2; h++) {
-        const int j = 2 * c + h;
+        const __m256i sc_lo = _mm256_set1_epi16(sc[r][2 * c]), sc_hi = _mm256_set1_epi16(sc[r][2 * c + 1]);
         for (int i = 0; i < MR; i++) {
-          const int64_t m = m0 + i;
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + sb * kQK + 32 * j));
-          const float dx = t.xq.d[m * t.xq.b_stride + sb * 8 + j];
-          for (int r = 0; r < NR; r++) {
-            const __m256i dotp = _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r][h], xv), ones);
-            acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dotp), _mm256_set1_ps(wsc[r][j] * dx), acc[i][r]);
-          }
+          const int8_t* xq = t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 64 * c;
+          // Pair sums are at most 2 · 31 · 127, times a scale of at most 63: far from overflow.
+          const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq))), sc_lo);
+          const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32))), sc_hi);
+          isum[i][r] = _mm256_add_epi32(isum[i][r], _mm256_add_epi32(plo, phi));
         }
       }
     }
+    for (int i = 0; i < MR; i++) {
+      const float dx = t.xq.d[(m0 + i) * t.xq.b_stride + sb * 8];
+      for (int r = 0; r < NR; r++) acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][r]), _mm256_set1_ps(d[r] * dx), acc[i][r]);
+    }
   }
   for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) - hsum8(cor[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
+    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = hsum8(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
 }
 
 template <int MR, int NR>
@@ -740,30 +753,33 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
       prefetch_block(blk[r], kQ6KBytes, ahead);
       d[r] = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
     }
+    __m256i isum[MR][NR];
+    for (int i = 0; i < MR; i++)
+      for (int r = 0; r < NR; r++) isum[i][r] = _mm256_setzero_si256();
     for (int j = 0; j < 8; j++) {
       // x block j is values 32k + l (l < 32) of half j / 4, k = j % 4: low bits from
       // ql[l + 32·(k mod 2)] (nibble k / 2), high bits 2k and 2k + 1 of qh[l], scales 2k and 2k + 1.
       const int half = j / 4, k = j % 4;
-      __m256i wv[NR], wsc[NR];
+      __m256i offset[MR];
+      for (int i = 0; i < MR; i++)
+        offset[i] = _mm256_maddubs_epi16(thirty_two, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j)));
       for (int r = 0; r < NR; r++) {
         const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 64 * half + 32 * (k % 2)));
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
         const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (k / 2)), low4);
-        wv[r] = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2), 4));
-        const int8_t* sc = reinterpret_cast<const int8_t*>(blk[r] + 192 + 8 * half + 2 * k);
-        wsc[r] = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
-      }
-      for (int i = 0; i < MR; i++) {
-        const int64_t m = m0 + i;
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + m * t.xq.q_stride + sb * kQK + 32 * j));
-        const __m256i offset = _mm256_maddubs_epi16(thirty_two, xv);
-        const float dx = t.xq.d[m * t.xq.b_stride + sb * 8 + j];
-        for (int r = 0; r < NR; r++) {
+        const __m256i wv = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2), 4));
+        const int8_t* scales = reinterpret_cast<const int8_t*>(blk[r] + 192 + 8 * half + 2 * k);
+        const __m256i wsc = _mm256_set_m128i(_mm_set1_epi16(scales[1]), _mm_set1_epi16(scales[0]));
+        for (int i = 0; i < MR; i++) {
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j));
           // 16-bit lanes 0-7 cover the first 16 values (scale 2k), lanes 8-15 the rest (2k + 1).
-          const __m256i dotp = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(wv[r], xv), offset), wsc[r]);
-          acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dotp), _mm256_set1_ps(d[r] * dx), acc[i][r]);
+          isum[i][r] = _mm256_add_epi32(isum[i][r], _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv), offset[i]), wsc));
         }
       }
+    }
+    for (int i = 0; i < MR; i++) {
+      const float dx = t.xq.d[(m0 + i) * t.xq.b_stride + sb * 8];
+      for (int r = 0; r < NR; r++) acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][r]), _mm256_set1_ps(d[r] * dx), acc[i][r]);
     }
   }
   for (int i = 0; i < MR; i++)
