@@ -742,16 +742,19 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
   const int64_t ahead = plan.ahead[NR];
   const __m256i thirty_two = _mm256_set1_epi8(32);
   const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
+  const __m256i pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
   __m256 acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < K / kQK; sb++) {
     const uint8_t* blk[NR];
     float d[NR];
+    __m256i sc[NR];  // the 16 sub-block scales as int16
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
       prefetch_block(blk[r], kQ6KBytes, ahead);
       d[r] = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
+      sc[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192)));
     }
     __m256i isum[MR][NR];
     for (int i = 0; i < MR; i++)
@@ -768,8 +771,8 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
         const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (k / 2)), low4);
         const __m256i wv = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2), 4));
-        const int8_t* scales = reinterpret_cast<const int8_t*>(blk[r] + 192 + 8 * half + 2 * k);
-        const __m256i wsc = _mm256_set_m128i(_mm_set1_epi16(scales[1]), _mm_set1_epi16(scales[0]));
+        // Scales 8·half + 2k and 2k + 1 (the 32-bit lane 4·half + k of sc) over the low and high 8 lanes.
+        const __m256i wsc = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc[r], _mm256_set1_epi32(4 * half + k)), pair);
         for (int i = 0; i < MR; i++) {
           const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j));
           // 16-bit lanes 0-7 cover the first 16 values (scale 2k), lanes 8-15 the rest (2k + 1).
