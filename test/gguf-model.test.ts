@@ -53,7 +53,7 @@ function convertGguf(source: string, type: GgmlType): string {
     [...header.tensors.values()].map((t) => {
       const bytes = data.get(t.name) as Uint8Array<ArrayBuffer>;
       if (t.dims.length === 1 || (blocks && t.dims[0] % 32 !== 0)) return { name: t.name, type: "F32" as const, dims: t.dims, data: bytes };
-      const f32 = new Float32Array(bytes.buffer);
+      const f32 = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
       const convert = (): Uint8Array => {
         if (type === "F16") return new Uint8Array(Uint16Array.from(f32, numberToF16).buffer);
         if (type === "BF16") return new Uint8Array(Uint16Array.from(f32, numberToBf16).buffer);
@@ -428,6 +428,16 @@ describe("tiny-llm generate with a .gguf file", () => {
       encoding: "utf8",
     });
     assert.equal(out, golden.greedy_text + "\n");
+  });
+
+  test("without the native addon (no memory map: tensors are read into buffers), the story is the same", { skip: stories.skip || file.skip }, () => {
+    const golden = readJson<{ qwen2: { greedy_text: string } }>(stories.path).qwen2;
+    const r = spawnSync(process.execPath, [cli, "generate", "--model", file.path, "--prompt", "", "--max-tokens", "256", "--temperature", "0"], {
+      encoding: "utf8",
+      env: { ...process.env, TINY_LLM_ADDON: join(tmp, "no-such-addon.node") },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, golden.greedy_text + "\n");
   });
 
   test("an unknown architecture, a malformed file and a missing file are one-line errors with exit status 1", () => {

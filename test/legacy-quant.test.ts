@@ -131,7 +131,7 @@ describe("GGUF files with Q4_1, Q5_0 and Q5_1 tensors", () => {
       [...header.tensors.values()].map((t) => {
         const bytes = data.get(t.name)!;
         if (t.dims.length !== 2 || t.dims[0] % 32 !== 0) return { name: t.name, type: t.type, dims: t.dims, data: bytes };
-        return { name: t.name, type, dims: t.dims, data: () => quantizeLegacy(type.toLowerCase() as LegacyQuantDType, new Float32Array(bytes.buffer)) };
+        return { name: t.name, type, dims: t.dims, data: () => quantizeLegacy(type.toLowerCase() as LegacyQuantDType, new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)) };
       }),
     );
     return path;

@@ -4,6 +4,13 @@
 
 #include <string>
 
+#if !defined(_WIN32)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
 #include "kernels.h"
 #include "ops.h"
 
@@ -160,6 +167,40 @@ Napi::Value RegroupRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// mapFile(path, offset, length): bytes [offset, offset + length) of a file as an ArrayBuffer over
+// a private (copy-on-write) memory map, so they are read from the page cache on first use rather
+// than copied into fresh memory, and in-place rewrites (regroupRows) copy only the pages they
+// touch. The map starts at the page that holds `offset`: the bytes begin byteLength − length
+// into the buffer. null where the range cannot be mapped.
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
+  const int64_t offset = int_arg(info, 1, "offset");
+  const int64_t length = int_arg(info, 2, "length");
+#if defined(_WIN32)
+  return env.Null();
+#else
+  const int64_t start = offset / sysconf(_SC_PAGESIZE) * sysconf(_SC_PAGESIZE);
+  const size_t bytes = static_cast<size_t>(offset - start + length);
+  // JavaScript takes array buffers of up to 2^32 bytes from native memory.
+  if (length == 0 || bytes > (size_t{1} << 32)) return env.Null();
+  const int fd = open(info[0].As<Napi::String>().Utf8Value().c_str(), O_RDONLY);
+  if (fd < 0) return env.Null();
+  struct stat st {};
+  void* data = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && offset + length <= st.st_size) data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, start);
+  close(fd);
+  if (data == MAP_FAILED) return env.Null();
+  madvise(data, bytes, MADV_WILLNEED);  // start reading ahead
+  return Napi::ArrayBuffer::New(
+      env, data, bytes, [](Napi::Env, void* p, size_t* n) {
+        munmap(p, *n);
+        delete n;
+      },
+      new size_t(bytes));
+#endif
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   tl::set_threads(static_cast<int>(int_arg(info, 0, "threads")));
   return Napi::Number::New(info.Env(), tl::get_threads());
@@ -184,6 +225,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("regroupRows", Napi::Function::New(env, RegroupRows));
   exports.Set("readProbe", Napi::Function::New(env, ReadProbe));
+  exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));

@@ -47,6 +47,12 @@ export interface NativeKernels {
   siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
   /** Regroups Q8_0 / Q4_0 weights from GGUF blocks into the "rows" layout, in place. */
   regroupRows(type: number, data: Uint8Array, rows: number, cols: number): void;
+  /**
+   * Bytes [offset, offset + length) of a file as a private copy-on-write memory map (writes stay
+   * in this process), or null where they cannot be mapped. The map starts at a page boundary: the
+   * bytes begin byteLength − length into the buffer. It lives as long as the buffer or a view.
+   */
+  mapFile(path: string, offset: number, length: number): ArrayBuffer | null;
   /** Sums the array with every thread: a probe of streaming-read bandwidth. */
   readProbe(data: Float32Array): number;
   /** Sets the thread count (0 = one per core); returns the count in use. */

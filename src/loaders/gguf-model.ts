@@ -144,11 +144,11 @@ export function ggufStoredTensor(info: GgufTensorInfo, data: Uint8Array<ArrayBuf
   const asMatrix = (rows: number, cols: number): WeightMatrix => {
     switch (info.type) {
       case "F32":
-        return new DenseWeight("f32", [rows, cols], new Float32Array(data.buffer));
+        return new DenseWeight("f32", [rows, cols], new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4));
       case "F16":
-        return new DenseWeight("f16", [rows, cols], new Uint16Array(data.buffer));
+        return new DenseWeight("f16", [rows, cols], new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2));
       case "BF16":
-        return new DenseWeight("bf16", [rows, cols], new Uint16Array(data.buffer));
+        return new DenseWeight("bf16", [rows, cols], new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2));
       case "Q8_0":
         return new BlockQuantWeight("q8_0", [rows, cols], data);
       case "Q4_0":
