@@ -330,7 +330,7 @@ describe("GGUF files with k-quant tensors", () => {
       [...header.tensors.values()].map((t) => {
         const bytes = data.get(t.name)!;
         if (t.dims.length !== 2 || t.dims[0] % QK_K !== 0) return { name: t.name, type: t.type, dims: t.dims, data: bytes };
-        return { name: t.name, type, dims: t.dims, data: () => quantizeK(type.toLowerCase() as KQuantDType, new Float32Array(bytes.buffer)) };
+        return { name: t.name, type, dims: t.dims, data: () => quantizeK(type.toLowerCase() as KQuantDType, new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)) };
       }),
     );
     made.set(type, path);
