@@ -43,7 +43,8 @@ constexpr int kQ6KBytes = 210;
 // Activations quantized on the fly for the integer dot products, one row of x per K elements
 // (padded to a multiple of 128 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and
 // s[b] = d[b] * Σ q over the block (for kernels that feed weights as unsigned bytes and correct
-// the offset afterwards). Each instruction set may order q within a row as its kernel wants.
+// the offset afterwards). For k-quant weights the eight blocks of a super-block share one d.
+// Each instruction set may order q within a row as its kernel wants.
 struct QuantX {
   int8_t* q;
   float* d;
