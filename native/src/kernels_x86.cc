@@ -231,14 +231,16 @@ void dense_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n
 // offset · Σ_b dw_b · s_b.
 
 // The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
-// its 12 packed bytes with word-wide masks instead of a loop per sub-block.
+// its 12 packed bytes (words w0, w1, w2): scales 0-3 and mins 0-3 are the low 6 bits of w0 and
+// w1; scales 4-7 are w2's low nibbles with w0's top 2 bits above, mins 4-7 w2's high nibbles
+// with w1's top 2 bits. `packed` must have 4 readable bytes after the 12.
 inline __m128i unpack_scale_min(const uint8_t* packed) {
-  uint32_t w[3];
-  std::memcpy(w, packed, 12);
-  const uint32_t sc_lo = w[0] & 0x3f3f3f3f, m_lo = w[1] & 0x3f3f3f3f;
-  const uint32_t sc_hi = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
-  const uint32_t m_hi = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
-  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo), static_cast<int>(m_hi));
+  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));  // w0, w1, w2, -
+  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));             // scales 0-3, mins 0-3
+  const __m128i w2 = _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0));
+  const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi32(0x03030303)), 4);
+  const __m128i hi = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0f0f0f0f)), top);  // scales 4-7, mins 4-7
+  return _mm_unpacklo_epi32(lo, hi);
 }
 
 template <int Type>
