@@ -180,7 +180,8 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
 #if defined(_WIN32)
   return env.Null();
 #else
-  const int64_t start = offset / sysconf(_SC_PAGESIZE) * sysconf(_SC_PAGESIZE);
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  const int64_t start = offset / page * page;
   const size_t bytes = static_cast<size_t>(offset - start + length);
   // JavaScript takes array buffers of up to 2^32 bytes from native memory.
   if (length == 0 || bytes > (size_t{1} << 32)) return env.Null();

@@ -423,8 +423,8 @@ inline V load_params(const Weight& w, const void* params, int64_t at, int64_t n)
 }
 
 // Where a tile's block scales come from: `at(r, g, n)` gives the scales of blocks [g, g + n) of
-// its row r (n ≤ VW, lanes past n zero), prefetching those `ahead` rows on; `biases_at` the
-// affine biases of those blocks' groups.
+// its row r (n ≤ VW, lanes past n zero), prefetching those `ahead` rows on; where kBiases,
+// `biases_at` gives the affine biases of those blocks' groups.
 
 // Q8_0 / Q4_0 in the "rows" layout: each row's f16 scales follow its quants.
 template <int Type, int NR>
@@ -440,7 +440,6 @@ struct RowScales {
     return vload_f16_n(d[r] + g, n);
   }
   static constexpr bool kBiases = false;
-  V biases_at(int, int64_t, int64_t) const { return vzero(); }
 };
 
 // MLX affine: one scale and one bias per group of 32, 64 or 128 columns (1, 2 or 4 blocks).
