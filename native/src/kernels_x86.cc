@@ -467,70 +467,83 @@ struct GroupScales {
 template <int Type, int NR>
 using BlockScales = std::conditional_t<Type == W_Q8_0 || Type == W_Q4_0, RowScales<Type, NR>, GroupScales<Type, NR>>;
 
+// The pointers of an MR x NR tile, worked out once per tile.
 template <int Type, int MR, int NR>
-void block_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
-  const Weight& w = *t.w;
-  const int64_t K = w.cols;
-  const int64_t N = w.rows;
-  const int64_t nb = K / kBlock;
-  const int64_t row_bytes = plan.row_bytes;
-  const int64_t ahead = plan.ahead[NR];
-  using Scales = BlockScales<Type, NR>;
-  const Scales scales(w, plan, n0);
+struct BlockTileRows {
   const uint8_t* wq[NR];
-  for (int r = 0; r < NR; r++) wq[r] = w.data + (n0 + r) * row_bytes;
   const int8_t* xq[MR];
   const float* xd[MR];
   const float* xs[MR];
   const float* gsum[MR];
-  for (int i = 0; i < MR; i++) {
-    xq[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
-    xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
-    xs[i] = t.xq.s + (m0 + i) * t.xq.b_stride;
-    gsum[i] = t.xq.gsum + (m0 + i) * t.xq.g_stride;
+  BlockTileRows(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
+    for (int r = 0; r < NR; r++) wq[r] = t.w->data + (n0 + r) * plan.row_bytes;
+    for (int i = 0; i < MR; i++) {
+      xq[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
+      xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
+      xs[i] = t.xq.s + (m0 + i) * t.xq.b_stride;
+      gsum[i] = t.xq.gsum + (m0 + i) * t.xq.g_stride;
+    }
   }
+};
+
+// Blocks [g, g + gb) of a tile: one vector of block scales. A full group (gb = VW, known when
+// compiling) takes no branches on its size; only the last group of a row may be partial.
+template <int Type, int MR, int NR, bool kFull>
+inline void block_group(const TilePlan& plan, const BlockScales<Type, NR>& scales, const BlockTileRows<Type, MR, NR>& p, int64_t g, int64_t gb,
+                        V (&acc)[MR][NR]) {
+  using Scales = BlockScales<Type, NR>;
+  constexpr int64_t ub = kUnitBlocks<Type>;
+  const int64_t n = kFull ? VW : gb;
+  alignas(64) float scale[MR][NR][VW];  // dw_b · dx_b for the blocks of the group
+  V dw[NR];
+  for (int r = 0; r < NR; r++) dw[r] = scales.at(r, g, n);
+  for (int i = 0; i < MR; i++) {
+    const V dx = kFull ? vload(p.xd[i] + g) : vload_n(p.xd[i] + g, n);
+    for (int r = 0; r < NR; r++) vstore(scale[i][r], vmul(dw[r], dx));
+  }
+  // The offset correction −offset · Σ_b dw_b · s_b and the affine bias half Σ_g bias_g · Σ_g x
+  // of these blocks join the same accumulators: only the sum of their lanes counts.
+  if constexpr (kOffset<Type> != 0.0f) {
+    for (int i = 0; i < MR; i++) {
+      const V sx = vmul(kFull ? vload(p.xs[i] + g) : vload_n(p.xs[i] + g, n), vset1(-kOffset<Type>));
+      for (int r = 0; r < NR; r++) acc[i][r] = vfmadd(dw[r], sx, acc[i][r]);
+    }
+  }
+  if constexpr (Scales::kBiases) {
+    V bw[NR];
+    for (int r = 0; r < NR; r++) bw[r] = scales.biases_at(r, g, n);
+    for (int i = 0; i < MR; i++) {
+      const V gx = vload_n(p.gsum[i] + (g >> plan.shift), n >> plan.shift);
+      for (int r = 0; r < NR; r++) acc[i][r] = vfmadd(bw[r], gx, acc[i][r]);
+    }
+  }
+  const int64_t units = kFull ? VW / ub : (n + ub - 1) / ub;
+  for (int64_t q = 0; q < units; q++) {
+    const int64_t u = g / ub + q;  // unit index within the row
+    IV wv[NR][2];
+    for (int r = 0; r < NR; r++) {
+      prefetch_at(p.wq[r] + u * kUnitBytes, plan.ahead[NR]);
+      unit_weights<Type>(p.wq[r], u, kFull ? ub : std::min(ub, n - q * ub), wv[r]);
+    }
+    const IV lanes = unit_lanes<Type>(q);
+    for (int i = 0; i < MR; i++)
+      for (int r = 0; r < NR; r++)
+        acc[i][r] = vfmadd(vcvt(unit_dot<Type>(wv[r], p.xq[i], u)), unit_scale<Type>(scale[i][r], q, lanes), acc[i][r]);
+  }
+}
+
+template <int Type, int MR, int NR>
+void block_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
+  const int64_t nb = t.w->cols / kBlock;
+  const BlockScales<Type, NR> scales(*t.w, plan, n0);
+  const BlockTileRows<Type, MR, NR> p(t, plan, m0, n0);
   V acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = vzero();
-  alignas(64) float scale[MR][NR][VW];  // dw_b · dx_b for the blocks of a group
-  constexpr int64_t ub = kUnitBlocks<Type>;
-  for (int64_t g = 0; g < nb; g += VW) {
-    const int64_t gb = std::min<int64_t>(VW, nb - g);
-    V dw[NR];
-    for (int r = 0; r < NR; r++) dw[r] = scales.at(r, g, gb);
-    for (int i = 0; i < MR; i++) {
-      const V dx = vload_n(xd[i] + g, gb);
-      for (int r = 0; r < NR; r++) vstore(scale[i][r], vmul(dw[r], dx));
-    }
-    // The offset correction −offset · Σ_b dw_b · s_b and the affine bias half Σ_g bias_g · Σ_g x
-    // of these blocks join the same accumulators: only the sum of their lanes counts.
-    if constexpr (kOffset<Type> != 0.0f) {
-      for (int i = 0; i < MR; i++) {
-        const V sx = vmul(vload_n(xs[i] + g, gb), vset1(-kOffset<Type>));
-        for (int r = 0; r < NR; r++) acc[i][r] = vfmadd(dw[r], sx, acc[i][r]);
-      }
-    }
-    if constexpr (Scales::kBiases) {
-      V bw[NR];
-      for (int r = 0; r < NR; r++) bw[r] = scales.biases_at(r, g, gb);
-      for (int i = 0; i < MR; i++) {
-        const V gx = vload_n(gsum[i] + (g >> plan.shift), gb >> plan.shift);
-        for (int r = 0; r < NR; r++) acc[i][r] = vfmadd(bw[r], gx, acc[i][r]);
-      }
-    }
-    for (int64_t p = 0; p * ub < gb; p++) {
-      const int64_t u = g / ub + p;  // unit index within the row
-      IV wv[NR][2];
-      for (int r = 0; r < NR; r++) {
-        prefetch_at(wq[r] + u * kUnitBytes, ahead);
-        unit_weights<Type>(wq[r], u, std::min(ub, gb - p * ub), wv[r]);
-      }
-      const IV lanes = unit_lanes<Type>(p);
-      for (int i = 0; i < MR; i++)
-        for (int r = 0; r < NR; r++)
-          acc[i][r] = vfmadd(vcvt(unit_dot<Type>(wv[r], xq[i], u)), unit_scale<Type>(scale[i][r], p, lanes), acc[i][r]);
-    }
-  }
+  int64_t g = 0;
+  for (; g + VW <= nb; g += VW) block_group<Type, MR, NR, true>(plan, scales, p, g, VW, acc);
+  if (g < nb) block_group<Type, MR, NR, false>(plan, scales, p, g, nb - g, acc);
+  const int64_t N = t.w->rows;
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = vsum(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
 }
