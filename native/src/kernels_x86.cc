@@ -701,17 +701,17 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < K / kQK; sb++) {
     const uint8_t* blk[NR];
-    alignas(32) int16_t sc[NR][16];  // the 8 sub-block scales, then the 8 mins
+    __m256i sc[NR];  // the 8 sub-block scales as int16, in both 128-bit lanes
     float d[NR];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
       prefetch_block(blk[r], kBytes, ahead);
-      const __m256i sm = _mm256_cvtepu8_epi16(unpack_scale_min(blk[r] + 4));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), sm);
+      const __m128i sm = unpack_scale_min(blk[r] + 4);
+      sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
       const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
       d[r] = f16(dd[0]);
       // The mins: acc −= dmin · m_j · s_j (only the sum of the lanes counts).
-      const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(-f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(sm, 1))));
+      const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(-f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
       for (int i = 0; i < MR; i++) acc[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.b_stride + sb * 8), acc[i][r]);
     }
     __m256i isum[MR][NR];
@@ -729,7 +729,8 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
           lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
           hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
         }
-        const __m256i sc_lo = _mm256_set1_epi16(sc[r][2 * c]), sc_hi = _mm256_set1_epi16(sc[r][2 * c + 1]);
+        const __m256i sc_lo = _mm256_shuffle_epi8(sc[r], _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * 2 * c)));
+        const __m256i sc_hi = _mm256_shuffle_epi8(sc[r], _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * c + 1))));
         for (int i = 0; i < MR; i++) {
           const int8_t* xq = t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 64 * c;
           // Pair sums are at most 2 · 31 · 127, times a scale of at most 63: far from overflow.
@@ -755,42 +756,49 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
   const int64_t row_bytes = plan.row_bytes;
   const int64_t ahead = plan.ahead[NR];
   const __m256i thirty_two = _mm256_set1_epi8(32);
-  const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
-  const __m256i pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+  const __m256i low4 = _mm256_set1_epi8(0x0f), bits45 = _mm256_set1_epi8(0x30);
   __m256 acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
   for (int64_t sb = 0; sb < K / kQK; sb++) {
     const uint8_t* blk[NR];
     float d[NR];
-    __m256i sc[NR];  // the 16 sub-block scales as int16
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
       prefetch_block(blk[r], kQ6KBytes, ahead);
       d[r] = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
-      sc[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192)));
     }
     __m256i isum[MR][NR];
     for (int i = 0; i < MR; i++)
       for (int r = 0; r < NR; r++) isum[i][r] = _mm256_setzero_si256();
-    for (int j = 0; j < 8; j++) {
-      // x block j is values 32k + l (l < 32) of half j / 4, k = j % 4: low bits from
-      // ql[l + 32·(k mod 2)] (nibble k / 2), high bits 2k and 2k + 1 of qh[l], scales 2k and 2k + 1.
-      const int half = j / 4, k = j % 4;
-      __m256i offset[MR];
-      for (int i = 0; i < MR; i++)
-        offset[i] = _mm256_maddubs_epi16(thirty_two, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j)));
-      for (int r = 0; r < NR; r++) {
-        const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 64 * half + 32 * (k % 2)));
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
-        const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (k / 2)), low4);
-        const __m256i wv = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2), 4));
-        // Scales 8·half + 2k and 2k + 1 (the 32-bit lane 4·half + k of sc) over the low and high 8 lanes.
-        const __m256i wsc = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc[r], _mm256_set1_epi32(4 * half + k)), pair);
-        for (int i = 0; i < MR; i++) {
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j));
-          // 16-bit lanes 0-7 cover the first 16 values (scale 2k), lanes 8-15 the rest (2k + 1).
-          isum[i][r] = _mm256_add_epi32(isum[i][r], _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv), offset[i]), wsc));
+    for (int half = 0; half < 2; half++) {
+      // The eight scales of this half as int16, in both 128-bit lanes, so that one byte shuffle
+      // per x block spreads scale 2k over the low eight lanes and 2k + 1 over the high eight.
+      __m256i sc[NR];
+      for (int r = 0; r < NR; r++) sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk[r] + 192 + 8 * half))));
+      for (int k = 0; k < 4; k++) {
+        // x block 4·half + k is values 32k + l (l < 32) of the half: low bits from
+        // ql[l + 32·(k mod 2)] (nibble k / 2), high bits 2k and 2k + 1 of qh[l].
+        const int j = 4 * half + k;
+        const __m256i spread = _mm256_setr_epi8(4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                                                4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                                                4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3);
+        __m256i offset[MR];
+        for (int i = 0; i < MR; i++)
+          offset[i] = _mm256_maddubs_epi16(thirty_two, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j)));
+        for (int r = 0; r < NR; r++) {
+          const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 64 * half + 32 * (k % 2)));
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
+          const __m256i lo = _mm256_and_si256(k / 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
+          // Bits 2k and 2k + 1 of qh moved to bits 4 and 5.
+          const __m256i hi = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+          const __m256i wv = _mm256_or_si256(lo, _mm256_and_si256(hi, bits45));
+          const __m256i wsc = _mm256_shuffle_epi8(sc[r], spread);
+          for (int i = 0; i < MR; i++) {
+            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j));
+            // 16-bit lanes 0-7 cover the first 16 values (scale 2k), lanes 8-15 the rest (2k + 1).
+            isum[i][r] = _mm256_add_epi32(isum[i][r], _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv), offset[i]), wsc));
+          }
         }
       }
     }
