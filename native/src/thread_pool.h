@@ -42,9 +42,12 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   // Job generation in the high 32 bits, next unclaimed chunk in the low 32 bits: a claim is one
   // compare-and-swap, and a thread holding an older generation can never claim a newer job's chunk.
-  std::atomic<uint64_t> state_{0};
-  std::atomic<int64_t> done_{0};
-  std::atomic<int64_t> chunks_{0};
+  // Each of the three below on its own cache line: the claims, the count of finished chunks (which
+  // the caller polls) and the job itself (read by every claim) would otherwise evict each other
+  // from the other thread's cache at every chunk.
+  alignas(64) std::atomic<uint64_t> state_{0};
+  alignas(64) std::atomic<int64_t> done_{0};
+  alignas(64) std::atomic<int64_t> chunks_{0};
   std::atomic<ChunkFn> fn_{nullptr};
   std::atomic<void*> ctx_{nullptr};
   uint64_t gen_ = 0;
