@@ -16,6 +16,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { Token } from "node-llama-cpp";
 import type { BenchResult } from "../src/cli/bench-command.js";
+import { peakRssBytes } from "../src/cli/peak-rss.js";
 import { quantizeCheckpoint } from "../src/cli/quantize-command.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -104,7 +105,7 @@ async function llamaCppWorker(job: LlamaJob): Promise<void> {
     ttftMs: first - t0,
     prefillTokensPerSecond: prompt.length / ((first - t0) / 1000),
     decodeTokensPerSecond: job.genTokens / ((end - first) / 1000),
-    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    peakRssBytes: peakRssBytes(),
   };
   await context.dispose();
   await model.dispose();

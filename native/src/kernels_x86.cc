@@ -729,6 +729,7 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
           lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
           hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
         }
+        // Bytes 2j and 2j + 1 of each lane are scale j: spread over all sixteen int16 lanes.
         const __m256i sc_lo = _mm256_shuffle_epi8(sc[r], _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * 2 * c)));
         const __m256i sc_hi = _mm256_shuffle_epi8(sc[r], _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * (2 * c + 1))));
         for (int i = 0; i < MR; i++) {

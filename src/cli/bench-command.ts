@@ -13,6 +13,7 @@ import type { Transformer } from "../models/transformer.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { UsageError } from "./errors.js";
+import { peakRssBytes } from "./peak-rss.js";
 import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
 import { AffineQuantWeight } from "../tensor/affine-quant.js";
 
@@ -161,7 +162,7 @@ export function benchmark(opts: BenchOptions): BenchResult {
   const t2 = performance.now();
   for (let i = 0; i < opts.genTokens; i++) next = sampler.sample(sequence.forward([next]));
   const t3 = performance.now();
-  const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+  const peakRss = peakRssBytes();
 
   const matrices = decodeMatrices(reference);
   const weightBytesPerToken = matrices.reduce((sum, w) => sum + storedBytes(w), 0);
@@ -186,7 +187,7 @@ export function benchmark(opts: BenchOptions): BenchResult {
     ttftMs: t2 - t0,
     decodeMs: t3 - t2,
     decodeTokensPerSecond,
-    peakRssBytes,
+    peakRssBytes: peakRss,
     weightBytesPerToken,
     decodeBytesPerSecond,
     probeBytesPerSecond,

@@ -9,6 +9,7 @@ import { selectBackend } from "../models/backend.js";
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import { UsageError } from "./errors.js";
+import { peakRssBytes } from "./peak-rss.js";
 import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions } from "./options.js";
 
 export const GENERATE_HELP = `Usage: tiny-llm generate --model DIR --prompt TEXT [options]
@@ -131,7 +132,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
     const decodeRate = count > 1 ? ((count - 1) / (end - firstToken)) * 1000 : 0;
     process.stderr.write(
       `${backend.name} backend, ${backend.threads} thread(s) | load ${(loaded - started).toFixed(0)} ms | prompt ${promptIds.length} tokens, first token after ${(firstToken - loaded).toFixed(0)} ms | ` +
-        `${count} tokens generated, decode ${decodeRate.toFixed(1)} tokens/s | peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB\n`,
+        `${count} tokens generated, decode ${decodeRate.toFixed(1)} tokens/s | peak RSS ${(peakRssBytes() / 1e6).toFixed(0)} MB\n`,
     );
   }
 }
