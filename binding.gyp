@@ -36,7 +36,7 @@
         {
           "target_name": "kernels_avx512",
           "type": "static_library",
-          "sources": ["native/src/kernels_x86.cc"],
+          "sources": ["native/src/kernels_x86.cc", "native/src/kernels_vnni.cc"],
           "defines": ["TL_X86"],
           "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
         },

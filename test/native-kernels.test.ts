@@ -146,6 +146,10 @@ for (const isa of isas) {
           [1, 4128, 4],
           [17, 64, 33],
           [40, 96, 65],
+          // Batched shapes: rows of x off the passes of 8 and N off the strips of 16 rows.
+          [8, 160, 16],
+          [19, 896, 21],
+          [33, 4128, 3],
         ]) {
           const values = randomTensor([N, K], M * 100 + K).toFloat32Array();
           const ref = BlockQuantWeight.quantize(dtype, [N, K], values);
@@ -194,6 +198,9 @@ for (const isa of isas) {
         { bits: 8, groupSize: 32, M: 17, K: 160, N: 6, scaleDType: "f16" },
         { bits: 4, groupSize: 128, M: 12, K: 1024, N: 11, scaleDType: "bf16" },
         { bits: 4, groupSize: 64, M: 40, K: 192, N: 37, scaleDType: "f16" },
+        { bits: 4, groupSize: 128, M: 18, K: 384, N: 19, scaleDType: "f32" },
+        { bits: 8, groupSize: 64, M: 9, K: 192, N: 33, scaleDType: "bf16" },
+        { bits: 4, groupSize: 32, M: 16, K: 160, N: 16, scaleDType: "f16" },
       ];
       for (const { bits, groupSize, M, K, N, scaleDType } of cases) {
         const values = randomTensor([N, K], bits * 10 + K).toFloat32Array();

@@ -119,6 +119,16 @@ void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int6
 // t.out for weight rows [n0, n0 + kStrip), from x packed by pack_x.
 void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t part_stride, int64_t n0);
 }  // namespace amx
+
+// Batched matmuls of 8- and 4-bit block weights (Q8_0, Q4_0, MLX affine) on AVX-512 VNNI, in
+// kernels_vnni.cc: sixteen weight rows in the lanes of a vector, rearranged once per strip and
+// shared by every row of x.
+namespace vnni {
+constexpr int64_t kStrip = 16;  // weight rows per call of matmul_strip
+inline bool handles(int type) { return type == W_Q8_0 || type == W_Q4_0 || is_affine(type); }
+// t.out for weight rows [n0, n0 + kStrip), with t.xq quantized by the AVX-512 kernels' quantize_x.
+void matmul_strip(const MatmulTask& t, int64_t n0);
+}  // namespace vnni
 #endif
 
 // Row n of w decoded to f32 (the portable definition of every weight type).

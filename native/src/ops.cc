@@ -105,6 +105,14 @@ std::vector<uint16_t> g_xb;  // x packed for the tiles
 
 bool uses_tiles(const Weight& w, int64_t M) { return g_amx && M >= kAmxMinRows && w.type != W_F32; }
 
+// From this many rows of x on, rearranging a strip of weights for the VNNI strip kernel costs
+// less than it saves.
+constexpr int64_t kStripMinRows = 8;
+
+bool uses_strips(const IsaKernels& k, const Weight& w, int64_t M) {
+  return !g_amx && &k == &avx512_kernels() && M >= kStripMinRows && vnni::handles(w.type);
+}
+
 // x [M, K] packed for the tiles in `parts` parts, each part_stride values long.
 const uint16_t* pack_for_tiles(const float* x, int64_t M, int64_t K, int parts, int64_t* part_stride) {
   const int64_t blocks = (M + amx::kTokens - 1) / amx::kTokens;
@@ -158,12 +166,14 @@ void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n) {
   // (in as many parts as the most demanding needs); the others share x quantized once per type.
   MatmulTask tasks[kMaxMatmuls];
   bool tiles[kMaxMatmuls] = {};
+  bool strips[kMaxMatmuls] = {};
   int64_t first_chunk[kMaxMatmuls + 1] = {0};
   int64_t rows_per_chunk[kMaxMatmuls];
   int parts = 0;
 #if defined(TL_X86)
   for (int i = 0; i < n; i++) {
     tiles[i] = uses_tiles(*outs[i].w, M);
+    strips[i] = uses_strips(k, *outs[i].w, M);
     if (tiles[i]) parts = std::max(parts, amx::x_parts(outs[i].w->type));
   }
   int64_t part_stride = 0;
@@ -180,7 +190,7 @@ void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n) {
       tasks[i].xq = same >= 0 ? tasks[same].xq : quantize_for(k, x, M, w, g_quant[i]);
     }
 #if defined(TL_X86)
-    rows_per_chunk[i] = tiles[i] ? amx::kStrip : row_chunk(w.rows);
+    rows_per_chunk[i] = tiles[i] ? amx::kStrip : strips[i] ? vnni::kStrip : row_chunk(w.rows);
 #else
     rows_per_chunk[i] = row_chunk(w.rows);
 #endif
@@ -193,6 +203,10 @@ void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n) {
 #if defined(TL_X86)
     if (tiles[i]) {
       amx::matmul_strip(tasks[i], xb, amx::x_parts(tasks[i].w->type), part_stride, n0);
+      return;
+    }
+    if (strips[i]) {
+      vnni::matmul_strip(tasks[i], n0);
       return;
     }
 #endif
