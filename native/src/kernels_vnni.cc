@@ -54,6 +54,22 @@ constexpr int64_t x_step(int s) {
 template <int Type>
 constexpr float kOffset = Type == W_Q8_0 ? 128.0f : Type == W_Q4_0 ? 8.0f : 0.0f;
 
+// MLX scales or biases [at, at + n) as f32 into out.
+void params_f32(const Weight& w, const void* params, int64_t at, int64_t n, float* out) {
+  const uint16_t* p16 = static_cast<const uint16_t*>(params) + at;
+  const float* p32 = static_cast<const float*>(params) + at;
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - i)) - 1);
+    __m512 v;
+    switch (w.scale_type) {
+      case S_F16: v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p16 + i)); break;
+      case S_BF16: v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p16 + i)), 16)); break;
+      default: v = _mm512_maskz_loadu_ps(m, p32 + i); break;
+    }
+    _mm512_mask_storeu_ps(out + i, m, v);
+  }
+}
+
 // Rows [n0, n0 + 16) of w rearranged into `strip`; rows past the weight's end are zeros.
 template <int Type>
 void pack_strip(const Weight& w, int64_t n0, int64_t blocks_per_group, uint8_t* strip) {
@@ -90,14 +106,23 @@ void pack_strip(const Weight& w, int64_t n0, int64_t blocks_per_group, uint8_t* 
     }
   }
 
+  const int64_t groups = nb / blocks_per_group;
+  thread_local std::vector<float> scales, biases;
+  if constexpr (Type == W_AFFINE4 || Type == W_AFFINE8) {
+    scales.resize(rows * groups);
+    biases.resize(rows * groups);
+    for (int64_t r = 0; r < rows; r++) {
+      params_f32(w, w.scales, (n0 + r) * groups, groups, scales.data() + r * groups);
+      params_f32(w, w.biases, (n0 + r) * groups, groups, biases.data() + r * groups);
+    }
+  }
   alignas(64) float dw[16] = {}, e[16] = {};
-  for (int64_t g = 0; g < nb / blocks_per_group; g++) {
+  for (int64_t g = 0; g < groups; g++) {
     if constexpr (Type == W_AFFINE4 || Type == W_AFFINE8) {
       // w = scale · q + bias: the bias meets the exact sum of x over the group.
-      const int64_t groups = nb / blocks_per_group;
       for (int64_t r = 0; r < rows; r++) {
-        dw[r] = affine_param(w, w.scales, (n0 + r) * groups + g);
-        e[r] = affine_param(w, w.biases, (n0 + r) * groups + g);
+        dw[r] = scales[r * groups + g];
+        e[r] = biases[r * groups + g];
       }
     } else {
       for (int64_t r = 0; r < rows; r++) {

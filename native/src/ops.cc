@@ -140,15 +140,21 @@ QuantX quantize_for(const IsaKernels& k, const float* x, int64_t M, const Weight
     b.s.resize(M * nb);
   }
   if (static_cast<int64_t>(b.g.size()) < M * groups) b.g.resize(M * groups);
-  for (int64_t m = 0; m < M; m++) {
+  auto quantize_row = [&](int64_t m) {
     const float* xm = x + m * w.cols;
     k.quantize_x(w.type, xm, w.cols, b.q.data() + m * stride, b.d.data() + m * nb, b.s.data() + m * nb);
     for (int64_t g = 0; g < groups; g++) {
-      float sum = 0;
-      for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j++) sum += xm[j];
-      b.g[m * groups + g] = sum;
+      // Eight running sums (group sizes are multiples of 8), which the compiler keeps in a vector.
+      float part[8] = {};
+      for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j += 8)
+        for (int u = 0; u < 8; u++) part[u] += xm[j + u];
+      b.g[m * groups + g] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     }
-  }
+  };
+  // A prompt's rows are quantized by all threads; one row is not worth waking them for.
+  if (M >= 8) pool().parallel_for(M, [&](int64_t m) { quantize_row(m); });
+  else
+    for (int64_t m = 0; m < M; m++) quantize_row(m);
   return {b.q.data(), b.d.data(), b.s.data(), stride, nb, b.g.data(), groups};
 }
 
