@@ -40,6 +40,17 @@ constexpr int kQ4KBytes = 144;
 constexpr int kQ5KBytes = 176;
 constexpr int kQ6KBytes = 210;
 
+// Sub-block j's 6-bit scale and min from the 12 packed scale bytes of a Q4_K / Q5_K super-block.
+inline void kquant_scale_min(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
 // Activations quantized on the fly for the integer dot products, one row of x per K elements
 // (padded to a multiple of 128 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and
 // s[b] = d[b] * Σ q over the block (for kernels that feed weights as unsigned bytes and correct
@@ -51,7 +62,8 @@ struct QuantX {
   float* s;
   int64_t q_stride;  // elements between rows of q (K rounded up to 128)
   int64_t b_stride;  // blocks between rows of d and s
-  float* gsum;       // affine weights: exact float sum of x over each weight group, per row
+  float* gsum;       // affine weights: exact float sum of x over each weight group, per row;
+                     // Q6_K on the VNNI strips: d · Σ q over each 16 values
   int64_t g_stride;  // groups between rows of gsum
 };
 
@@ -120,12 +132,12 @@ void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int6
 void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t part_stride, int64_t n0);
 }  // namespace amx
 
-// Batched matmuls of 8- and 4-bit block weights (Q8_0, Q4_0, MLX affine) on AVX-512 VNNI, in
+// Batched matmuls of block-quantized weights (every int8 type) on AVX-512 VNNI, in
 // kernels_vnni.cc: sixteen weight rows in the lanes of a vector, rearranged once per strip and
 // shared by every row of x.
 namespace vnni {
 constexpr int64_t kStrip = 16;  // weight rows per call of matmul_strip
-inline bool handles(int type) { return type == W_Q8_0 || type == W_Q4_0 || is_affine(type); }
+inline bool handles(int type) { return is_int8_type(type); }
 // t.out for weight rows [n0, n0 + kStrip), with t.xq quantized by the AVX-512 kernels' quantize_x.
 void matmul_strip(const MatmulTask& t, int64_t n0);
 }  // namespace vnni

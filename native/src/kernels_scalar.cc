@@ -84,17 +84,6 @@ float bf16_to_f32(uint16_t b) {
   return out;
 }
 
-// Sub-block j's 6-bit scale and min from the 12 packed scale bytes of a Q4_K / Q5_K super-block.
-inline void kquant_scale_min(const uint8_t* s, int j, int* sc, int* m) {
-  if (j < 4) {
-    *sc = s[j] & 63;
-    *m = s[j + 4] & 63;
-  } else {
-    *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 }  // namespace
 
 void decode_row(const Weight& w, int64_t n, float* out) {
