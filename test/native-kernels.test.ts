@@ -177,6 +177,7 @@ for (const isa of isas) {
           [3, 4096 + 256, 3],
           [9, 512, 1],
           [20, 512, 35],
+          [13, 4096 + 256, 17],
         ]) {
           const w = KQuantWeight.quantize(dtype, [N, K], randomTensor([N, K], M * 100 + K).toFloat32Array());
           const x = randomTensor([M, K], K + 3, 3);

@@ -106,11 +106,11 @@ std::vector<uint16_t> g_xb;  // x packed for the tiles
 bool uses_tiles(const Weight& w, int64_t M) { return g_amx && M >= kAmxMinRows && w.type != W_F32; }
 
 // From this many rows of x on, rearranging a strip of weights for the VNNI strip kernel costs
-// less than it saves.
-constexpr int64_t kStripMinRows = 8;
+// less than it saves (measured on Zen 4: the per-row tiles unpack k-quants with fewer steps).
+inline int64_t strip_min_rows(int type) { return is_kquant(type) ? 12 : 8; }
 
 bool uses_strips(const IsaKernels& k, const Weight& w, int64_t M) {
-  return !g_amx && &k == &avx512_kernels() && M >= kStripMinRows && vnni::handles(w.type);
+  return !g_amx && &k == &avx512_kernels() && vnni::handles(w.type) && M >= strip_min_rows(w.type);
 }
 
 // x [M, K] packed for the tiles in `parts` parts, each part_stride values long.
