@@ -975,9 +975,49 @@ float softmax_tile(float* s, int64_t n, float scale, float running_max, float* s
   return max;
 }
 
-// Four keys at a time: four independent accumulation chains share each load of q.
+// a[k] -> lane k of the result: the sum of a[k]'s lanes, for VW vectors at once. Each step adds
+// vectors pairwise after interleaving them, halving the vectors and doubling what each lane sums.
+inline V sum_lanes(V a[VW]) {
+#if defined(__AVX512F__)
+  V b[8], c[4], d[2];
+  // b[i]: within each 128-bit lane, partial sums of a[2i] and a[2i + 1] at positions (0, 2) and (1, 3).
+  for (int i = 0; i < 8; i++) b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  // c[i]: within each 128-bit lane, one partial sum of each of a[4i] .. a[4i + 3].
+  for (int i = 0; i < 4; i++) {
+    const __m512d x = _mm512_castps_pd(b[2 * i]), y = _mm512_castps_pd(b[2 * i + 1]);
+    c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  // Then the four 128-bit lanes: pairs of them, twice.
+  for (int i = 0; i < 2; i++) d[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0x88), _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0xdd));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], 0x88), _mm512_shuffle_f32x4(d[0], d[1], 0xdd));
+#else
+  V b[4], c[2];
+  for (int i = 0; i < 4; i++) b[i] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  for (int i = 0; i < 2; i++) {
+    const __m256d x = _mm256_castps_pd(b[2 * i]), y = _mm256_castps_pd(b[2 * i + 1]);
+    c[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(x, y)), _mm256_castpd_ps(_mm256_unpackhi_pd(x, y)));
+  }
+  return _mm256_add_ps(_mm256_permute2f128_ps(c[0], c[1], 0x20), _mm256_permute2f128_ps(c[0], c[1], 0x31));
+#endif
+}
+
+// VW keys at a time, each with its own accumulator, reduced together by sum_lanes; the rest four
+// at a time, where four independent accumulation chains share each load of q.
 void scores(const float* q, const float* keys, int64_t n, int64_t D, float* s) {
   int64_t j = 0;
+  const int64_t Dv = D / VW * VW;
+  for (; Dv > 0 && j + VW <= n; j += VW) {
+    const float* k = keys + j * D;
+    V a[VW];
+    for (int i = 0; i < VW; i++) a[i] = vzero();
+    for (int64_t d = 0; d < Dv; d += VW) {
+      const V qv = vload(q + d);
+      for (int i = 0; i < VW; i++) a[i] = vfmadd(qv, vload(k + i * D + d), a[i]);
+    }
+    vstore(s + j, sum_lanes(a));
+    for (int64_t d = Dv; d < D; d++)
+      for (int i = 0; i < VW; i++) s[j + i] += q[d] * k[i * D + d];
+  }
   for (; j + 4 <= n; j += 4) {
     const float* k = keys + j * D;
     V a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
