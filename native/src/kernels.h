@@ -132,12 +132,11 @@ void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int6
 void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t part_stride, int64_t n0);
 }  // namespace amx
 
-// Batched matmuls of block-quantized weights (every int8 type) on AVX-512 VNNI, in
+// Batched matmuls of block-quantized weights (every is_int8_type) on AVX-512 VNNI, in
 // kernels_vnni.cc: sixteen weight rows in the lanes of a vector, rearranged once per strip and
 // shared by every row of x.
 namespace vnni {
 constexpr int64_t kStrip = 16;  // weight rows per call of matmul_strip
-inline bool handles(int type) { return is_int8_type(type); }
 // t.out for weight rows [n0, n0 + kStrip), with t.xq quantized by the AVX-512 kernels' quantize_x.
 void matmul_strip(const MatmulTask& t, int64_t n0);
 }  // namespace vnni

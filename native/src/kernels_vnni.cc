@@ -1,5 +1,5 @@
-// Batched matmuls (prefill) of 8- and 4-bit block weights (GGML Q8_0 and Q4_0, MLX affine) on
-// AVX-512 VNNI, compiled with the AVX-512 kernels.
+// Batched matmuls (prefill) of block-quantized weights (GGML Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and
+// MLX affine) on AVX-512 VNNI, compiled with the AVX-512 kernels.
 //
 // The per-row tiles of kernels_x86.cc hold the blocks of one weight row in a vector's lanes, so
 // every unit of weights costs, besides its vpdpbusd, a conversion, a permute of block scales and
@@ -107,7 +107,7 @@ inline void store(uint8_t* p, __m512i v) { _mm512_storeu_si512(p, v); }
 inline void store(uint8_t* p, const float* v) { std::memcpy(p, v, 64); }
 
 inline __m512i nibble(__m512i v, int high) { return _mm512_and_si512(_mm512_srli_epi16(v, 4 * high), _mm512_set1_epi8(0x0f)); }
-// Bit `bit` of each byte of v, moved to `to`.
+// The bits of each byte of v from `bit` on, under `mask`, moved up to bit `to`.
 inline __m512i bits(__m512i v, int bit, int mask, int to) {
   return _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(v, bit), _mm512_set1_epi8(static_cast<char>(mask))), to);
 }

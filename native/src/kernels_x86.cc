@@ -758,6 +758,8 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
   const int64_t ahead = plan.ahead[NR];
   const __m256i thirty_two = _mm256_set1_epi8(32);
   const __m256i low4 = _mm256_set1_epi8(0x0f), bits45 = _mm256_set1_epi8(0x30);
+  // Bytes 0-1 (int16 lane 0) to the low eight int16 lanes, bytes 2-3 to the high eight.
+  const __m256i pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
   __m256 acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = _mm256_setzero_ps();
@@ -781,9 +783,7 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
         // x block 4·half + k is values 32k + l (l < 32) of the half: low bits from
         // ql[l + 32·(k mod 2)] (nibble k / 2), high bits 2k and 2k + 1 of qh[l].
         const int j = 4 * half + k;
-        const __m256i spread = _mm256_setr_epi8(4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
-                                                4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
-                                                4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3);
+        const __m256i spread = _mm256_add_epi8(pair, _mm256_set1_epi8(static_cast<char>(4 * k)));  // scales 2k and 2k + 1
         __m256i offset[MR];
         for (int i = 0; i < MR; i++)
           offset[i] = _mm256_maddubs_epi16(thirty_two, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j)));

@@ -110,7 +110,7 @@ bool uses_tiles(const Weight& w, int64_t M) { return g_amx && M >= kAmxMinRows &
 inline int64_t strip_min_rows(int type) { return is_kquant(type) ? 12 : 8; }
 
 bool uses_strips(const IsaKernels& k, const Weight& w, int64_t M) {
-  return !g_amx && &k == &avx512_kernels() && vnni::handles(w.type) && M >= strip_min_rows(w.type);
+  return !g_amx && &k == &avx512_kernels() && is_int8_type(w.type) && M >= strip_min_rows(w.type);
 }
 
 // x [M, K] packed for the tiles in `parts` parts, each part_stride values long.
@@ -144,21 +144,22 @@ QuantX quantize_for(const IsaKernels& k, const float* x, int64_t M, const Weight
   auto quantize_row = [&](int64_t m) {
     const float* xm = x + m * w.cols;
     k.quantize_x(w.type, xm, w.cols, b.q.data() + m * stride, b.d.data() + m * nb, b.s.data() + m * nb);
+    float* gm = b.g.data() + m * groups;
     if (sums16) {
       const int8_t* q = b.q.data() + m * stride;
       for (int64_t g = 0; g < groups; g++) {
         int sum = 0;
         for (int j = 0; j < 16; j++) sum += q[16 * g + j];
-        b.g[m * groups + g] = b.d[m * nb + g / 2] * static_cast<float>(sum);
+        gm[g] = b.d[m * nb + g / 2] * static_cast<float>(sum);
       }
-      return;
-    }
-    for (int64_t g = 0; g < groups; g++) {
-      // Eight running sums (group sizes are multiples of 8), which the compiler keeps in a vector.
-      float part[8] = {};
-      for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j += 8)
-        for (int u = 0; u < 8; u++) part[u] += xm[j + u];
-      b.g[m * groups + g] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    } else {
+      for (int64_t g = 0; g < groups; g++) {
+        // Eight running sums (group sizes are multiples of 8), which the compiler keeps in a vector.
+        float part[8] = {};
+        for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j += 8)
+          for (int u = 0; u < 8; u++) part[u] += xm[j + u];
+        gm[g] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+      }
     }
   };
   // A prompt's rows are quantized by all threads; one row is not worth waking them for.
