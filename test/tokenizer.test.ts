@@ -83,10 +83,10 @@ test("tokenizer_config's add_bos_token overrides the post-processor", { skip: st
   const config = readJson<Record<string, unknown>>(join(stories.path, "tokenizer_config.json"));
   const plain = Tokenizer.fromDir(stories.path).encode("Hello", { addSpecialTokens: false });
 
-  const withoutBos = new Tokenizer(json, { ...config, add_bos_token: false });
+  const withoutBos = Tokenizer.fromJson(json, { ...config, add_bos_token: false });
   assert.deepEqual(withoutBos.encode("Hello"), plain);
   // No post-processor (as in a tokenizer rebuilt from GGUF metadata): the config alone adds BOS.
-  const configOnly = new Tokenizer({ ...json, post_processor: null }, config);
+  const configOnly = Tokenizer.fromJson({ ...json, post_processor: null }, config);
   assert.deepEqual(configOnly.encode("Hello"), [1, ...plain]);
   assert.deepEqual(configOnly.encode("Hello", { addSpecialTokens: false }), plain);
 });
@@ -144,5 +144,5 @@ test("a missing or unparsable tokenizer file is an error that names the file", (
 
 test("an eos_token missing from the vocabulary is an error", () => {
   const json = readJson<object>(join(qwen3Dir, "tokenizer.json"));
-  assert.throws(() => new Tokenizer(json, { eos_token: "<eos>" }), /eos_token "<eos>" is not in the tokenizer's vocabulary/);
+  assert.throws(() => Tokenizer.fromJson(json, { eos_token: "<eos>" }), /eos_token "<eos>" is not in the tokenizer's vocabulary/);
 });

@@ -12,6 +12,7 @@ import {
   GGUF_VALUE_TYPES,
   ggmlByteLength,
   type GgmlType,
+  type GgufArray,
   type GgufEntry,
   type GgufValue,
   type GgufValueType,
@@ -125,7 +126,7 @@ function writeValue(out: ByteBuilder, type: GgufValueType, value: GgufValue, key
     out.string(value as string);
   } else {
     if (typeof value !== "object") bad();
-    const { itemType, items } = value as { itemType: GgufValueType; items: readonly GgufValue[] };
+    const { itemType, items } = value as GgufArray;
     out.u32(typeCode(itemType, key));
     out.u64(BigInt(items.length));
     for (const item of items) writeValue(out, itemType, item, key);

@@ -13,12 +13,14 @@
  * buffers of their own, so a file of many gigabytes never has to fit in memory at once. Every
  * length and offset is checked against the file before it is trusted.
  */
+import { isUtf8 } from "node:buffer";
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QUANT_BLOCK_SIZE } from "../tensor/block-quant.js";
 import { LEGACY_BLOCK_BYTES } from "../tensor/legacy-quant.js";
 import { Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K } from "../tensor/k-quant.js";
 import { CheckpointError } from "./safetensors.js";
 import { readFully } from "./file-io.js";
+import { StringTable, StringTableBuilder } from "./string-table.js";
 import { nativeKernels } from "../kernels/native.js";
 
 /** Metadata value types, indexed by their code in the file. */
@@ -42,9 +44,10 @@ export type GgufValueType = (typeof GGUF_VALUE_TYPES)[number];
 /** 64-bit integers are bigints so that no value is rounded; the other numeric types are numbers. */
 export type GgufValue = number | bigint | boolean | string | GgufArray;
 
+/** Arrays of strings are read as a StringTable: tokenizer vocabularies hold 150k strings and more. */
 export interface GgufArray {
   readonly itemType: GgufValueType;
-  readonly items: readonly GgufValue[];
+  readonly items: readonly GgufValue[] | StringTable;
 }
 
 export interface GgufEntry {
@@ -205,18 +208,19 @@ export function metadataBool(header: GgufHeader, key: string): boolean | undefin
   return typeof entry.value === "boolean" ? entry.value : wrongType(header, key, entry, "a bool");
 }
 
-export function metadataStrings(header: GgufHeader, key: string): string[] | undefined {
+export function metadataStrings(header: GgufHeader, key: string): StringTable | undefined {
   const entry = header.metadata.get(key);
   if (entry === undefined) return undefined;
   const value = entry.value;
-  if (!isArray(value) || value.itemType !== "string") return wrongType(header, key, entry, "an array of strings");
-  return value.items as string[];
+  if (!isArray(value) || !(value.items instanceof StringTable)) return wrongType(header, key, entry, "an array of strings");
+  return value.items;
 }
 
 export function metadataNumbers(header: GgufHeader, key: string): number[] | undefined {
   const entry = header.metadata.get(key);
   if (entry === undefined) return undefined;
-  const numbers = isArray(entry.value) ? entry.value.items.map(asNumber) : undefined;
+  const items = isArray(entry.value) ? entry.value.items : undefined;
+  const numbers = Array.isArray(items) ? items.map(asNumber) : undefined;
   if (numbers === undefined || numbers.includes(undefined)) return wrongType(header, key, entry, "an array of numbers");
   return numbers as number[];
 }
@@ -250,7 +254,7 @@ class HeaderReader {
   private pos = 0;
   /** What is being read, for error messages. */
   private context = "the header";
-  private readonly utf8 = new TextDecoder("utf-8", { fatal: true });
+  private readonly utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
   constructor(
     private readonly fd: number,
@@ -381,6 +385,7 @@ class HeaderReader {
         if (depth >= MAX_ARRAY_NESTING) this.fail(`${this.context} nests arrays more than ${MAX_ARRAY_NESTING} deep`);
         const itemType = this.valueType();
         const count = this.count(`the length of ${this.context}`, minimumBytes(itemType));
+        if (itemType === "string") return { itemType, items: this.strings(count) };
         const items = new Array<GgufValue>(count);
         for (let i = 0; i < count; i++) items[i] = this.value(itemType, depth + 1);
         return { itemType, items };
@@ -406,17 +411,25 @@ class HeaderReader {
   }
 
   private string(): string {
+    return this.utf8.decode(this.stringBytes());
+  }
+
+  private strings(count: number): StringTable {
+    const table = new StringTableBuilder(count);
+    for (let i = 0; i < count; i++) table.add(this.stringBytes());
+    return table.finish();
+  }
+
+  /** A string's UTF-8 bytes, checked to be valid (a view valid until the next read). */
+  private stringBytes(): Uint8Array {
     const length = this.u64();
     const left = this.fileSize - this.pos;
     if (length > BigInt(left)) {
       this.fail(`has a string of ${length} bytes in ${this.context}, but only ${left} bytes are left in the file; it is truncated or corrupt`);
     }
     const bytes = this.bytes(Number(length));
-    try {
-      return this.utf8.decode(bytes);
-    } catch {
-      return this.fail(`has a string in ${this.context} that is not valid UTF-8`);
-    }
+    if (!isUtf8(bytes)) this.fail(`has a string in ${this.context} that is not valid UTF-8`);
+    return bytes;
   }
 
   private u32(): number {

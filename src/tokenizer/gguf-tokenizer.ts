@@ -24,6 +24,8 @@ import {
   type GgufHeader,
 } from "../loaders/gguf.js";
 import { CheckpointError } from "../loaders/safetensors.js";
+import type { StringTable } from "../loaders/string-table.js";
+import { ByteLevelBpe, TOKEN_KIND } from "./byte-level-bpe.js";
 import { specialTokenContent, Tokenizer, type TokenizerConfig } from "./tokenizer.js";
 
 /** llama.cpp's token types (tokenizer.ggml.token_type). */
@@ -70,11 +72,27 @@ export interface HfTokenizerFiles {
   config: TokenizerConfig;
 }
 
-/** The tokenizer stored in a GGUF file's metadata. */
+/**
+ * The tokenizer stored in a GGUF file's metadata. Byte-level BPE runs on compact tables of its
+ * own (see byte-level-bpe.ts); SentencePiece-style vocabularies, small in the models that use
+ * them, go through @huggingface/tokenizers as their tokenizer.json equivalent.
+ */
 export function ggufTokenizer(header: GgufHeader): Tokenizer {
-  const { tokenizerJson, config } = ggufTokenizerFiles(header);
+  const stored = readStoredTokenizer(header);
   try {
-    return new Tokenizer(tokenizerJson, config);
+    if (stored.kind === "gpt2") {
+      const pre = preTokenizer(stored);
+      const model = new ByteLevelBpe({
+        tokens: stored.tokens,
+        kinds: Uint8Array.from(stored.types, tokenKind),
+        merges: storedMerges(stored),
+        split: jsRegExp(pre.regex),
+        nfc: pre.nfc,
+        ignoreMerges: pre.ignoreMerges,
+      });
+      return new Tokenizer(model, stored.config(pre.addBos));
+    }
+    return Tokenizer.fromJson(sentencePieceTokenizer(stored), stored.config(true));
   } catch (err) {
     throw new CheckpointError(`${header.path}: the tokenizer in its metadata could not be built: ${(err as Error).message}`, { cause: err });
   }
@@ -82,6 +100,27 @@ export function ggufTokenizer(header: GgufHeader): Tokenizer {
 
 /** The tokenizer.json and tokenizer_config.json contents equivalent to the GGUF tokenizer. */
 export function ggufTokenizerFiles(header: GgufHeader): HfTokenizerFiles {
+  const stored = readStoredTokenizer(header);
+  if (stored.kind === "gpt2") {
+    const pre = preTokenizer(stored);
+    return { tokenizerJson: byteLevelTokenizer(stored, pre), config: stored.config(pre.addBos) };
+  }
+  return { tokenizerJson: sentencePieceTokenizer(stored), config: stored.config(true) };
+}
+
+/** The tokenizer metadata every kind has, checked. */
+interface StoredTokenizer {
+  header: GgufHeader;
+  kind: "gpt2" | "llama";
+  tokens: StringTable;
+  types: number[];
+  unk: number | undefined;
+  /** tokenizer_config.json's equivalent, BOS added by default or not. */
+  config(addBosDefault: boolean): TokenizerConfig;
+  fail(problem: string): never;
+}
+
+function readStoredTokenizer(header: GgufHeader): StoredTokenizer {
   const fail = (problem: string): never => {
     throw new CheckpointError(`${header.path}: ${problem}`);
   };
@@ -94,7 +133,7 @@ export function ggufTokenizerFiles(header: GgufHeader): HfTokenizerFiles {
     );
   }
   const tokens = metadataStrings(header, "tokenizer.ggml.tokens") ?? fail("has no tokenizer.ggml.tokens; the file is incomplete");
-  const types = metadataNumbers(header, "tokenizer.ggml.token_type") ?? tokens.map(() => GGUF_TOKEN_TYPE.NORMAL);
+  const types = metadataNumbers(header, "tokenizer.ggml.token_type") ?? new Array<number>(tokens.length).fill(GGUF_TOKEN_TYPE.NORMAL);
   if (types.length !== tokens.length) {
     fail(`has ${types.length} tokenizer.ggml.token_type entries for ${tokens.length} tokens; the file is corrupt`);
   }
@@ -108,48 +147,53 @@ export function ggufTokenizerFiles(header: GgufHeader): HfTokenizerFiles {
   const bos = tokenId("tokenizer.ggml.bos_token_id");
   const eos = tokenId("tokenizer.ggml.eos_token_id");
   const unk = tokenId("tokenizer.ggml.unknown_token_id");
-
-  const addedTokens = tokens.flatMap((content, id) => {
-    const type = types[id];
-    if (type !== GGUF_TOKEN_TYPE.CONTROL && type !== GGUF_TOKEN_TYPE.USER_DEFINED && type !== GGUF_TOKEN_TYPE.UNKNOWN) return [];
-    const special = type !== GGUF_TOKEN_TYPE.USER_DEFINED;
-    return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special }];
-  });
-
-  let tokenizerJson: Record<string, unknown>;
-  let addBosDefault: boolean;
-  if (kind === "gpt2") {
-    const preName = metadataString(header, "tokenizer.ggml.pre") ?? "(none)";
-    const pre = Object.hasOwn(PRE_TOKENIZERS, preName)
-      ? PRE_TOKENIZERS[preName]
-      : fail(`has tokenizer.ggml.pre ${JSON.stringify(preName)}, which is not supported; supported values are ${Object.keys(PRE_TOKENIZERS).join(", ")}`);
-    const merges = (metadataStrings(header, "tokenizer.ggml.merges") ?? fail("has a gpt2 tokenizer without tokenizer.ggml.merges; the file is incomplete")).map(
-      (merge) => {
-        // Byte-level tokens never contain a space, so the first space separates the pair.
-        const space = merge.indexOf(" ");
-        return space > 0 ? [merge.slice(0, space), merge.slice(space + 1)] : fail(`has a malformed merge ${JSON.stringify(merge)}`);
-      },
-    );
-    // llama.cpp pads the vocabulary to the embedding size with unused tokens that Hugging Face lacks.
-    const vocab = Object.fromEntries(tokens.flatMap((t, id) => (types[id] === GGUF_TOKEN_TYPE.UNUSED ? [] : [[t, id]])));
-    tokenizerJson = byteLevelTokenizer(vocab, merges, addedTokens, pre);
-    addBosDefault = pre.addBos;
-  } else {
-    const scores = metadataNumbers(header, "tokenizer.ggml.scores") ?? tokens.map(() => 0);
-    if (scores.length !== tokens.length) fail(`has ${scores.length} tokenizer.ggml.scores for ${tokens.length} tokens; the file is corrupt`);
-    const addSpacePrefix = metadataBool(header, "tokenizer.ggml.add_space_prefix") ?? true;
-    tokenizerJson = sentencePieceTokenizer(tokens, scores, addedTokens, unk === undefined ? null : tokens[unk], addSpacePrefix);
-    addBosDefault = true;
-  }
-
-  const config: TokenizerConfig = {
-    bos_token: bos === undefined ? null : tokens[bos],
-    eos_token: eos === undefined ? null : tokens[eos],
+  const config = (addBosDefault: boolean): TokenizerConfig => ({
+    bos_token: bos === undefined ? null : tokens.at(bos),
+    eos_token: eos === undefined ? null : tokens.at(eos),
     add_bos_token: metadataBool(header, "tokenizer.ggml.add_bos_token") ?? addBosDefault,
     clean_up_tokenization_spaces: false,
     chat_template: metadataString(header, "tokenizer.chat_template") ?? null,
-  };
-  return { tokenizerJson, config };
+  });
+  return { header, kind, tokens, types, unk, config, fail };
+}
+
+function preTokenizer(stored: StoredTokenizer): PreTokenizer {
+  const name = metadataString(stored.header, "tokenizer.ggml.pre") ?? "(none)";
+  return Object.hasOwn(PRE_TOKENIZERS, name)
+    ? PRE_TOKENIZERS[name]
+    : stored.fail(`has tokenizer.ggml.pre ${JSON.stringify(name)}, which is not supported; supported values are ${Object.keys(PRE_TOKENIZERS).join(", ")}`);
+}
+
+function storedMerges(stored: StoredTokenizer): StringTable {
+  return metadataStrings(stored.header, "tokenizer.ggml.merges") ?? stored.fail("has a gpt2 tokenizer without tokenizer.ggml.merges; the file is incomplete");
+}
+
+/** Control, user-defined and unknown tokens are added tokens (matched whole in the text). */
+function tokenKind(type: number): number {
+  switch (type) {
+    case GGUF_TOKEN_TYPE.CONTROL:
+    case GGUF_TOKEN_TYPE.UNKNOWN:
+      return TOKEN_KIND.SPECIAL;
+    case GGUF_TOKEN_TYPE.USER_DEFINED:
+      return TOKEN_KIND.ADDED;
+    case GGUF_TOKEN_TYPE.UNUSED:
+      return TOKEN_KIND.UNUSED;
+    default:
+      return TOKEN_KIND.NORMAL;
+  }
+}
+
+/**
+ * A pre-tokenizer regex (Oniguruma syntax, as tokenizer.json stores it) as a JavaScript RegExp,
+ * for the syntax these patterns use: `(?i:…)` of ASCII letters becomes character pairs, and
+ * `\s`/`\S` become Unicode White_Space, which JavaScript's `\s` is not quite.
+ */
+function jsRegExp(pattern: string): RegExp {
+  const source = pattern
+    .replace(/\(\?i:([^()]*)\)/g, (_, body: string) => `(?:${body.replace(/[a-z]/gi, (c) => `[${c.toLowerCase()}${c.toUpperCase()}]`)})`)
+    .replaceAll(String.raw`\s`, String.raw`\p{White_Space}`)
+    .replaceAll(String.raw`\S`, String.raw`\P{White_Space}`);
+  return new RegExp(source, "gu");
 }
 
 /** Special token ids from the model's config.json, for the tokens tokenizer_config.json leaves unnamed. */
@@ -281,18 +325,32 @@ export function mergesFromScores(tokens: readonly string[], scores: readonly num
   return merges.map(({ left, right }) => [left, right]);
 }
 
-function byteLevelTokenizer(
-  vocab: Record<string, number>,
-  merges: string[][],
-  addedTokens: object[],
-  pre: PreTokenizer,
-): Record<string, unknown> {
+/** tokenizer.json's added_tokens: control, user-defined and unknown tokens, matched whole in the text. */
+function addedTokens(stored: StoredTokenizer): object[] {
+  return stored.tokens.toArray().flatMap((content, id) => {
+    const type = stored.types[id];
+    if (type !== GGUF_TOKEN_TYPE.CONTROL && type !== GGUF_TOKEN_TYPE.USER_DEFINED && type !== GGUF_TOKEN_TYPE.UNKNOWN) return [];
+    const special = type !== GGUF_TOKEN_TYPE.USER_DEFINED;
+    return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special }];
+  });
+}
+
+function byteLevelTokenizer(stored: StoredTokenizer, pre: PreTokenizer): Record<string, unknown> {
+  const merges = storedMerges(stored)
+    .toArray()
+    .map((merge) => {
+      // Byte-level tokens never contain a space, so the first space separates the pair.
+      const space = merge.indexOf(" ");
+      return space > 0 ? [merge.slice(0, space), merge.slice(space + 1)] : stored.fail(`has a malformed merge ${JSON.stringify(merge)}`);
+    });
+  // llama.cpp pads the vocabulary to the embedding size with unused tokens that Hugging Face lacks.
+  const vocab = Object.fromEntries(stored.tokens.toArray().flatMap((t, id) => (stored.types[id] === GGUF_TOKEN_TYPE.UNUSED ? [] : [[t, id]])));
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
   return {
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: addedTokens,
+    added_tokens: addedTokens(stored),
     normalizer: pre.nfc ? { type: "NFC" } : null,
     pre_tokenizer: {
       type: "Sequence",
@@ -315,13 +373,11 @@ function byteLevelTokenizer(
   };
 }
 
-function sentencePieceTokenizer(
-  tokens: readonly string[],
-  scores: readonly number[],
-  addedTokens: object[],
-  unkToken: string | null,
-  addSpacePrefix: boolean,
-): Record<string, unknown> {
+function sentencePieceTokenizer(stored: StoredTokenizer): Record<string, unknown> {
+  const tokens = stored.tokens.toArray();
+  const scores = metadataNumbers(stored.header, "tokenizer.ggml.scores") ?? tokens.map(() => 0);
+  if (scores.length !== tokens.length) stored.fail(`has ${scores.length} tokenizer.ggml.scores for ${tokens.length} tokens; the file is corrupt`);
+  const addSpacePrefix = metadataBool(stored.header, "tokenizer.ggml.add_space_prefix") ?? true;
   const spaceToMeta = { type: "Replace", pattern: { String: " " }, content: "▁" };
   const decoders: object[] = [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }];
   // The space prefixed to the text is not part of it, so decoding drops one leading space.
@@ -330,7 +386,7 @@ function sentencePieceTokenizer(
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: addedTokens,
+    added_tokens: addedTokens(stored),
     normalizer: addSpacePrefix ? { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, spaceToMeta] } : spaceToMeta,
     pre_tokenizer: null,
     // BOS is added through tokenizer_config's add_bos_token.
@@ -339,7 +395,7 @@ function sentencePieceTokenizer(
     model: {
       type: "BPE",
       dropout: null,
-      unk_token: unkToken,
+      unk_token: stored.unk === undefined ? null : tokens[stored.unk],
       continuing_subword_prefix: null,
       end_of_word_suffix: null,
       fuse_unk: true,

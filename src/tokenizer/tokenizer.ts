@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { HfTokenizerModel } from "./hf-tokenizer-model.js";
 
 /** A special token as tokenizer_config.json writes it: plain text, or an AddedToken object. */
 export type SpecialTokenField = string | { content: string } | null;
@@ -38,8 +38,25 @@ export function specialTokenContent(field: SpecialTokenField | undefined): strin
 }
 
 /**
- * A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json): BPE with byte fallback
- * (SentencePiece-style, Llama) or byte-level BPE (Qwen). Special tokens in the text, such as
+ * What a tokenization model provides: the Hugging Face library (any tokenizer.json) and the
+ * compact byte-level BPE for GGUF vocabularies both do.
+ */
+export interface TokenizerModel {
+  /** One more than the largest token id, counting added tokens. */
+  readonly vocabSize: number;
+  /** Added tokens that decoding can skip. */
+  readonly specialIds: ReadonlySet<number>;
+  /** The ids of the text, with what the model's post-processor adds when `addSpecialTokens`. */
+  encode(text: string, addSpecialTokens: boolean): number[];
+  /** The text of the ids; ids without a token (see idToToken) print nothing. */
+  decode(ids: readonly number[], skipSpecialTokens: boolean): string;
+  idToToken(id: number): string | undefined;
+  tokenToId(token: string): number | undefined;
+}
+
+/**
+ * A tokenizer as Hugging Face's tokenizer_config.json describes it around its model: BOS, EOS and
+ * whether BOS is added, and the chat template. Special tokens in the text, such as
  * `<|im_start|>`, are parsed into their ids.
  */
 export class Tokenizer {
@@ -49,17 +66,16 @@ export class Tokenizer {
   readonly eosIds: number[];
   /** One more than the largest token id, counting added tokens. */
   readonly vocabSize: number;
-  private readonly hf: HfTokenizer;
-  private readonly specialIds: Set<number>;
+  private readonly model: TokenizerModel;
   private readonly addsBos: boolean;
-  private readonly postProcessorAddsBos: boolean;
+  private readonly modelAddsBos: boolean;
 
   /** Reads `tokenizer.json` and `tokenizer_config.json` from a model folder. */
   static fromDir(dir: string): Tokenizer {
     const tokenizerJson = readJsonFile(join(dir, "tokenizer.json"));
     const config = readJsonFile(join(dir, "tokenizer_config.json")) as TokenizerConfig;
     try {
-      return new Tokenizer(tokenizerJson, config);
+      return Tokenizer.fromJson(tokenizerJson, config);
     } catch (err) {
       throw new Error(
         `The tokenizer in ${dir} could not be built: ${errorMessage(err)}. ` +
@@ -70,22 +86,14 @@ export class Tokenizer {
   }
 
   /** Builds a tokenizer from the parsed contents of tokenizer.json and tokenizer_config.json. */
-  constructor(tokenizerJson: object, config: TokenizerConfig) {
+  static fromJson(tokenizerJson: object, config: TokenizerConfig): Tokenizer {
+    return new Tokenizer(new HfTokenizerModel(tokenizerJson, config), config);
+  }
+
+  constructor(model: TokenizerModel, config: TokenizerConfig) {
+    this.model = model;
     this.config = config;
-    // The library cleans up spaces (" ." becomes ".") unless the config says not to; llama.cpp and
-    // the Rust tokenizers never do, and that rewrite would make streamed text differ from a decode.
-    this.hf = new HfTokenizer(tokenizerJson, {
-      ...config,
-      clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false,
-    });
-
-    let maxId = -1;
-    for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
-    this.vocabSize = maxId + 1;
-    this.specialIds = new Set(
-      [...this.hf.get_added_tokens_decoder()].filter(([, token]) => token.special).map(([id]) => id),
-    );
-
+    this.vocabSize = model.vocabSize;
     this.bosId = this.resolveToken("bos_token", config.bos_token);
     const eosId = this.resolveToken("eos_token", config.eos_token);
     this.eosIds = eosId === undefined ? [] : [eosId];
@@ -93,42 +101,34 @@ export class Tokenizer {
     // An explicit add_bos_token overrides what tokenizer.json's post-processor does, as in
     // transformers' Llama tokenizers; this also lets a tokenizer rebuilt from GGUF metadata set
     // BOS through the config alone.
-    this.postProcessorAddsBos = this.bosId !== undefined && this.hf.encode("").ids[0] === this.bosId;
-    this.addsBos =
-      typeof config.add_bos_token === "boolean"
-        ? config.add_bos_token && this.bosId !== undefined
-        : this.postProcessorAddsBos;
+    this.modelAddsBos = this.bosId !== undefined && model.encode("", true)[0] === this.bosId;
+    this.addsBos = typeof config.add_bos_token === "boolean" ? config.add_bos_token && this.bosId !== undefined : this.modelAddsBos;
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const addSpecialTokens = opts.addSpecialTokens ?? true;
-    const ids = this.hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
-    if (!addSpecialTokens || this.addsBos === this.postProcessorAddsBos) return ids;
+    const ids = this.model.encode(text, addSpecialTokens);
+    if (!addSpecialTokens || this.addsBos === this.modelAddsBos) return ids;
     return this.addsBos ? [this.bosId as number, ...ids] : ids.slice(1);
   }
 
   decode(ids: readonly number[], opts: DecodeOptions = {}): string {
-    // Ids past the tokenizer's vocabulary (the padding rows of a model's embedding) print nothing,
-    // as in llama.cpp; the library would print its unknown token instead.
-    const known = ids.filter((id) => this.hf.id_to_token(id) !== undefined);
-    // The library throws on an empty list.
-    if (known.length === 0) return "";
-    return this.hf.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false });
+    return this.model.decode(ids, opts.skipSpecialTokens ?? false);
   }
 
   /** The token's text as the vocabulary spells it (e.g. "▁the", "Ġthe", "<0xE4>"), if the id has one. */
   idToToken(id: number): string | undefined {
-    return this.hf.id_to_token(id);
+    return this.model.idToToken(id);
   }
 
   isSpecial(id: number): boolean {
-    return this.specialIds.has(id);
+    return this.model.specialIds.has(id);
   }
 
   private resolveToken(field: string, value: SpecialTokenField | undefined): number | undefined {
     const content = specialTokenContent(value);
     if (content === undefined) return undefined;
-    const id = this.hf.token_to_id(content);
+    const id = this.model.tokenToId(content);
     if (id === undefined) {
       throw new Error(`tokenizer_config.json's ${field} "${content}" is not in the tokenizer's vocabulary`);
     }

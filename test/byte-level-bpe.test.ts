@@ -1,0 +1,134 @@
+/**
+ * The compact byte-level BPE that runs GGUF tokenizers, against @huggingface/tokenizers on the
+ * same vocabulary: the full Qwen3 tokenizer (151k tokens, 151k merges) written into GGUF metadata
+ * the way llama.cpp's converter writes it, under both pre-tokenizers.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { TOKENIZER_DIR } from "../scripts/make-random-checkpoint.js";
+import { Random } from "../src/generation/random.js";
+import { readGgufHeader, type GgufEntry } from "../src/loaders/gguf.js";
+import { writeGguf } from "../src/loaders/gguf-writer.js";
+import { CheckpointError } from "../src/loaders/safetensors.js";
+import { ggufTokenizer, ggufTokenizerFiles, ggufTokenizerMetadata } from "../src/tokenizer/gguf-tokenizer.js";
+import { Tokenizer, type TokenizerConfig } from "../src/tokenizer/tokenizer.js";
+
+const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-byte-level-bpe-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const read = (name: string): Record<string, unknown> => JSON.parse(readFileSync(join(TOKENIZER_DIR, name), "utf8")) as Record<string, unknown>;
+const files = { tokenizerJson: read("tokenizer.json"), config: read("tokenizer_config.json") as TokenizerConfig };
+// Qwen's embedding has 151936 rows, past the tokenizer's 151669 ids: the rest are unused slots.
+const VOCAB_ROWS = 151936;
+const qwenMetadata = ggufTokenizerMetadata(files, VOCAB_ROWS, { bos: 151643, eos: 151645 });
+
+/** A GGUF holding the Qwen3 tokenizer with `pre` as its pre-tokenizer, and `change` applied. */
+function tokenizerGguf(name: string, pre: string, change: (metadata: [string, GgufEntry][]) => void = () => {}): string {
+  const metadata = qwenMetadata.map(([key, entry]): [string, GgufEntry] => [key, key === "tokenizer.ggml.pre" ? { type: "string", value: pre } : entry]);
+  change(metadata);
+  const path = join(tmp, name);
+  writeGguf(path, metadata, []);
+  return path;
+}
+
+/** Texts that reach every branch: added tokens, NFC, contractions, digits, whitespace runs, long words, any Unicode. */
+function corpus(): string[] {
+  const random = new Random(7);
+  const pick = <T>(items: readonly T[]): T => items[random.nextUint32() % items.length];
+  const fixed = [
+    "",
+    "Hello, world! I'LL say it's DON'T and we'Re done.",
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n<think>2+2?</think><|im_end|><|endoftext|>",
+    "<|im_start<|im_end|>|><|fim_prefix|><|fim_middle|>",
+    "caf\u0065\u0301 na\u0069\u0308ve Ångström ﬁ ①②③ x²",
+    "1234567890 3.14159 1,000,000 0x1F",
+    "\ufeffBOM first, then\u00a0nbsp\u2003em\u3000ideographic\u0085next",
+    // Where Unicode's White_Space and JavaScript's \s differ: U+0085 is one, U+FEFF the other.
+    "end\ufeff\ufeff \u0085\u0085  \u0085.\ufeff",
+    "  \n\n\t\t \r\n   trailing   ",
+    "你好，世界！こんにちは 안녕하세요 Привет мир مرحبا 🙂👍🏽🇯🇵 \u{1F9D1}\u200d\u{1F4BB}",
+    "def f(x):\n    return {'a': [1, 2]}  # don't\n\n\nclass A:\n\tpass\n",
+    "a".repeat(3000),
+    " ".repeat(500) + "x",
+    "lone \ud800 surrogate \udfff here",
+  ];
+  const pieces = ["the", " quick", "Brown", " 42", "123456", "'s", "'T", "\n", "  ", "\t", ".", "!!", "—", "é", "e\u0301", "日本", "🙂", "<|im_end|>", "<think>", "\u00a0", "ÿ", "\u0000", "~"];
+  const generated = Array.from({ length: 150 }, () => {
+    let text = "";
+    const n = 1 + (random.nextUint32() % 40);
+    for (let i = 0; i < n; i++) {
+      // A random code point now and then (surrogate halves included), otherwise a common piece.
+      text += random.nextUint32() % 5 === 0 ? String.fromCodePoint(random.nextUint32() % 0x30000) : pick(pieces);
+    }
+    return text;
+  });
+  return [...fixed, ...generated];
+}
+
+describe("byte-level BPE from GGUF metadata, against @huggingface/tokenizers", () => {
+  const original = Tokenizer.fromDir(TOKENIZER_DIR);
+  const texts = corpus();
+
+  for (const pre of ["qwen2", "llama-bpe"]) {
+    test(`${pre}: every text encodes to the library's ids, and ids decode to its text`, () => {
+      const header = readGgufHeader(tokenizerGguf(`${pre}.gguf`, pre));
+      const compact = ggufTokenizer(header);
+      const { tokenizerJson, config } = ggufTokenizerFiles(header);
+      const library = Tokenizer.fromJson(tokenizerJson, config);
+      for (const text of texts) {
+        const ids = library.encode(text);
+        assert.deepEqual(compact.encode(text), ids, JSON.stringify(text));
+        assert.equal(compact.decode(ids), library.decode(ids), JSON.stringify(text));
+        // The Qwen2 pre-tokenizer is the original tokenizer's own.
+        if (pre === "qwen2") assert.deepEqual(ids, original.encode(text), JSON.stringify(text));
+      }
+      assert.ok(compact.encode(texts[2]).includes(151667), "<think> (user-defined) is matched whole");
+    });
+  }
+
+  test("decoding random ids (special, user-defined and unused slots among them) matches, with and without special tokens", () => {
+    const header = readGgufHeader(tokenizerGguf("decode.gguf", "qwen2"));
+    const compact = ggufTokenizer(header);
+    const { tokenizerJson, config } = ggufTokenizerFiles(header);
+    const library = Tokenizer.fromJson(tokenizerJson, config);
+    const random = new Random(11);
+    for (let n = 0; n < 200; n++) {
+      const ids = Array.from({ length: 1 + (random.nextUint32() % 12) }, () =>
+        random.nextUint32() % 4 === 0 ? 151640 + (random.nextUint32() % 40) : random.nextUint32() % VOCAB_ROWS,
+      );
+      for (const skipSpecialTokens of [false, true]) {
+        assert.equal(compact.decode(ids, { skipSpecialTokens }), library.decode(ids, { skipSpecialTokens }), `${ids} ${skipSpecialTokens}`);
+      }
+    }
+  });
+
+  test("the vocabulary reads the same: every id's token and text, special ids, BOS, EOS and size", () => {
+    const header = readGgufHeader(tokenizerGguf("vocab.gguf", "qwen2"));
+    const compact = ggufTokenizer(header);
+    const library = Tokenizer.fromJson(ggufTokenizerFiles(header).tokenizerJson, ggufTokenizerFiles(header).config);
+    for (let id = 0; id < VOCAB_ROWS; id++) {
+      assert.equal(compact.idToToken(id), library.idToToken(id), `id ${id}`);
+      assert.equal(compact.isSpecial(id), library.isSpecial(id), `id ${id}`);
+      assert.equal(compact.decode([id]), library.decode([id]), `id ${id}`);
+    }
+    assert.deepEqual([compact.vocabSize, compact.bosId, compact.eosIds], [library.vocabSize, library.bosId, library.eosIds]);
+    assert.deepEqual([compact.vocabSize, compact.bosId, compact.eosIds], [151669, 151643, [151645]]);
+  });
+
+  test("a merge of tokens the vocabulary lacks is a CheckpointError naming the file and the merge", () => {
+    const path = tokenizerGguf("bad-merge.gguf", "qwen2", (metadata) => {
+      const merges = metadata.find(([key]) => key === "tokenizer.ggml.merges");
+      assert.ok(merges);
+      const items = [...((merges[1].value as { items: Iterable<string> }).items)];
+      items[5] = "Ġth zzzqqq";
+      merges[1] = { type: "array", value: { itemType: "string", items } };
+    });
+    assert.throws(
+      () => ggufTokenizer(readGgufHeader(path)),
+      (e: unknown) => e instanceof CheckpointError && e.message.startsWith(path) && /merge 5 "Ġth zzzqqq" is not two tokens of the vocabulary/.test(e.message),
+    );
+  });
+});
