@@ -14,7 +14,10 @@ import { readGgufHeader, type GgufEntry } from "../src/loaders/gguf.js";
 import { writeGguf } from "../src/loaders/gguf-writer.js";
 import { CheckpointError } from "../src/loaders/safetensors.js";
 import { ggufTokenizer, ggufTokenizerFiles, ggufTokenizerMetadata } from "../src/tokenizer/gguf-tokenizer.js";
+import { byteLevelBpeTables } from "../src/tokenizer/byte-level-bpe.js";
+import { HfTokenizerModel } from "../src/tokenizer/hf-tokenizer-model.js";
 import { Tokenizer, type TokenizerConfig } from "../src/tokenizer/tokenizer.js";
+import { sharedPath } from "./support/shared.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-byte-level-bpe-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -23,6 +26,9 @@ const read = (name: string): Record<string, unknown> => JSON.parse(readFileSync(
 const files = { tokenizerJson: read("tokenizer.json"), config: read("tokenizer_config.json") as TokenizerConfig };
 // Qwen's embedding has 151936 rows, past the tokenizer's 151669 ids: the rest are unused slots.
 const VOCAB_ROWS = 151936;
+/** The reference: the same tokenizer files run by @huggingface/tokenizers. */
+const libraryTokenizer = ({ tokenizerJson, config }: { tokenizerJson: object; config: TokenizerConfig }): Tokenizer =>
+  new Tokenizer(new HfTokenizerModel(tokenizerJson, config), config);
 const qwenMetadata = ggufTokenizerMetadata(files, VOCAB_ROWS, { bos: 151643, eos: 151645 });
 
 /** A GGUF holding the Qwen3 tokenizer with `pre` as its pre-tokenizer, and `change` applied. */
@@ -69,21 +75,26 @@ function corpus(): string[] {
 }
 
 describe("byte-level BPE from GGUF metadata, against @huggingface/tokenizers", () => {
-  const original = Tokenizer.fromDir(TOKENIZER_DIR);
+  // Qwen's own tokenizer.json, which a checkpoint folder's tokenizer also runs on the compact tables.
+  const original = libraryTokenizer(files);
+  const fromFolder = Tokenizer.fromDir(TOKENIZER_DIR);
   const texts = corpus();
 
   for (const pre of ["qwen2", "llama-bpe"]) {
     test(`${pre}: every text encodes to the library's ids, and ids decode to its text`, () => {
       const header = readGgufHeader(tokenizerGguf(`${pre}.gguf`, pre));
       const compact = ggufTokenizer(header);
-      const { tokenizerJson, config } = ggufTokenizerFiles(header);
-      const library = Tokenizer.fromJson(tokenizerJson, config);
+      const library = libraryTokenizer(ggufTokenizerFiles(header));
       for (const text of texts) {
         const ids = library.encode(text);
         assert.deepEqual(compact.encode(text), ids, JSON.stringify(text));
         assert.equal(compact.decode(ids), library.decode(ids), JSON.stringify(text));
         // The Qwen2 pre-tokenizer is the original tokenizer's own.
-        if (pre === "qwen2") assert.deepEqual(ids, original.encode(text), JSON.stringify(text));
+        if (pre === "qwen2") {
+          assert.deepEqual(original.encode(text), ids, JSON.stringify(text));
+          assert.deepEqual(fromFolder.encode(text), ids, JSON.stringify(text));
+          assert.equal(fromFolder.decode(ids), library.decode(ids), JSON.stringify(text));
+        }
       }
       assert.ok(compact.encode(texts[2]).includes(151667), "<think> (user-defined) is matched whole");
     });
@@ -92,8 +103,7 @@ describe("byte-level BPE from GGUF metadata, against @huggingface/tokenizers", (
   test("decoding random ids (special, user-defined and unused slots among them) matches, with and without special tokens", () => {
     const header = readGgufHeader(tokenizerGguf("decode.gguf", "qwen2"));
     const compact = ggufTokenizer(header);
-    const { tokenizerJson, config } = ggufTokenizerFiles(header);
-    const library = Tokenizer.fromJson(tokenizerJson, config);
+    const library = libraryTokenizer(ggufTokenizerFiles(header));
     const random = new Random(11);
     for (let n = 0; n < 200; n++) {
       const ids = Array.from({ length: 1 + (random.nextUint32() % 12) }, () =>
@@ -108,7 +118,7 @@ describe("byte-level BPE from GGUF metadata, against @huggingface/tokenizers", (
   test("the vocabulary reads the same: every id's token and text, special ids, BOS, EOS and size", () => {
     const header = readGgufHeader(tokenizerGguf("vocab.gguf", "qwen2"));
     const compact = ggufTokenizer(header);
-    const library = Tokenizer.fromJson(ggufTokenizerFiles(header).tokenizerJson, ggufTokenizerFiles(header).config);
+    const library = libraryTokenizer(ggufTokenizerFiles(header));
     for (let id = 0; id < VOCAB_ROWS; id++) {
       assert.equal(compact.idToToken(id), library.idToToken(id), `id ${id}`);
       assert.equal(compact.isSpecial(id), library.isSpecial(id), `id ${id}`);
@@ -116,6 +126,18 @@ describe("byte-level BPE from GGUF metadata, against @huggingface/tokenizers", (
     }
     assert.deepEqual([compact.vocabSize, compact.bosId, compact.eosIds], [library.vocabSize, library.bosId, library.eosIds]);
     assert.deepEqual([compact.vocabSize, compact.bosId, compact.eosIds], [151669, 151643, [151645]]);
+  });
+
+  const storiesJson = sharedPath("models", "stories260k-llama", "tokenizer.json");
+  test("tokenizer.json runs on the compact tables when it is plain byte-level BPE, else on the library", { skip: storiesJson.skip }, () => {
+    assert.ok(byteLevelBpeTables(files.tokenizerJson, files.config));
+    // Cleaning up spaces, or a pre-tokenizer of another regex, is left to the library.
+    assert.equal(byteLevelBpeTables(files.tokenizerJson, { ...files.config, clean_up_tokenization_spaces: true }), undefined);
+    const otherSplit = structuredClone(files.tokenizerJson) as { pre_tokenizer: { pretokenizers: { pattern?: { Regex: string } }[] } };
+    otherSplit.pre_tokenizer.pretokenizers[0].pattern = { Regex: String.raw`\s+` };
+    assert.equal(byteLevelBpeTables(otherSplit, files.config), undefined);
+    // SentencePiece-style BPE with byte fallback.
+    assert.equal(byteLevelBpeTables(JSON.parse(readFileSync(storiesJson.path, "utf8")) as object, {}), undefined);
   });
 
   test("a merge of tokens the vocabulary lacks is a CheckpointError naming the file and the merge", () => {

@@ -9,9 +9,9 @@
  * pre-tokenizer's regex, and each word's UTF-8 bytes are merged pair by pair, always the pair of
  * lowest merge rank (the leftmost on ties), until no adjacent pair has a rank.
  */
-import type { StringTable } from "../loaders/string-table.js";
-import { StringTableBuilder } from "../loaders/string-table.js";
-import type { TokenizerModel } from "./tokenizer.js";
+import { StringTable, StringTableBuilder } from "../loaders/string-table.js";
+import { byteLevelPreTokenizerName, jsRegExp, PRE_TOKENIZERS } from "./pre-tokenizers.js";
+import type { TokenizerConfig, TokenizerModel } from "./tokenizer.js";
 
 /** What each id of the vocabulary is. */
 export const TOKEN_KIND = {
@@ -38,6 +38,76 @@ export interface ByteLevelBpeTables {
   nfc: boolean;
   /** A word that is a whole token is taken as is, without applying merges. */
   ignoreMerges: boolean;
+}
+
+interface TokenizerJson {
+  normalizer?: { type?: unknown } | null;
+  pre_tokenizer?: { type?: unknown; pretokenizers?: unknown } | null;
+  post_processor?: { type?: unknown } | null;
+  decoder?: { type?: unknown } | null;
+  added_tokens?: { id: number; content: string; special?: boolean; lstrip?: boolean; rstrip?: boolean; single_word?: boolean; normalized?: boolean }[];
+  model?: {
+    type?: unknown;
+    vocab?: Record<string, number>;
+    merges?: (string | string[])[];
+    byte_fallback?: unknown;
+    unk_token?: unknown;
+    dropout?: unknown;
+    continuing_subword_prefix?: unknown;
+    end_of_word_suffix?: unknown;
+    ignore_merges?: unknown;
+  };
+}
+
+/**
+ * The tables of a tokenizer.json that is plain byte-level BPE with a pre-tokenizer of
+ * pre-tokenizers.ts (Qwen's, Llama 3's), or undefined for anything else, which
+ * @huggingface/tokenizers runs instead.
+ */
+export function byteLevelBpeTables(tokenizerJson: object, config: TokenizerConfig): ByteLevelBpeTables | undefined {
+  const json = tokenizerJson as TokenizerJson;
+  const { model } = json;
+  const steps = json.pre_tokenizer?.type === "Sequence" && Array.isArray(json.pre_tokenizer.pretokenizers) ? (json.pre_tokenizer.pretokenizers as unknown[]) : [];
+  const byteLevel = steps.find((step) => (step as { type?: unknown }).type === "ByteLevel") as { add_prefix_space?: unknown; use_regex?: unknown } | undefined;
+  const split = steps.find((step) => (step as { type?: unknown }).type === "Split") as { behavior?: unknown; invert?: unknown } | undefined;
+  const preName = byteLevelPreTokenizerName(json as Record<string, unknown>);
+  const plain =
+    model?.type === "BPE" &&
+    typeof model.vocab === "object" &&
+    Array.isArray(model.merges) &&
+    !model.byte_fallback &&
+    model.unk_token == null &&
+    model.dropout == null &&
+    !model.continuing_subword_prefix &&
+    !model.end_of_word_suffix &&
+    preName !== undefined &&
+    steps.length === 2 &&
+    split?.behavior === "Isolated" &&
+    split.invert === false &&
+    byteLevel?.add_prefix_space === false &&
+    byteLevel.use_regex === false &&
+    (json.normalizer == null || json.normalizer.type === "NFC") &&
+    (json.post_processor == null || json.post_processor.type === "ByteLevel") &&
+    json.decoder?.type === "ByteLevel" &&
+    config.clean_up_tokenization_spaces !== true &&
+    (json.added_tokens ?? []).every((t) => !t.lstrip && !t.rstrip && !t.single_word && (!t.normalized || /^[\x20-\x7e]*$/.test(t.content)));
+  if (!plain) return undefined;
+
+  const texts: string[] = [];
+  const kinds: number[] = [];
+  for (const [token, id] of Object.entries(model.vocab as Record<string, number>)) [texts[id], kinds[id]] = [token, TOKEN_KIND.NORMAL];
+  const extraSpecial = new Set(Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens : []);
+  for (const t of json.added_tokens ?? []) [texts[t.id], kinds[t.id]] = [t.content, t.special || extraSpecial.has(t.content) ? TOKEN_KIND.SPECIAL : TOKEN_KIND.ADDED];
+  for (let id = 0; id < texts.length; id++) if (texts[id] === undefined) [texts[id], kinds[id]] = ["", TOKEN_KIND.UNUSED];
+  const pre = PRE_TOKENIZERS[preName];
+  return {
+    tokens: StringTable.of(texts),
+    kinds: Uint8Array.from(kinds),
+    merges: StringTable.of((model.merges as (string | string[])[]).map((m) => (Array.isArray(m) ? m.join(" ") : m))),
+    split: jsRegExp(pre.regex),
+    nfc: pre.nfc,
+    ignoreMerges: model.ignore_merges === true,
+  };
 }
 
 /**

@@ -26,42 +26,11 @@ import {
 import { CheckpointError } from "../loaders/safetensors.js";
 import type { StringTable } from "../loaders/string-table.js";
 import { ByteLevelBpe, TOKEN_KIND } from "./byte-level-bpe.js";
+import { byteLevelPreTokenizerName, jsRegExp, PRE_TOKENIZERS, type PreTokenizer } from "./pre-tokenizers.js";
 import { specialTokenContent, Tokenizer, type TokenizerConfig } from "./tokenizer.js";
 
 /** llama.cpp's token types (tokenizer.ggml.token_type). */
 export const GGUF_TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
-
-interface PreTokenizer {
-  regex: string;
-  /** Unicode NFC before splitting. */
-  nfc: boolean;
-  /** A word that is a whole token is taken as is, without applying merges. */
-  ignoreMerges: boolean;
-  /** Whether BOS is added when the file does not say. */
-  addBos: boolean;
-}
-
-const QWEN2_PRE: PreTokenizer = {
-  regex: String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
-  nfc: true,
-  ignoreMerges: false,
-  addBos: false,
-};
-const LLAMA3_PRE: PreTokenizer = {
-  regex: String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
-  nfc: false,
-  ignoreMerges: true,
-  addBos: true,
-};
-
-/** tokenizer.ggml.pre values (as llama.cpp's converter writes them) and their pre-tokenizers. */
-const PRE_TOKENIZERS: Readonly<Record<string, PreTokenizer>> = {
-  qwen2: QWEN2_PRE,
-  "deepseek-r1-qwen": QWEN2_PRE,
-  "llama-bpe": LLAMA3_PRE,
-  llama3: LLAMA3_PRE,
-  "llama-v3": LLAMA3_PRE,
-};
 
 const SUPPORTED_MODELS = `"gpt2" (byte-level BPE) and "llama" (SentencePiece-style BPE)`;
 
@@ -183,19 +152,6 @@ function tokenKind(type: number): number {
   }
 }
 
-/**
- * A pre-tokenizer regex (Oniguruma syntax, as tokenizer.json stores it) as a JavaScript RegExp,
- * for the syntax these patterns use: `(?i:…)` of ASCII letters becomes character pairs, and
- * `\s`/`\S` become Unicode White_Space, which JavaScript's `\s` is not quite.
- */
-function jsRegExp(pattern: string): RegExp {
-  const source = pattern
-    .replace(/\(\?i:([^()]*)\)/g, (_, body: string) => `(?:${body.replace(/[a-z]/gi, (c) => `[${c.toLowerCase()}${c.toUpperCase()}]`)})`)
-    .replaceAll(String.raw`\s`, String.raw`\p{White_Space}`)
-    .replaceAll(String.raw`\S`, String.raw`\P{White_Space}`);
-  return new RegExp(source, "gu");
-}
-
 /** Special token ids from the model's config.json, for the tokens tokenizer_config.json leaves unnamed. */
 export interface FallbackTokenIds {
   bos?: number;
@@ -285,18 +241,6 @@ export function ggufTokenizerMetadata(files: HfTokenizerFiles, vocabSize: number
     metadata.push([key, { type: "string", value: template }]);
   }
   return metadata;
-}
-
-/** The tokenizer.ggml.pre name of a byte-level pre-tokenizer, found by its split regex and normalizer. */
-function byteLevelPreTokenizerName(json: Record<string, unknown>): string | undefined {
-  type Step = { type?: unknown; pattern?: { Regex?: unknown }; pretokenizers?: unknown } | null | undefined;
-  const pre = json.pre_tokenizer as Step;
-  const steps = (pre?.type === "Sequence" && Array.isArray(pre.pretokenizers) ? pre.pretokenizers : [pre]) as Step[];
-  if (!steps.some((step) => step?.type === "ByteLevel")) return undefined;
-  const regex = steps.find((step) => step?.type === "Split")?.pattern?.Regex;
-  const nfc = (json.normalizer as Step)?.type === "NFC";
-  // The first name of each pre-tokenizer is the one llama.cpp's converter writes.
-  return Object.keys(PRE_TOKENIZERS).find((name) => PRE_TOKENIZERS[name].regex === regex && PRE_TOKENIZERS[name].nfc === nfc);
 }
 
 /**
