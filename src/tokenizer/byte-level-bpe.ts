@@ -219,7 +219,7 @@ export class ByteLevelBpe implements TokenizerModel {
     const parts: Uint8Array[] = [];
     let length = 0;
     for (const id of ids) {
-      if (this.idToToken(id) === undefined || (skipSpecialTokens && this.specialIds.has(id))) continue;
+      if (!this.hasToken(id) || (skipSpecialTokens && this.specialIds.has(id))) continue;
       const bytes = this.tokenBytes.bytes(id);
       parts.push(bytes);
       length += bytes.byteLength;
@@ -234,12 +234,16 @@ export class ByteLevelBpe implements TokenizerModel {
   }
 
   idToToken(id: number): string | undefined {
-    return Number.isInteger(id) && id >= 0 && id < this.tokens.length && this.kinds[id] !== TOKEN_KIND.UNUSED ? this.tokens.at(id) : undefined;
+    return this.hasToken(id) ? this.tokens.at(id) : undefined;
   }
 
   tokenToId(token: string): number | undefined {
     const id = this.ids.find(utf8.encode(token));
     return id === NONE ? undefined : id;
+  }
+
+  private hasToken(id: number): boolean {
+    return Number.isInteger(id) && id >= 0 && id < this.tokens.length && this.kinds[id] !== TOKEN_KIND.UNUSED;
   }
 
   private addedTokenAt(text: string, i: number): { content: string; id: number } | undefined {

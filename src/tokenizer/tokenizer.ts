@@ -40,7 +40,7 @@ export function specialTokenContent(field: SpecialTokenField | undefined): strin
 
 /**
  * What a tokenization model provides: the Hugging Face library (any tokenizer.json) and the
- * compact byte-level BPE for GGUF vocabularies both do.
+ * compact byte-level BPE (GGUF vocabularies and plain byte-level tokenizer.json files) both do.
  */
 export interface TokenizerModel {
   /** One more than the largest token id, counting added tokens. */
