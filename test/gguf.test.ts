@@ -12,6 +12,7 @@ import {
   metadataStrings,
   readGgufHeader,
   readGgufTensors,
+  type GgufArray,
   type GgufEntry,
   type GgufValue,
   type GgufValueType,
@@ -73,7 +74,7 @@ describe("the golden GGUF files", () => {
     const tokens = metadataStrings(header, "tokenizer.ggml.tokens")?.toArray() ?? [];
     assert.equal(tokens.length, 512);
     assert.deepEqual(tokens.slice(0, 4), ["<unk>", "<s>", "</s>", "<0x00>"]);
-    assert.deepEqual(metadataNumbers(header, "tokenizer.ggml.token_type")?.slice(0, 4), [2, 3, 3, 6]);
+    assert.deepEqual(Array.from(metadataNumbers(header, "tokenizer.ggml.token_type") ?? []).slice(0, 4), [2, 3, 3, 6]);
 
     assert.equal(header.tensors.size, 62);
     assert.deepEqual(header.tensors.get("token_embd.weight"), { name: "token_embd.weight", dims: [64, 512], type: "F32", offset: 0, byteLength: 64 * 512 * 4 });
@@ -128,10 +129,15 @@ describe("writer → reader round trip", () => {
   test("every metadata value type, including nested and empty arrays, reads back as written", () => {
     const header = readGgufHeader(path);
     assert.equal(header.version, 3);
-    // Arrays of strings come back as StringTables.
+    // Arrays of strings come back as StringTables, arrays of numbers as typed arrays.
     const plain = (value: GgufValue): GgufValue =>
-      typeof value !== "object" ? value : { itemType: value.itemType, items: value.items instanceof StringTable ? value.items.toArray() : value.items.map(plain) };
+      typeof value !== "object" ? value : { itemType: value.itemType, items: value.items instanceof StringTable ? value.items.toArray() : Array.from(value.items, plain) };
     assert.ok(metadataStrings(header, "a.strings") instanceof StringTable);
+    const itemsOf = (key: string) => (header.metadata.get(key)?.value as GgufArray).items;
+    assert.ok(itemsOf("a.float32") instanceof Float32Array);
+    assert.ok(itemsOf("a.int64") instanceof BigInt64Array);
+    assert.ok(itemsOf("a.empty") instanceof Int32Array);
+    assert.deepEqual(Array.from(metadataNumbers(header, "a.int64") ?? []), [1, -1]);
     assert.deepEqual(
       [...header.metadata].map(([key, { type, value }]) => [key, { type, value: plain(value) }]),
       metadata,
@@ -316,7 +322,7 @@ describe("malformed GGUF files are CheckpointErrors that name the file and the p
     assertCheckpointError(() => metadataStrings(header, "a"), path, /metadata key "a" holds an array of int8, expected an array of strings/);
     assertCheckpointError(() => metadataBool(header, "n"), path, /expected a bool/);
     assertCheckpointError(() => metadataNumbers(header, "s"), path, /expected an array of numbers/);
-    assert.deepEqual(metadataNumbers(header, "a"), [1]);
+    assert.deepEqual(metadataNumbers(header, "a"), Int8Array.of(1));
     assert.equal(metadataString(header, "absent"), undefined);
   });
 });

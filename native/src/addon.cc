@@ -4,6 +4,10 @@
 
 #include <string>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #if !defined(_WIN32)
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -219,6 +223,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#if defined(__GLIBC__)
+  // glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB); blocks
+  // below it then come from the heap and stay resident after they are freed. Array buffers are
+  // such blocks: a fixed threshold returns a freed load-time buffer or scratch to the system.
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));

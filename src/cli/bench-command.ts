@@ -68,6 +68,8 @@ export interface BenchResult {
 const PROBE_BYTES = 256 * 2 ** 20;
 const PROBE_RUNS = 5;
 const PROMPT_SEED = 1234;
+/** Draws that may land on special or unused ids before the tokenizer is judged to have no others. */
+const MAX_PROMPT_MISSES = 100_000;
 
 /**
  * `n` ordinary token ids (no special or unused ids, none past the embedding) drawn with a fixed
@@ -77,13 +79,17 @@ export function benchmarkPrompt(tokenizer: Tokenizer, embeddingRows: number, n: 
   const limit = Math.min(tokenizer.vocabSize, embeddingRows);
   // BOS and EOS are excluded even where the tokenizer does not mark them special.
   const excluded = new Set([...tokenizer.eosIds, ...(tokenizer.bosId === undefined ? [] : [tokenizer.bosId])]);
-  const usable: number[] = [];
-  for (let id = 0; id < limit; id++) {
-    if (tokenizer.idToToken(id) !== undefined && !tokenizer.isSpecial(id) && !excluded.has(id)) usable.push(id);
-  }
-  if (usable.length === 0) throw new Error("the tokenizer has no ordinary tokens to build a prompt from");
+  const ordinary = (id: number) => tokenizer.idToToken(id) !== undefined && !tokenizer.isSpecial(id) && !excluded.has(id);
   const random = new Random(PROMPT_SEED);
-  return Array.from({ length: n }, () => usable[random.nextUint32() % usable.length]);
+  // Drawn and redrawn rather than picked from a list of all ordinary ids: that list would be a
+  // vocabulary-sized array in the heap of the process whose memory is being measured.
+  const ids: number[] = [];
+  for (let misses = 0; ids.length < n; ) {
+    const id = random.nextUint32() % limit;
+    if (ordinary(id)) ids.push(id);
+    else if (++misses > MAX_PROMPT_MISSES) throw new Error("the tokenizer has (almost) no ordinary tokens to build a prompt from");
+  }
+  return ids;
 }
 
 function storedBytes(w: WeightMatrix): number {

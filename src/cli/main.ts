@@ -4,9 +4,6 @@
  * stderr with a non-zero exit.
  */
 import { readFileSync } from "node:fs";
-import { BENCH_HELP, runBench } from "./bench-command.js";
-import { GENERATE_HELP, runGenerate } from "./generate-command.js";
-import { QUANTIZE_HELP, runQuantize } from "./quantize-command.js";
 
 const HELP = `Usage: tiny-llm <command> [options]
 
@@ -24,21 +21,25 @@ function version(): string {
   return pkg.version;
 }
 
+// Each command's modules are imported when it runs: a process that generates carries no
+// quantizer, and one that benchmarks no chat-template engine (the memory it measures is its own).
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
     case "generate":
-      return runGenerate(rest);
+      return (await import("./generate-command.js")).runGenerate(rest);
     case "bench":
-      return runBench(rest);
+      return (await import("./bench-command.js")).runBench(rest);
     case "quantize":
-      return runQuantize(rest);
+      return (await import("./quantize-command.js")).runQuantize(rest);
     case undefined:
     case "-h":
     case "--help":
-    case "help":
-      process.stdout.write(`${HELP}\n\n${GENERATE_HELP}\n\n${BENCH_HELP}\n\n${QUANTIZE_HELP}\n`);
+    case "help": {
+      const [generate, bench, quantize] = await Promise.all([import("./generate-command.js"), import("./bench-command.js"), import("./quantize-command.js")]);
+      process.stdout.write(`${HELP}\n\n${generate.GENERATE_HELP}\n\n${bench.BENCH_HELP}\n\n${quantize.QUANTIZE_HELP}\n`);
       return;
+    }
     case "--version":
       process.stdout.write(version() + "\n");
       return;

@@ -44,10 +44,29 @@ export type GgufValueType = (typeof GGUF_VALUE_TYPES)[number];
 /** 64-bit integers are bigints so that no value is rounded; the other numeric types are numbers. */
 export type GgufValue = number | bigint | boolean | string | GgufArray;
 
-/** Arrays of strings are read as a StringTable: tokenizer vocabularies hold 150k strings and more. */
+/** Typed arrays of GGUF's numeric item types, by type name. */
+const NUMBER_ARRAYS = {
+  uint8: Uint8Array,
+  int8: Int8Array,
+  uint16: Uint16Array,
+  int16: Int16Array,
+  uint32: Uint32Array,
+  int32: Int32Array,
+  float32: Float32Array,
+  float64: Float64Array,
+  uint64: BigUint64Array,
+  int64: BigInt64Array,
+} as const;
+export type GgufNumberArray = InstanceType<(typeof NUMBER_ARRAYS)[keyof typeof NUMBER_ARRAYS]>;
+
+/**
+ * Tokenizer vocabularies hold 150k strings and more, and as many token types or scores, so arrays
+ * of strings are read as a StringTable and arrays of numbers as typed arrays, not as JS arrays
+ * of values.
+ */
 export interface GgufArray {
   readonly itemType: GgufValueType;
-  readonly items: readonly GgufValue[] | StringTable;
+  readonly items: readonly GgufValue[] | StringTable | GgufNumberArray;
 }
 
 export interface GgufEntry {
@@ -216,13 +235,16 @@ export function metadataStrings(header: GgufHeader, key: string): StringTable | 
   return value.items;
 }
 
-export function metadataNumbers(header: GgufHeader, key: string): number[] | undefined {
+/** An array of numbers as numbers (64-bit integers must be safe integers). */
+export function metadataNumbers(header: GgufHeader, key: string): ArrayLike<number> | undefined {
   const entry = header.metadata.get(key);
   if (entry === undefined) return undefined;
   const items = isArray(entry.value) ? entry.value.items : undefined;
-  const numbers = Array.isArray(items) ? items.map(asNumber) : undefined;
-  if (numbers === undefined || numbers.includes(undefined)) return wrongType(header, key, entry, "an array of numbers");
-  return numbers as number[];
+  if (items instanceof BigInt64Array || items instanceof BigUint64Array) {
+    const numbers = Float64Array.from(items, Number);
+    return numbers.every(Number.isSafeInteger) ? numbers : wrongType(header, key, entry, "an array of numbers");
+  }
+  return ArrayBuffer.isView(items) ? items : wrongType(header, key, entry, "an array of numbers");
 }
 
 function asNumber(value: GgufValue): number | undefined {
@@ -386,6 +408,7 @@ class HeaderReader {
         const itemType = this.valueType();
         const count = this.count(`the length of ${this.context}`, minimumBytes(itemType));
         if (itemType === "string") return { itemType, items: this.strings(count) };
+        if (Object.hasOwn(NUMBER_ARRAYS, itemType)) return { itemType, items: this.numbers(itemType as keyof typeof NUMBER_ARRAYS, count) };
         const items = new Array<GgufValue>(count);
         for (let i = 0; i < count; i++) items[i] = this.value(itemType, depth + 1);
         return { itemType, items };
@@ -414,20 +437,41 @@ class HeaderReader {
     return this.utf8.decode(this.stringBytes());
   }
 
+  private numbers(itemType: keyof typeof NUMBER_ARRAYS, count: number): GgufNumberArray {
+    const items = new NUMBER_ARRAYS[itemType](count);
+    // Element by element through the little-endian reads: the file's bytes are not aligned.
+    for (let i = 0; i < count; i++) items[i] = this.value(itemType, 0) as never;
+    return items;
+  }
+
   private strings(count: number): StringTable {
-    const table = new StringTableBuilder(count);
+    // A first pass over the lengths sizes the table exactly: no outgrown copies are left behind.
+    const start = this.pos;
+    let total = 0;
+    for (let i = 0; i < count; i++) {
+      const length = this.stringLength();
+      this.pos += length;
+      total += length;
+    }
+    this.pos = start;
+    const table = new StringTableBuilder(count, total);
     for (let i = 0; i < count; i++) table.add(this.stringBytes());
     return table.finish();
   }
 
-  /** A string's UTF-8 bytes, checked to be valid (a view valid until the next read). */
-  private stringBytes(): Uint8Array {
+  /** A string's u64 length, checked against the bytes left. */
+  private stringLength(): number {
     const length = this.u64();
     const left = this.fileSize - this.pos;
     if (length > BigInt(left)) {
       this.fail(`has a string of ${length} bytes in ${this.context}, but only ${left} bytes are left in the file; it is truncated or corrupt`);
     }
-    const bytes = this.bytes(Number(length));
+    return Number(length);
+  }
+
+  /** A string's UTF-8 bytes, checked to be valid (a view valid until the next read). */
+  private stringBytes(): Uint8Array {
+    const bytes = this.bytes(this.stringLength());
     if (!isUtf8(bytes)) this.fail(`has a string in ${this.context} that is not valid UTF-8`);
     return bytes;
   }

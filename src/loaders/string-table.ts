@@ -52,9 +52,13 @@ export class StringTableBuilder {
   private size = 0;
   private count = 0;
 
-  constructor(private readonly capacity: number) {
+  /** `dataBytes`: the strings' total UTF-8 length where it is known, a first guess otherwise. */
+  constructor(
+    private readonly capacity: number,
+    dataBytes = capacity * 8,
+  ) {
     this.ends = new Uint32Array(capacity);
-    this.data = new Uint8Array(Math.max(16, capacity * 8));
+    this.data = new Uint8Array(dataBytes);
   }
 
   /** Adds the string whose UTF-8 bytes are source[from, to). */
@@ -62,7 +66,7 @@ export class StringTableBuilder {
     if (this.count === this.capacity) throw new Error(`StringTableBuilder: more than the ${this.capacity} strings announced`);
     const length = to - from;
     if (this.size + length > this.data.byteLength) {
-      const grown = new Uint8Array(Math.max(this.data.byteLength * 2, this.size + length));
+      const grown = new Uint8Array(Math.max(this.data.byteLength * 2, this.size + length, 16));
       grown.set(this.data.subarray(0, this.size));
       this.data = grown;
     }
@@ -74,6 +78,6 @@ export class StringTableBuilder {
 
   finish(): StringTable {
     if (this.count !== this.capacity) throw new Error(`StringTableBuilder: ${this.count} of the ${this.capacity} strings announced`);
-    return new StringTable(this.data.slice(0, this.size), this.ends);
+    return new StringTable(this.size === this.data.byteLength ? this.data : this.data.slice(0, this.size), this.ends);
   }
 }

@@ -53,7 +53,7 @@ export function ggufTokenizer(header: GgufHeader): Tokenizer {
       const pre = preTokenizer(stored);
       const model = new ByteLevelBpe({
         tokens: stored.tokens,
-        kinds: Uint8Array.from(stored.types, tokenKind),
+        kinds: tokenKinds(stored.types),
         merges: storedMerges(stored),
         split: jsRegExp(pre.regex),
         nfc: pre.nfc,
@@ -65,6 +65,16 @@ export function ggufTokenizer(header: GgufHeader): Tokenizer {
   } catch (err) {
     throw new CheckpointError(`${header.path}: the tokenizer in its metadata could not be built: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * The kind of every token. A loop rather than Uint8Array.from(types, tokenKind), which first lists
+ * all 150k values in a JS array: enough to make V8 grow its young generation for good.
+ */
+function tokenKinds(types: ArrayLike<number>): Uint8Array {
+  const kinds = new Uint8Array(types.length);
+  for (let id = 0; id < types.length; id++) kinds[id] = tokenKind(types[id]);
+  return kinds;
 }
 
 /** The tokenizer.json and tokenizer_config.json contents equivalent to the GGUF tokenizer. */
@@ -82,7 +92,7 @@ interface StoredTokenizer {
   header: GgufHeader;
   kind: "gpt2" | "llama";
   tokens: StringTable;
-  types: number[];
+  types: ArrayLike<number>;
   unk: number | undefined;
   /** tokenizer_config.json's equivalent, BOS added by default or not. */
   config(addBosDefault: boolean): TokenizerConfig;
@@ -102,7 +112,7 @@ function readStoredTokenizer(header: GgufHeader): StoredTokenizer {
     );
   }
   const tokens = metadataStrings(header, "tokenizer.ggml.tokens") ?? fail("has no tokenizer.ggml.tokens; the file is incomplete");
-  const types = metadataNumbers(header, "tokenizer.ggml.token_type") ?? new Array<number>(tokens.length).fill(GGUF_TOKEN_TYPE.NORMAL);
+  const types = metadataNumbers(header, "tokenizer.ggml.token_type") ?? new Uint8Array(tokens.length).fill(GGUF_TOKEN_TYPE.NORMAL);
   if (types.length !== tokens.length) {
     fail(`has ${types.length} tokenizer.ggml.token_type entries for ${tokens.length} tokens; the file is corrupt`);
   }
@@ -248,7 +258,7 @@ export function ggufTokenizerMetadata(files: HfTokenizerFiles, vocabSize: number
  * two tokens of the vocabulary, ordered by the ids of the two halves; then all of them ordered
  * by the merged token's score, highest first (a stable sort, so ties keep that order).
  */
-export function mergesFromScores(tokens: readonly string[], scores: readonly number[]): [string, string][] {
+export function mergesFromScores(tokens: readonly string[], scores: ArrayLike<number>): [string, string][] {
   const ids = new Map(tokens.map((t, id) => [t, id]));
   const merges: { left: string; right: string; score: number }[] = [];
   tokens.forEach((token, id) => {
