@@ -155,29 +155,46 @@ export class NativeTransformer implements LanguageModel {
   }
 
   /**
-   * Runs `ids` at positions cache.length ..; returns the logits after the last token. A
-   * one-token call (decode) allocates nothing: every buffer is reused.
+   * Runs `ids` at positions cache.length ..; returns the logits after the last token. A long
+   * prompt runs in chunks of at most PREFILL_CHUNK tokens, so activation buffers stay the size of
+   * one chunk however long the prompt. A one-token call (decode) allocates nothing: every buffer
+   * is reused.
    */
   forward(ids: readonly number[], cache: KVCacheNative): Float32Array {
+    const c = this.config;
+    if (ids.length === 0) throw new RangeError("forward needs at least one token");
+    const S = cache.length + ids.length;
+    if (S > c.maxPositionEmbeddings) {
+      throw new ContextOverflowError(`${S} tokens exceed the model's context of ${c.maxPositionEmbeddings} (max_position_embeddings)`);
+    }
+    const embed = this.reference.embed.weight;
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= embed.rows) throw new RangeError(`token id ${id} is outside the vocabulary (0..${embed.rows - 1})`);
+    }
+    cache.reserve(S);
+    let last = this.decodeScratch.x;
+    for (let start = 0; start < ids.length; start += PREFILL_CHUNK) last = this.layersForward(ids.slice(start, start + PREFILL_CHUNK), cache);
+
+    // Only the last position's logits are needed: normalise that row into the decode buffer.
+    const k = this.kernels;
+    k.rmsNorm(this.decodeScratch.xn, last, this.finalNorm, 1, c.hiddenSize, c.rmsNormEps);
+    k.matmul(this.logits, this.decodeScratch.xn, 1, this.lmHead, null);
+    return this.logits;
+  }
+
+  /** Runs the layers over `ids` at positions cache.length ..; returns the last position's hidden state. */
+  private layersForward(ids: readonly number[], cache: KVCacheNative): Float32Array {
     const c = this.config;
     const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, intermediateSize: I, rmsNormEps: eps } = c;
     const L = ids.length;
     const offset = cache.length;
     const S = offset + L;
-    if (S > c.maxPositionEmbeddings) {
-      throw new ContextOverflowError(`${S} tokens exceed the model's context of ${c.maxPositionEmbeddings} (max_position_embeddings)`);
-    }
-    cache.reserve(S);
     const s = L === 1 ? this.decodeScratch : this.scratchFor(L);
     const k = this.kernels;
     const x = s.x;
 
     const embed = this.reference.embed.weight;
-    for (let l = 0; l < L; l++) {
-      const id = ids[l];
-      if (!Number.isInteger(id) || id < 0 || id >= embed.rows) throw new RangeError(`token id ${id} is outside the vocabulary (0..${embed.rows - 1})`);
-      embed.decodeRow(id, x, l * E);
-    }
+    for (let l = 0; l < L; l++) embed.decodeRow(ids[l], x, l * E);
 
     for (let i = 0; i < this.layers.length; i++) {
       const layer = this.layers[i];
@@ -204,12 +221,7 @@ export class NativeTransformer implements LanguageModel {
       addInPlace(x, s.proj, L * E);
     }
     cache.length = S;
-
-    // Only the last position's logits are needed: normalise that row into the decode buffer.
-    const last = L === 1 ? x : x.subarray((L - 1) * E, L * E);
-    k.rmsNorm(this.decodeScratch.xn, last, this.finalNorm, 1, E, eps);
-    k.matmul(this.logits, this.decodeScratch.xn, 1, this.lmHead, null);
-    return this.logits;
+    return L === 1 ? x : x.subarray((L - 1) * E, L * E);
   }
 
   private scratchFor(L: number): Scratch {
@@ -217,6 +229,14 @@ export class NativeTransformer implements LanguageModel {
     return this.prefillScratch;
   }
 }
+
+/**
+ * The most prompt tokens one pass over the layers takes. Each chunk streams every weight once
+ * more, so smaller chunks prefill slower (a 512-token prompt on Qwen2-0.5B Q4_0: 723, 827, 903
+ * and 931 tokens/s in chunks of 32, 64, 128 and 256); larger ones grow the activation buffers
+ * (227 KB per token for Qwen2-7B) for little more speed.
+ */
+export const PREFILL_CHUNK = 256;
 
 function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) x[i] += y[i];
