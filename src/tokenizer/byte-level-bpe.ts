@@ -11,6 +11,7 @@
  */
 import { StringTable, StringTableBuilder } from "../loaders/string-table.js";
 import { byteLevelPreTokenizerName, jsRegExp, PRE_TOKENIZERS } from "./pre-tokenizers.js";
+import { bpeTablesOf, MAX_TOKEN_ID, type BpeTables } from "./tokenizer-json.js";
 import type { TokenizerConfig, TokenizerModel } from "./tokenizer.js";
 
 /** What each id of the vocabulary is. */
@@ -64,17 +65,16 @@ interface TokenizerJson {
  * pre-tokenizers.ts (Qwen's, Llama 3's), or undefined for anything else, which
  * @huggingface/tokenizers runs instead.
  */
-export function byteLevelBpeTables(tokenizerJson: object, config: TokenizerConfig): ByteLevelBpeTables | undefined {
+export function byteLevelBpeTables(tokenizerJson: object, config: TokenizerConfig, bpe?: BpeTables): ByteLevelBpeTables | undefined {
   const json = tokenizerJson as TokenizerJson;
   const { model } = json;
+  bpe ??= model && bpeTablesOf(model);
   const steps = json.pre_tokenizer?.type === "Sequence" && Array.isArray(json.pre_tokenizer.pretokenizers) ? (json.pre_tokenizer.pretokenizers as unknown[]) : [];
   const byteLevel = steps.find((step) => (step as { type?: unknown }).type === "ByteLevel") as { add_prefix_space?: unknown; use_regex?: unknown } | undefined;
   const split = steps.find((step) => (step as { type?: unknown }).type === "Split") as { behavior?: unknown; invert?: unknown } | undefined;
   const preName = byteLevelPreTokenizerName(json as Record<string, unknown>);
   const plain =
     model?.type === "BPE" &&
-    typeof model.vocab === "object" &&
-    Array.isArray(model.merges) &&
     !model.byte_fallback &&
     model.unk_token == null &&
     model.dropout == null &&
@@ -90,20 +90,47 @@ export function byteLevelBpeTables(tokenizerJson: object, config: TokenizerConfi
     (json.post_processor == null || json.post_processor.type === "ByteLevel") &&
     json.decoder?.type === "ByteLevel" &&
     config.clean_up_tokenization_spaces !== true &&
-    (json.added_tokens ?? []).every((t) => !t.lstrip && !t.rstrip && !t.single_word && (!t.normalized || /^[\x20-\x7e]*$/.test(t.content)));
-  if (!plain) return undefined;
+    (json.added_tokens ?? []).every(
+      (t) =>
+        Number.isInteger(t.id) &&
+        t.id >= 0 &&
+        t.id < MAX_TOKEN_ID &&
+        typeof t.content === "string" &&
+        !t.lstrip &&
+        !t.rstrip &&
+        !t.single_word &&
+        (!t.normalized || /^[\x20-\x7e]*$/.test(t.content)),
+    );
+  if (!plain || bpe === undefined) return undefined;
 
-  const texts: string[] = [];
-  const kinds: number[] = [];
-  for (const [token, id] of Object.entries(model.vocab as Record<string, number>)) [texts[id], kinds[id]] = [token, TOKEN_KIND.NORMAL];
+  // Token texts by id: the vocabulary's, then the added tokens' over them; ids of neither are unused.
+  const { vocab } = bpe;
+  const added = json.added_tokens ?? [];
+  let size = 0;
+  for (const id of vocab.ids) size = Math.max(size, id + 1);
+  for (const t of added) size = Math.max(size, t.id + 1);
+  const entryOf = new Int32Array(size).fill(NONE);
+  vocab.ids.forEach((id, entry) => (entryOf[id] = entry));
+  const kinds = new Uint8Array(size).fill(TOKEN_KIND.UNUSED);
+  for (const id of vocab.ids) kinds[id] = TOKEN_KIND.NORMAL;
+  const addedText = new Map<number, string>();
   const extraSpecial = new Set(Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens : []);
-  for (const t of json.added_tokens ?? []) [texts[t.id], kinds[t.id]] = [t.content, t.special || extraSpecial.has(t.content) ? TOKEN_KIND.SPECIAL : TOKEN_KIND.ADDED];
-  for (let id = 0; id < texts.length; id++) if (texts[id] === undefined) [texts[id], kinds[id]] = ["", TOKEN_KIND.UNUSED];
+  for (const t of added) {
+    addedText.set(t.id, t.content);
+    kinds[t.id] = t.special || extraSpecial.has(t.content) ? TOKEN_KIND.SPECIAL : TOKEN_KIND.ADDED;
+  }
+  const tokens = new StringTableBuilder(size);
+  for (let id = 0; id < size; id++) {
+    const text = addedText.get(id);
+    if (text !== undefined) tokens.add(utf8.encode(text));
+    else if (entryOf[id] !== NONE) tokens.add(vocab.texts.data, vocab.texts.start(entryOf[id]), vocab.texts.ends[entryOf[id]]);
+    else tokens.add(vocab.texts.data, 0, 0);
+  }
   const pre = PRE_TOKENIZERS[preName];
   return {
-    tokens: StringTable.of(texts),
-    kinds: Uint8Array.from(kinds),
-    merges: StringTable.of((model.merges as (string | string[])[]).map((m) => (Array.isArray(m) ? m.join(" ") : m))),
+    tokens: tokens.finish(),
+    kinds,
+    merges: bpe.merges,
     split: jsRegExp(pre.regex),
     nfc: pre.nfc,
     ignoreMerges: model.ignore_merges === true,
@@ -160,8 +187,8 @@ export class ByteLevelBpe implements TokenizerModel {
     this.nfc = tables.nfc;
     this.ignoreMerges = tables.ignoreMerges;
 
-    const tokenBytes = new StringTableBuilder(tokens.length);
     // A token's bytes are never more than its UTF-8 text.
+    const tokenBytes = new StringTableBuilder(tokens.length, tokens.data.byteLength);
     let longest = 0;
     for (let id = 0; id < tokens.length; id++) longest = Math.max(longest, tokens.ends[id] - tokens.start(id));
     const decoded = new Uint8Array(longest);

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ByteLevelBpe, byteLevelBpeTables } from "./byte-level-bpe.js";
 import { HfTokenizerModel } from "./hf-tokenizer-model.js";
+import { splitTokenizerJson } from "./tokenizer-json.js";
 
 /** A special token as tokenizer_config.json writes it: plain text, or an AddedToken object. */
 export type SpecialTokenField = string | { content: string } | null;
@@ -73,10 +74,12 @@ export class Tokenizer {
 
   /** Reads `tokenizer.json` and `tokenizer_config.json` from a model folder. */
   static fromDir(dir: string): Tokenizer {
-    const tokenizerJson = readJsonFile(join(dir, "tokenizer.json"));
-    const config = readJsonFile(join(dir, "tokenizer_config.json")) as TokenizerConfig;
+    const tokenizerPath = join(dir, "tokenizer.json");
+    const file = splitTokenizerJson(readFile(tokenizerPath), (text) => parseJsonObject(tokenizerPath, text));
+    const config = parseJsonObject(join(dir, "tokenizer_config.json"), readFile(join(dir, "tokenizer_config.json")).toString("utf8")) as TokenizerConfig;
     try {
-      return Tokenizer.fromJson(tokenizerJson, config);
+      const tables = byteLevelBpeTables(file.json, config, file.bpe);
+      return new Tokenizer(tables ? new ByteLevelBpe(tables) : new HfTokenizerModel(file.bpe ? file.parseWhole() : file.json, config), config);
     } catch (err) {
       throw new Error(
         `The tokenizer in ${dir} could not be built: ${errorMessage(err)}. ` +
@@ -142,10 +145,9 @@ export class Tokenizer {
   }
 }
 
-function readJsonFile(path: string): object {
-  let text: string;
+function readFile(path: string): Buffer {
   try {
-    text = readFileSync(path, "utf8");
+    return readFileSync(path);
   } catch (err) {
     const missing = (err as NodeJS.ErrnoException).code === "ENOENT";
     throw new Error(
@@ -156,6 +158,9 @@ function readJsonFile(path: string): object {
       { cause: err },
     );
   }
+}
+
+function parseJsonObject(path: string, text: string): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -169,7 +174,7 @@ function readJsonFile(path: string): object {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new Error(`${path} does not hold a JSON object: download it again from the model's Hugging Face repository.`);
   }
-  return value;
+  return value as Record<string, unknown>;
 }
 
 function errorMessage(err: unknown): string {
