@@ -80,6 +80,7 @@ test("what is not a vocabulary object before a merge list is parsed whole, as JS
     tokenizerText(`{"a":0}`, `null`),
     tokenizerText(`[]`, `[]`),
     `{"model":{"type":"BPE","merges":[],"vocab":{"a":0}}}`,
+    `{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"model":"replaced"}`,
   ];
   for (const text of cases) {
     const file = split(text);

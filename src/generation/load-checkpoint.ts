@@ -5,10 +5,11 @@
 import { existsSync, statSync } from "node:fs";
 import { readGenerationConfig } from "./generation-config.js";
 import type { SamplerOptions } from "./sampler.js";
+import type { ModelConfig } from "../models/config.js";
 import type { Transformer } from "../models/transformer.js";
 import { ggufTokenizer } from "../tokenizer/gguf-tokenizer.js";
 import { Tokenizer } from "../tokenizer/tokenizer.js";
-import { metadataNumber, readGgufHeader } from "../loaders/gguf.js";
+import { metadataNumber, readGgufHeader, type GgufHeader } from "../loaders/gguf.js";
 import { ggufModelConfig, loadGgufModel } from "../loaders/gguf-model.js";
 import { loadModel } from "../loaders/model-loader.js";
 import { CheckpointError } from "../loaders/safetensors.js";
@@ -43,14 +44,21 @@ function loadFolder(dir: string): LoadedCheckpoint {
 }
 
 function loadGguf(path: string): LoadedCheckpoint {
+  // The metadata is done with before the weights are read, so that the collections their loading
+  // sets off free it (the tokenizer's 150k-entry arrays are most of it).
+  const { config, tokenizer, eosTokenIds, layout } = readGgufHead(path);
+  const model = loadGgufModel(layout, config);
+  // GGUF carries no sampling settings.
+  return { model, tokenizer, eosTokenIds, sampling: { temperature: 0 } };
+}
+
+/** What a GGUF file's header gives, checked before gigabytes of weights are read, and its tensor layout alone. */
+function readGgufHead(path: string): { config: ModelConfig; tokenizer: Tokenizer; eosTokenIds: number[]; layout: GgufHeader } {
   const header = readGgufHeader(path);
-  // Check the metadata before reading gigabytes of weights.
   const config = ggufModelConfig(header);
   const tokenizer = ggufTokenizer(header);
-  const model = loadGgufModel(header, config);
   // End of turn and end of message (chat models) end generation as well as end of sequence.
   const stopKeys = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"];
   const eosTokenIds = [...new Set(stopKeys.map((key) => metadataNumber(header, key)).filter((id) => id !== undefined))];
-  // GGUF carries no sampling settings.
-  return { model, tokenizer, eosTokenIds, sampling: { temperature: 0 } };
+  return { config, tokenizer, eosTokenIds, layout: { ...header, metadata: new Map() } };
 }

@@ -100,13 +100,13 @@ class Scanner {
     let spans: { vocab?: Span; merges?: Span } = {};
     this.members(() => {
       const key = this.key();
-      if (key !== "model" || this.peek() !== OPEN_BRACE) return this.skipValue();
       // A repeated key: JSON.parse keeps the last, and so does this.
-      spans = {};
+      if (key === "model") spans = {};
+      if (key !== "model" || this.peek() !== OPEN_BRACE) return this.skipValue();
       this.members(() => {
         const inner = this.key();
-        const start = this.pos;
         const open = this.peek();
+        const start = this.pos;
         this.skipValue();
         if ((inner === "vocab" && open === OPEN_BRACE) || (inner === "merges" && open === OPEN_BRACKET)) spans[inner] = { start, end: this.pos };
         else if (inner === "vocab" || inner === "merges") delete spans[inner];
