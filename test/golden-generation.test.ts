@@ -15,6 +15,7 @@ import { selectBackend, type BackendName } from "../src/models/backend.js";
 import { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { projectRoot, sharedPath } from "./support/shared.js";
 import { logSumExp } from "./support/numeric.js";
+import { assertSameSteps, greedySteps } from "./support/greedy-steps.js";
 
 const cli = join(projectRoot, "dist", "src", "cli", "main.js");
 
@@ -91,27 +92,7 @@ for (const name of ["stories260k-qwen2", "stories260k-llama", "tiny-random-qwen2
   const model = sharedPath("models", name);
   test(`native and TypeScript backends agree on 64 greedy tokens and their logits for ${name}`, { skip: model.skip || backends[1][1] }, () => {
     const prompt = [1, 300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310];
-    const run = (backend: BackendName): { ids: number[]; logits: Float32Array[] } => {
-      const ids: number[] = [];
-      const logits: Float32Array[] = [];
-      for (const s of generate(load(model.path, backend), prompt, { sampler: new Sampler({ temperature: 0 }), maxTokens: 64 })) {
-        ids.push(s.id);
-        logits.push(s.logits.slice());
-      }
-      return { ids, logits };
-    };
-    const ts = run("ts");
-    const native = run("native");
-    assert.deepEqual(native.ids, ts.ids);
-    native.logits.forEach((l, i) => {
-      let worst = 0;
-      let scale = 1;
-      for (let v = 0; v < l.length; v++) {
-        worst = Math.max(worst, Math.abs(l[v] - ts.logits[i][v]));
-        scale = Math.max(scale, Math.abs(ts.logits[i][v]));
-      }
-      assert.ok(worst <= 1e-3 * scale, `step ${i}: logits differ by ${worst} (scale ${scale})`);
-    });
+    assertSameSteps(greedySteps(load(model.path, "native"), prompt, 64), greedySteps(load(model.path, "ts"), prompt, 64));
   });
 }
 

@@ -4,14 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { generate } from "../src/generation/generate.js";
 import { Random } from "../src/generation/random.js";
-import { Sampler } from "../src/generation/sampler.js";
 import { nativeKernels } from "../src/kernels/native.js";
 import { loadModel } from "../src/loaders/model-loader.js";
 import { selectBackend, type BackendName } from "../src/models/backend.js";
 import { PREFILL_CHUNK } from "../src/models/native-transformer.js";
 import { sharedPath } from "./support/shared.js";
+import { assertSameSteps, greedySteps } from "./support/greedy-steps.js";
 
 const noKernels = nativeKernels() ? false : "native kernels unavailable";
 
@@ -22,29 +21,8 @@ for (const name of ["stories260k-qwen2", "tiny-random-qwen3"]) {
     const random = new Random(7);
     // Past one chunk and ending inside the second, within the 512-token context of stories260k.
     const prompt = Array.from({ length: PREFILL_CHUNK + 45 }, () => 3 + (random.nextUint32() % (reference.embed.weight.rows - 3)));
-    const run = (backend: BackendName) => {
-      const ids: number[] = [];
-      const logits: Float32Array[] = [];
-      // Copied as they come: the native model reuses its logits buffer.
-      for (const s of generate(selectBackend(reference, { backend }).model, prompt, { sampler: new Sampler({ temperature: 0 }), maxTokens: 8 })) {
-        ids.push(s.id);
-        logits.push(s.logits.slice());
-      }
-      return { ids, logits };
-    };
-    const ts = run("ts");
-    const native = run("native");
-    assert.deepEqual(native.ids, ts.ids);
-    native.logits.forEach((l, i) => {
-      let worst = 0;
-      let scale = 1;
-      for (let v = 0; v < l.length; v++) {
-        worst = Math.max(worst, Math.abs(l[v] - ts.logits[i][v]));
-        scale = Math.max(scale, Math.abs(ts.logits[i][v]));
-      }
-      // As in golden-generation.test.ts: f32 kernels against the f64-summing reference.
-      assert.ok(worst <= 1e-3 * scale, `step ${i}: logits differ by ${worst} (scale ${scale})`);
-    });
+    const run = (backend: BackendName) => greedySteps(selectBackend(reference, { backend }).model, prompt, 8);
+    assertSameSteps(run("native"), run("ts"));
   });
 }
 

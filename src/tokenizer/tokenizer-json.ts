@@ -119,30 +119,24 @@ class Scanner {
 
   /** Calls `member` for each member of the object at pos, which it must read whole. */
   members(member: () => void): void {
-    this.expect(OPEN_BRACE);
-    if (this.peek() === CLOSE_BRACE) {
-      this.pos++;
-      return;
-    }
-    for (;;) {
-      member();
-      const next = this.next();
-      if (next === CLOSE_BRACE) return;
-      if (next !== COMMA) this.fail();
-    }
+    this.container(OPEN_BRACE, CLOSE_BRACE, member);
   }
 
   /** Calls `item` for each item of the list at pos, which it must read whole. */
   items(item: () => void): void {
-    this.expect(OPEN_BRACKET);
-    if (this.peek() === CLOSE_BRACKET) {
+    this.container(OPEN_BRACKET, CLOSE_BRACKET, item);
+  }
+
+  private container(open: number, close: number, each: () => void): void {
+    this.expect(open);
+    if (this.peek() === close) {
       this.pos++;
       return;
     }
     for (;;) {
-      item();
+      each();
       const next = this.next();
-      if (next === CLOSE_BRACKET) return;
+      if (next === close) return;
       if (next !== COMMA) this.fail();
     }
   }
@@ -158,13 +152,13 @@ class Scanner {
   /** An object key and the colon after it, passed over. */
   skipKey(): void {
     if (this.peek() !== QUOTE) this.fail();
-    this.skipString();
+    this.readString();
     this.expect(COLON);
   }
 
   skipValue(): void {
     const c = this.peek();
-    if (c === QUOTE) this.skipString();
+    if (c === QUOTE) this.readString();
     else if (c === OPEN_BRACE) this.members(() => (this.skipKey(), this.skipValue()));
     else if (c === OPEN_BRACKET) this.items(() => this.skipValue());
     else {
@@ -176,19 +170,8 @@ class Scanner {
     }
   }
 
-  skipString(): void {
-    this.expect(QUOTE);
-    const { bytes } = this;
-    for (;;) {
-      const c = bytes[this.pos++];
-      if (c === QUOTE) return;
-      if (c === undefined || c < SPACE) this.fail();
-      if (c === BACKSLASH) this.pos++;
-    }
-  }
-
-  /** Appends the string at pos, unescaped, to `out` as UTF-8. */
-  readString(out: ByteSink): void {
+  /** Reads the string at pos, and appends it unescaped to `out` as UTF-8 where one is given. */
+  readString(out?: ByteSink): void {
     this.expect(QUOTE);
     const { bytes } = this;
     for (;;) {
@@ -196,14 +179,14 @@ class Scanner {
       if (c === QUOTE) return;
       if (c === undefined || c < SPACE) this.fail();
       if (c !== BACKSLASH) {
-        out.push(c);
+        out?.push(c);
         continue;
       }
       const e = bytes[this.pos++];
       if (e !== 0x75) {
         const unescaped = ESCAPED[e];
         if (unescaped === undefined) this.fail();
-        out.push(unescaped);
+        out?.push(unescaped);
         continue;
       }
       let unit = this.hex4();
@@ -215,7 +198,7 @@ class Scanner {
         else this.pos = save;
       }
       // A lone surrogate becomes U+FFFD, as encoding the parsed string as UTF-8 makes it.
-      out.codePoint(unit >= 0xd800 && unit < 0xe000 ? 0xfffd : unit);
+      out?.codePoint(unit >= 0xd800 && unit < 0xe000 ? 0xfffd : unit);
     }
   }
 
