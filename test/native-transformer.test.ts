@@ -16,7 +16,7 @@ const noKernels = nativeKernels() ? false : "native kernels unavailable";
 
 for (const name of ["stories260k-qwen2", "tiny-random-qwen3"]) {
   const model = sharedPath("models", name);
-  test(`${name}: a prompt of two prefill chunks and a bit gives the TypeScript reference's logits and greedy tokens`, { skip: model.skip || noKernels }, () => {
+  test(`${name}: a prompt longer than one prefill chunk gives the TypeScript reference's logits and greedy tokens`, { skip: model.skip || noKernels }, () => {
     const reference = loadModel(model.path);
     const random = new Random(7);
     // Past one chunk and ending inside the second, within the 512-token context of stories260k.

@@ -118,3 +118,37 @@ test("malformed JSON anywhere gets the caller's parse error, not a partial token
   writeFileSync(join(dir, "tokenizer.json"), bad[0]);
   assert.throws(() => Tokenizer.fromDir(dir), /tokenizer\.json is not valid JSON.*download it again/);
 });
+
+test("a vocabulary with a repeated key or a shared id is parsed whole, so JSON.parse decides what it holds", () => {
+  for (const vocab of [`{"a":5,"b":1,"a":1}`, `{"a":5,"0":5}`]) {
+    const text = tokenizerText(vocab, `[]`);
+    const file = split(text);
+    assert.equal(file.bpe, undefined, vocab);
+    assert.deepEqual(file.json, parse(text), vocab);
+  }
+});
+
+test("nesting deeper than any tokenizer's is parsed whole rather than overflowing the stack", () => {
+  const deep = "[".repeat(5000) + "]".repeat(5000);
+  const text = `{"x":${deep},"model":{"type":"BPE","vocab":{"a":0},"merges":[]}}`;
+  const file = split(text);
+  assert.equal(file.bpe, undefined);
+  // Compared in parts: assert's deep comparison itself recurses.
+  assert.deepEqual(file.json.model, parse(text).model);
+  let depth = 0;
+  for (let x = file.json.x; Array.isArray(x); x = x[0]) depth++;
+  assert.equal(depth, 5000);
+});
+
+test("a parse error after the vocabulary is reported at its position in the file", () => {
+  const text = tokenizerText(`{"a":0,"b":1}`, `["a b"]`).replace(`"ignore_merges":false`, `"ignore_merges":--1`);
+  const expected = (() => {
+    try {
+      parse(text);
+    } catch (err) {
+      return (err as Error).message;
+    }
+  })();
+  assert.ok(expected);
+  assert.throws(() => split(text), (err: Error) => err.message === expected);
+});

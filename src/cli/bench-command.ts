@@ -68,7 +68,7 @@ export interface BenchResult {
 const PROBE_BYTES = 256 * 2 ** 20;
 const PROBE_RUNS = 5;
 const PROMPT_SEED = 1234;
-/** Draws that may land on special or unused ids before the tokenizer is judged to have no others. */
+/** Draws in a row that may land on special or unused ids before the tokenizer is judged to have no others. */
 const MAX_PROMPT_MISSES = 100_000;
 
 /**
@@ -86,8 +86,10 @@ export function benchmarkPrompt(tokenizer: Tokenizer, embeddingRows: number, n: 
   const ids: number[] = [];
   for (let misses = 0; ids.length < n; ) {
     const id = random.nextUint32() % limit;
-    if (ordinary(id)) ids.push(id);
-    else if (++misses > MAX_PROMPT_MISSES) throw new Error("the tokenizer has (almost) no ordinary tokens to build a prompt from");
+    if (ordinary(id)) {
+      ids.push(id);
+      misses = 0;
+    } else if (++misses > MAX_PROMPT_MISSES) throw new Error("the tokenizer has (almost) no ordinary tokens to build a prompt from");
   }
   return ids;
 }

@@ -12,6 +12,7 @@ import { Tokenizer } from "../tokenizer/tokenizer.js";
 import { metadataNumber, readGgufHeader, type GgufHeader } from "../loaders/gguf.js";
 import { ggufModelConfig, loadGgufModel } from "../loaders/gguf-model.js";
 import { loadModel } from "../loaders/model-loader.js";
+import { nativeKernels } from "../kernels/native.js";
 import { CheckpointError } from "../loaders/safetensors.js";
 
 export interface LoadedCheckpoint {
@@ -26,6 +27,9 @@ export interface LoadedCheckpoint {
 /** Loads a Hugging Face checkpoint folder, or a GGUF file when `path` is a file. */
 export function loadCheckpoint(path: string): LoadedCheckpoint {
   if (!existsSync(path)) throw new CheckpointError(`${path} does not exist; expected a checkpoint folder or a .gguf file`);
+  // The native addon, where it built, sets the allocator's policy for large buffers as it loads
+  // (addon.cc): loaded first, the policy holds for the tokenizer's tables too.
+  nativeKernels();
   return statSync(path).isDirectory() ? loadFolder(path) : loadGguf(path);
 }
 

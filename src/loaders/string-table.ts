@@ -81,3 +81,49 @@ export class StringTableBuilder {
     return new StringTable(this.size === this.data.byteLength ? this.data : this.data.slice(0, this.size), this.ends);
   }
 }
+
+/** Positions of a StringTable's strings by their bytes: open addressing, FNV-1a hashed. */
+export class StringIndex {
+  /** How many strings repeat an earlier one; the index holds the later position. */
+  readonly repeats: number = 0;
+  private readonly slots: Int32Array;
+  private readonly mask: number;
+
+  /** Indexes the strings for which `include` (default: all) is true. */
+  constructor(
+    private readonly table: StringTable,
+    include: (i: number) => boolean = () => true,
+  ) {
+    let size = 16;
+    while (size < table.length * 1.5) size *= 2;
+    this.slots = new Int32Array(size).fill(-1);
+    this.mask = size - 1;
+    for (let i = 0; i < table.length; i++) {
+      if (!include(i)) continue;
+      const slot = this.slotOf(table.data, table.start(i), table.ends[i]);
+      if (this.slots[slot] !== -1) this.repeats++;
+      this.slots[slot] = i;
+    }
+  }
+
+  /** The position of the string spelled by bytes[from, to), or -1. */
+  find(bytes: Uint8Array, from = 0, to = bytes.length): number {
+    return this.slots[this.slotOf(bytes, from, to)];
+  }
+
+  /** The slot holding the string spelled by bytes[from, to), or the empty slot where it would go. */
+  private slotOf(bytes: Uint8Array, from: number, to: number): number {
+    let hash = 0x811c9dc5;
+    for (let i = from; i < to; i++) hash = Math.imul(hash ^ bytes[i], 0x01000193);
+    const { data, ends } = this.table;
+    for (let slot = hash & this.mask; ; slot = (slot + 1) & this.mask) {
+      const i = this.slots[slot];
+      if (i === -1) return slot;
+      const start = this.table.start(i);
+      if (ends[i] - start !== to - from) continue;
+      let k = 0;
+      while (k < to - from && data[start + k] === bytes[from + k]) k++;
+      if (k === to - from) return slot;
+    }
+  }
+}

@@ -9,7 +9,7 @@
  * pre-tokenizer's regex, and each word's UTF-8 bytes are merged pair by pair, always the pair of
  * lowest merge rank (the leftmost on ties), until no adjacent pair has a rank.
  */
-import { StringTable, StringTableBuilder } from "../loaders/string-table.js";
+import { StringIndex, StringTable, StringTableBuilder } from "../loaders/string-table.js";
 import { byteLevelPreTokenizerName, jsRegExp, PRE_TOKENIZERS } from "./pre-tokenizers.js";
 import { bpeTablesOf, MAX_TOKEN_ID, type BpeTables } from "./tokenizer-json.js";
 import type { TokenizerConfig, TokenizerModel } from "./tokenizer.js";
@@ -165,7 +165,8 @@ export class ByteLevelBpe implements TokenizerModel {
   private readonly kinds: Uint8Array;
   /** What each token decodes to: the bytes its characters stand for, or an added token's own text. */
   private readonly tokenBytes: StringTable;
-  private readonly ids: TokenIndex;
+  /** Token ids by their text; later ids win a repeated text, as in a JSON vocabulary read into a map. */
+  private readonly ids: StringIndex;
   /** The token of each single byte, or NONE. */
   private readonly byteIds = new Int32Array(256).fill(NONE);
   private readonly merges: MergeTable;
@@ -219,7 +220,7 @@ export class ByteLevelBpe implements TokenizerModel {
     this.specialIds = special;
     this.vocabSize = vocabSize;
 
-    this.ids = new TokenIndex(tokens, kinds);
+    this.ids = new StringIndex(tokens, (id) => kinds[id] !== TOKEN_KIND.UNUSED);
     for (let b = 0; b < 256; b++) this.byteIds[b] = this.ids.find(utf8.encode(String.fromCodePoint(BYTE_CHARS[b])));
     this.merges = new MergeTable(tables.merges, this.ids);
   }
@@ -382,42 +383,6 @@ function byteLevelSpelling(bytes: Uint8Array): Uint8Array {
   return out.subarray(0, at);
 }
 
-/** Token ids by their text's bytes: open addressing over the vocabulary, FNV-1a hashed. */
-class TokenIndex {
-  private readonly slots: Int32Array;
-  private readonly mask: number;
-
-  constructor(private readonly tokens: StringTable, kinds: Uint8Array) {
-    this.slots = new Int32Array(tableSize(tokens.length)).fill(NONE);
-    this.mask = this.slots.length - 1;
-    // Later ids win a duplicated text, as in a JSON vocabulary read into a map.
-    for (let id = 0; id < tokens.length; id++) {
-      if (kinds[id] !== TOKEN_KIND.UNUSED) this.slots[this.slotOf(tokens.data, tokens.start(id), tokens.ends[id])] = id;
-    }
-  }
-
-  /** The id of the token spelled by bytes[from, to), or NONE. */
-  find(bytes: Uint8Array, from = 0, to = bytes.length): number {
-    return this.slots[this.slotOf(bytes, from, to)];
-  }
-
-  /** The slot holding the token spelled by bytes[from, to), or the empty slot where it would go. */
-  private slotOf(bytes: Uint8Array, from: number, to: number): number {
-    let hash = 0x811c9dc5;
-    for (let i = from; i < to; i++) hash = Math.imul(hash ^ bytes[i], 0x01000193);
-    const { data, ends } = this.tokens;
-    for (let slot = hash & this.mask; ; slot = (slot + 1) & this.mask) {
-      const id = this.slots[slot];
-      if (id === NONE) return slot;
-      const start = this.tokens.start(id);
-      if (ends[id] - start !== to - from) continue;
-      let i = 0;
-      while (i < to - from && data[start + i] === bytes[from + i]) i++;
-      if (i === to - from) return slot;
-    }
-  }
-}
-
 /** Merge ranks by pair of token ids, and the token each merge makes. */
 class MergeTable {
   /** Per slot: left id, right id, rank. */
@@ -425,7 +390,7 @@ class MergeTable {
   private readonly mask: number;
   private readonly mergedIds: Int32Array;
 
-  constructor(merges: StringTable, ids: TokenIndex) {
+  constructor(merges: StringTable, ids: StringIndex) {
     this.slots = new Int32Array(3 * tableSize(merges.length)).fill(NONE);
     this.mask = this.slots.length / 3 - 1;
     this.mergedIds = new Int32Array(merges.length);

@@ -5,7 +5,7 @@
  * that also leaves V8's young generation at its largest for good.
  */
 import { isUtf8 } from "node:buffer";
-import { StringTable, StringTableBuilder } from "../loaders/string-table.js";
+import { StringIndex, StringTable, StringTableBuilder } from "../loaders/string-table.js";
 
 /** A vocabulary as its token texts and their ids, entry by entry. */
 export interface VocabTable {
@@ -41,6 +41,8 @@ const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const SPACE = 0x20;
 const ESCAPED: Record<number, number> = { 0x22: 0x22, 0x5c: 0x5c, 0x2f: 0x2f, 0x62: 0x08, 0x66: 0x0c, 0x6e: 0x0a, 0x72: 0x0d, 0x74: 0x09 };
+/** Deeper nesting is not a tokenizer's; such a file is parsed whole (the scanner recurses). */
+const MAX_DEPTH = 256;
 /** Token ids past this are not a real vocabulary's: such a vocabulary is left to the library. */
 export const MAX_TOKEN_ID = 1 << 24;
 
@@ -63,7 +65,15 @@ export function splitTokenizerJson(bytes: Uint8Array, parse: (text: string) => R
         Buffer.from("[]"),
         bytes.subarray(spans.merges.end),
       ]);
-      return { json: parse(rest.toString("utf8")), bpe, parseWhole };
+      let json: Record<string, unknown>;
+      try {
+        json = parse(rest.toString("utf8"));
+      } catch (err) {
+        // The whole file fails too, with positions that are the file's own.
+        parseWhole();
+        throw err;
+      }
+      return { json, bpe, parseWhole };
     }
   } catch (err) {
     if (!(err instanceof NotReadable)) throw err;
@@ -92,6 +102,7 @@ interface Span {
 /** Walks JSON text as bytes, without building values. */
 class Scanner {
   pos = 0;
+  private depth = 0;
 
   constructor(readonly bytes: Uint8Array) {}
 
@@ -129,16 +140,17 @@ class Scanner {
 
   private container(open: number, close: number, each: () => void): void {
     this.expect(open);
-    if (this.peek() === close) {
-      this.pos++;
-      return;
+    if (++this.depth > MAX_DEPTH) this.fail();
+    if (this.peek() === close) this.pos++;
+    else {
+      for (;;) {
+        each();
+        const next = this.next();
+        if (next === close) break;
+        if (next !== COMMA) this.fail();
+      }
     }
-    for (;;) {
-      each();
-      const next = this.next();
-      if (next === close) return;
-      if (next !== COMMA) this.fail();
-    }
+    this.depth--;
   }
 
   /** An object key and the colon after it. */
@@ -313,7 +325,19 @@ function readVocab(bytes: Uint8Array, span: Span): VocabTable {
     texts.add(text.bytes, 0, text.length);
     ids[i++] = scanner.readInteger();
   });
-  return { texts: texts.finish(), ids };
+  const table = texts.finish();
+  // JSON.parse keeps one entry of a repeated key, and orders entries with integer-like keys first,
+  // which decides which of two keys sharing an id is kept: files with either are parsed whole.
+  if (new StringIndex(table).repeats > 0 || repeatsAny(ids)) throw new NotReadable();
+  return { texts: table, ids };
+}
+
+function repeatsAny(ids: Int32Array): boolean {
+  let max = -1;
+  for (const id of ids) max = Math.max(max, id);
+  const seen = new Uint8Array(max + 1);
+  for (const id of ids) if (seen[id]++ > 0) return true;
+  return false;
 }
 
 function readMerges(bytes: Uint8Array, span: Span): StringTable {
