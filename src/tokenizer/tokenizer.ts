@@ -91,7 +91,7 @@ export class Tokenizer {
 
   /**
    * Builds a tokenizer from the parsed contents of tokenizer.json and tokenizer_config.json.
-   * Plain byte-level BPE (Qwen's) runs on compact tables, about 10 MB where the library keeps
+   * Plain byte-level BPE (Qwen's) runs on compact tables, about 8 MB where the library keeps
    * about 65 MB; anything else runs on @huggingface/tokenizers.
    */
   static fromJson(tokenizerJson: object, config: TokenizerConfig): Tokenizer {
