@@ -2,7 +2,8 @@
  * Byte-level BPE (GPT-2, Qwen, Llama 3) over compact tables, for the tokenizers stored in GGUF
  * metadata and plain byte-level tokenizer.json files. A 150k-token vocabulary with its merges
  * takes about 8 MB here, against about 100 MB as @huggingface/tokenizers' objects and maps: a
- * fixed cost that would exceed the weights' 20 % headroom on a 300 MB quantized model. Tests hold its ids and text equal to that library's.
+ * fixed cost that would exceed the weights' 20 % headroom on a 300 MB quantized model. Tests
+ * hold its ids and text equal to that library's.
  *
  * Encoding: the text is cut at added tokens (the longest one that matches, left to right); each
  * stretch between them is NFC-normalized when the pre-tokenizer asks, split into words by the
