@@ -168,12 +168,13 @@ export class NativeTransformer implements LanguageModel {
       throw new ContextOverflowError(`${S} tokens exceed the model's context of ${c.maxPositionEmbeddings} (max_position_embeddings)`);
     }
     const embed = this.reference.embed.weight;
-    for (const id of ids) {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
       if (!Number.isInteger(id) || id < 0 || id >= embed.rows) throw new RangeError(`token id ${id} is outside the vocabulary (0..${embed.rows - 1})`);
     }
     cache.reserve(S);
     let last = this.decodeScratch.x;
-    for (let start = 0; start < ids.length; start += PREFILL_CHUNK) last = this.layersForward(ids.slice(start, start + PREFILL_CHUNK), cache);
+    for (let from = 0; from < ids.length; from += PREFILL_CHUNK) last = this.layersForward(ids, from, Math.min(ids.length, from + PREFILL_CHUNK), cache);
 
     // Only the last position's logits are needed: normalise that row into the decode buffer.
     const k = this.kernels;
@@ -182,11 +183,14 @@ export class NativeTransformer implements LanguageModel {
     return this.logits;
   }
 
-  /** Runs the layers over `ids` at positions cache.length ..; returns the last position's hidden state. */
-  private layersForward(ids: readonly number[], cache: KVCacheNative): Float32Array {
+  /**
+   * Runs the layers over ids[from, to) at positions cache.length ..; returns the last position's
+   * hidden state.
+   */
+  private layersForward(ids: readonly number[], from: number, to: number, cache: KVCacheNative): Float32Array {
     const c = this.config;
     const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, intermediateSize: I, rmsNormEps: eps } = c;
-    const L = ids.length;
+    const L = to - from;
     const offset = cache.length;
     const S = offset + L;
     const s = L === 1 ? this.decodeScratch : this.scratchFor(L);
@@ -194,7 +198,7 @@ export class NativeTransformer implements LanguageModel {
     const x = s.x;
 
     const embed = this.reference.embed.weight;
-    for (let l = 0; l < L; l++) embed.decodeRow(ids[l], x, l * E);
+    for (let l = 0; l < L; l++) embed.decodeRow(ids[from + l], x, l * E);
 
     for (let i = 0; i < this.layers.length; i++) {
       const layer = this.layers[i];
