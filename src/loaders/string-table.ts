@@ -94,10 +94,8 @@ export class StringIndex {
     private readonly table: StringTable,
     include: (i: number) => boolean = () => true,
   ) {
-    let size = 16;
-    while (size < table.length * 1.5) size *= 2;
-    this.slots = new Int32Array(size).fill(-1);
-    this.mask = size - 1;
+    this.slots = new Int32Array(hashTableSize(table.length)).fill(-1);
+    this.mask = this.slots.length - 1;
     for (let i = 0; i < table.length; i++) {
       if (!include(i)) continue;
       const slot = this.slotOf(table.data, table.start(i), table.ends[i]);
@@ -126,4 +124,11 @@ export class StringIndex {
       if (k === to - from) return slot;
     }
   }
+}
+
+/** Slots for an open-addressing table of n keys: a power of two at least 1.5 × n, so probes stay short. */
+export function hashTableSize(n: number): number {
+  let size = 16;
+  while (size < n * 1.5) size *= 2;
+  return size;
 }

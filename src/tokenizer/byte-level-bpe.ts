@@ -10,7 +10,7 @@
  * pre-tokenizer's regex, and each word's UTF-8 bytes are merged pair by pair, always the pair of
  * lowest merge rank (the leftmost on ties), until no adjacent pair has a rank.
  */
-import { StringIndex, StringTable, StringTableBuilder } from "../loaders/string-table.js";
+import { hashTableSize, StringIndex, StringTable, StringTableBuilder } from "../loaders/string-table.js";
 import { byteLevelPreTokenizerName, jsRegExp, PRE_TOKENIZERS } from "./pre-tokenizers.js";
 import { bpeTablesOf, MAX_TOKEN_ID, type BpeTables } from "./tokenizer-json.js";
 import type { TokenizerConfig, TokenizerModel } from "./tokenizer.js";
@@ -69,7 +69,6 @@ interface TokenizerJson {
 export function byteLevelBpeTables(tokenizerJson: object, config: TokenizerConfig, bpe?: BpeTables): ByteLevelBpeTables | undefined {
   const json = tokenizerJson as TokenizerJson;
   const { model } = json;
-  bpe ??= model && bpeTablesOf(model);
   const steps = json.pre_tokenizer?.type === "Sequence" && Array.isArray(json.pre_tokenizer.pretokenizers) ? (json.pre_tokenizer.pretokenizers as unknown[]) : [];
   const byteLevel = steps.find((step) => (step as { type?: unknown }).type === "ByteLevel") as { add_prefix_space?: unknown; use_regex?: unknown } | undefined;
   const split = steps.find((step) => (step as { type?: unknown }).type === "Split") as { behavior?: unknown; invert?: unknown } | undefined;
@@ -102,7 +101,10 @@ export function byteLevelBpeTables(tokenizerJson: object, config: TokenizerConfi
         !t.single_word &&
         (!t.normalized || /^[\x20-\x7e]*$/.test(t.content)),
     );
-  if (!plain || bpe === undefined) return undefined;
+  if (!plain) return undefined;
+  // Only now, for a tokenizer that is plain: the library takes the parsed JSON as it is.
+  bpe ??= bpeTablesOf(model);
+  if (bpe === undefined) return undefined;
 
   // Token texts by id: the vocabulary's, then the added tokens' over them; ids of neither are unused.
   const { vocab } = bpe;
@@ -392,7 +394,7 @@ class MergeTable {
   private readonly mergedIds: Int32Array;
 
   constructor(merges: StringTable, ids: StringIndex) {
-    this.slots = new Int32Array(3 * tableSize(merges.length)).fill(NONE);
+    this.slots = new Int32Array(3 * hashTableSize(merges.length)).fill(NONE);
     this.mask = this.slots.length / 3 - 1;
     this.mergedIds = new Int32Array(merges.length);
     const { data } = merges;
@@ -479,11 +481,4 @@ class MinHeap {
     }
     return top;
   }
-}
-
-/** A power of two at least 1.5 × n, so open addressing stays short. */
-function tableSize(n: number): number {
-  let size = 16;
-  while (size < n * 1.5) size *= 2;
-  return size;
 }

@@ -94,9 +94,11 @@ export function bpeTablesOf(model: { vocab?: unknown; merges?: unknown }): BpeTa
   };
 }
 
+/** Where a value lies in the bytes, and how many members or items it has. */
 interface Span {
   start: number;
   end: number;
+  entries: number;
 }
 
 /** Walks JSON text as bytes, without building values. */
@@ -118,9 +120,15 @@ class Scanner {
         const inner = this.key();
         const open = this.peek();
         const start = this.pos;
-        this.skipValue();
-        if ((inner === "vocab" && open === OPEN_BRACE) || (inner === "merges" && open === OPEN_BRACKET)) spans[inner] = { start, end: this.pos };
-        else if (inner === "vocab" || inner === "merges") delete spans[inner];
+        let entries = 0;
+        if (inner === "vocab" && open === OPEN_BRACE) this.members(() => (entries++, this.readKey(), this.skipValue()));
+        else if (inner === "merges" && open === OPEN_BRACKET) this.items(() => (entries++, this.skipValue()));
+        else {
+          this.skipValue();
+          if (inner === "vocab" || inner === "merges") delete spans[inner];
+          return;
+        }
+        spans[inner] = { start, end: this.pos, entries };
       });
     });
     this.space();
@@ -155,23 +163,22 @@ class Scanner {
 
   /** An object key and the colon after it. */
   key(): string {
-    this.space();
-    const start = this.pos;
-    this.skipKey();
-    return JSON.parse(Buffer.from(this.bytes.buffer, this.bytes.byteOffset + start, this.pos - start).toString("utf8").replace(/\s*:$/, "")) as string;
+    const text = new ByteSink();
+    this.readKey(text);
+    return text.toString();
   }
 
-  /** An object key and the colon after it, passed over. */
-  skipKey(): void {
+  /** An object key and the colon after it, the key appended to `out` where one is given. */
+  readKey(out?: ByteSink): void {
     if (this.peek() !== QUOTE) this.fail();
-    this.readString();
+    this.readString(out);
     this.expect(COLON);
   }
 
   skipValue(): void {
     const c = this.peek();
     if (c === QUOTE) this.readString();
-    else if (c === OPEN_BRACE) this.members(() => (this.skipKey(), this.skipValue()));
+    else if (c === OPEN_BRACE) this.members(() => (this.readKey(), this.skipValue()));
     else if (c === OPEN_BRACKET) this.items(() => this.skipValue());
     else {
       // A number or a literal: its characters up to the next delimiter, checked by JSON.parse
@@ -280,6 +287,10 @@ class ByteSink {
     this.bytes[this.length++] = b;
   }
 
+  toString(): string {
+    return new TextDecoder().decode(this.bytes.subarray(0, this.length));
+  }
+
   codePoint(cp: number): void {
     if (cp < 0x80) this.push(cp);
     else if (cp < 0x800) {
@@ -298,30 +309,17 @@ class ByteSink {
   }
 }
 
-/** How many members or items the object or list at `span` has. */
-function countEntries(bytes: Uint8Array, span: Span, isObject: boolean): number {
-  const scanner = new Scanner(bytes.subarray(0, span.end));
-  scanner.pos = span.start;
-  let n = 0;
-  if (isObject) scanner.members(() => (n++, scanner.skipKey(), scanner.skipValue()));
-  else scanner.items(() => (n++, scanner.skipValue()));
-  return n;
-}
-
 function readVocab(bytes: Uint8Array, span: Span): VocabTable {
-  const n = countEntries(bytes, span, true);
   // Unescaped strings are never longer than the text that spells them.
-  const texts = new StringTableBuilder(n, span.end - span.start);
-  const ids = new Int32Array(n);
+  const texts = new StringTableBuilder(span.entries, span.end - span.start);
+  const ids = new Int32Array(span.entries);
   const scanner = new Scanner(bytes.subarray(0, span.end));
   scanner.pos = span.start;
   const text = new ByteSink();
   let i = 0;
   scanner.members(() => {
     text.length = 0;
-    scanner.space();
-    scanner.readString(text);
-    scanner.expect(COLON);
+    scanner.readKey(text);
     texts.add(text.bytes, 0, text.length);
     ids[i++] = scanner.readInteger();
   });
@@ -341,7 +339,7 @@ function repeatsAny(ids: Int32Array): boolean {
 }
 
 function readMerges(bytes: Uint8Array, span: Span): StringTable {
-  const merges = new StringTableBuilder(countEntries(bytes, span, false), span.end - span.start);
+  const merges = new StringTableBuilder(span.entries, span.end - span.start);
   const scanner = new Scanner(bytes.subarray(0, span.end));
   scanner.pos = span.start;
   const merge = new ByteSink();
