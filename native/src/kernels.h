@@ -22,6 +22,9 @@ enum ScaleType : int { S_F32 = 0, S_F16 = 1, S_BF16 = 2 };
 inline bool is_affine(int type) { return type == W_AFFINE4 || type == W_AFFINE8; }
 inline bool is_kquant(int type) { return type == W_Q4_K || type == W_Q5_K || type == W_Q6_K; }
 inline bool is_int8_type(int type) { return type == W_Q8_0 || type == W_Q4_0 || is_affine(type) || is_kquant(type); }
+// Types that store two 4-bit codes per byte.
+template <int Type>
+constexpr bool kFourBit = Type == W_Q4_0 || Type == W_AFFINE4;
 
 constexpr int kBlock = 32;  // elements per quantization block (GGML Q8_0 / Q4_0)
 

@@ -21,6 +21,7 @@
 
 #include "kernels.h"
 #include "transpose16.h"
+#include "x86_util.h"
 
 namespace tl {
 namespace amx {
@@ -29,13 +30,11 @@ namespace {
 // 16 floats from a and 16 from b as 32 bf16 (round to nearest even).
 inline __m512i to_bf16(__m512 a, __m512 b) { return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a)); }
 
-inline __mmask16 first(int64_t n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1); }
 
-inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 // n (<= 32) floats as bf16 into dst[0..32), zeros past n.
 inline void store_bf16(uint16_t* dst, const float* src, int64_t n) {
-  const __m512 lo = _mm512_maskz_loadu_ps(first(n), src), hi = _mm512_maskz_loadu_ps(first(n - 16), src + 16);
+  const __m512 lo = _mm512_maskz_loadu_ps(lane_mask(n), src), hi = _mm512_maskz_loadu_ps(lane_mask(n - 16), src + 16);
   _mm512_storeu_si512(dst, to_bf16(lo, hi));
 }
 
@@ -64,8 +63,8 @@ void decode_bf16(const Weight& w, int64_t n, uint16_t* dst, uint16_t* lo, float*
     case W_F16: {
       const uint16_t* p = reinterpret_cast<const uint16_t*>(row);
       for (int64_t k = 0; k < K; k += 32) {
-        __m512 a = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(K - k), p + k));
-        __m512 b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(K - k - 16), p + k + 16));
+        __m512 a = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lane_mask(K - k), p + k));
+        __m512 b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lane_mask(K - k - 16), p + k + 16));
         const __m512i hi = to_bf16(a, b);
         _mm512_storeu_si512(dst + k / 32 * kTile, hi);
         _mm512_storeu_si512(lo + k / 32 * kTile, next_part(a, b, hi));
@@ -158,7 +157,7 @@ void store_tile(const MatmulTask& t, const float* c, int64_t m0, int64_t n0) {
   __m512i r[16];
   for (int i = 0; i < 16; i++) r[i] = _mm512_load_si512(c + 16 * i);
   transpose16(r);
-  const __mmask16 mask = first(N - n0);
+  const __mmask16 mask = lane_mask(N - n0);
   const __m512 bias = t.bias ? _mm512_maskz_loadu_ps(mask, t.bias + n0) : _mm512_setzero_ps();
   for (int64_t m = 0; m < std::min<int64_t>(16, t.M - m0); m++)
     _mm512_mask_storeu_ps(t.out + (m0 + m) * N + n0, mask, _mm512_add_ps(_mm512_castsi512_ps(r[m]), bias));
@@ -180,8 +179,8 @@ void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int6
     for (int64_t m = 0; m < kTokens; m++) {
       const int64_t row = block * kTokens + m;
       const float* p = x + row * K + k;
-      __m512 a = row < M ? _mm512_maskz_loadu_ps(first(K - k), p) : _mm512_setzero_ps();
-      __m512 b = row < M ? _mm512_maskz_loadu_ps(first(K - k - 16), p + 16) : _mm512_setzero_ps();
+      __m512 a = row < M ? _mm512_maskz_loadu_ps(lane_mask(K - k), p) : _mm512_setzero_ps();
+      __m512 b = row < M ? _mm512_maskz_loadu_ps(lane_mask(K - k - 16), p + 16) : _mm512_setzero_ps();
       r[0][m] = to_bf16(a, b);
       for (int part = 1; part < parts; part++) r[part][m] = next_part(a, b, r[part - 1][m]);
     }

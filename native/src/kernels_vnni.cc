@@ -17,6 +17,7 @@
 
 #include "kernels.h"
 #include "transpose16.h"
+#include "x86_util.h"
 
 namespace tl {
 namespace vnni {
@@ -45,12 +46,12 @@ struct StripLayout {
   int64_t blocks_per_group;
   int64_t group_bytes() const { return 64 * kCorrections<Type> + blocks_per_group * kBlockBytes<Type>; }
   uint8_t* group(int64_t g) const { return base + g * group_bytes(); }
-  uint8_t* block(int64_t b) const { return group(b / blocks_per_group) + 64 * kCorrections<Type> + (b % blocks_per_group) * kBlockBytes<Type>; }
-  uint8_t* codes(int64_t b, int s) const { return block(b) + 64 * kSubs<Type> + 64 * s; }
+  // Block k of group g: the multiply loop's address, without dividing.
+  uint8_t* block(int64_t g, int64_t k) const { return group(g) + 64 * kCorrections<Type> + k * kBlockBytes<Type>; }
+  uint8_t* block(int64_t b) const { return block(b / blocks_per_group, b % blocks_per_group); }
+  static uint8_t* codes(uint8_t* block, int s) { return block + 64 * kSubs<Type> + 64 * s; }
+  uint8_t* codes(int64_t b, int s) const { return codes(block(b), s); }
 };
-
-template <int Type>
-constexpr bool kFourBit = Type == W_Q4_0 || Type == W_AFFINE4;
 
 // Where block b starts in a row of x as the AVX-512 quantize_x orders it: natural for 8-bit
 // codes and k-quants; for 4-bit codes in units of four blocks, the low-nibble halves of the four
@@ -72,35 +73,12 @@ constexpr int64_t x_step(int s) {
 template <int Type>
 constexpr float kOffset = Type == W_Q8_0 ? 128.0f : Type == W_Q4_0 ? 8.0f : Type == W_Q6_K ? 32.0f : 0.0f;
 
-// MLX scales or biases [at, at + n) as f32 into out.
-void params_f32(const Weight& w, const void* params, int64_t at, int64_t n, float* out) {
-  const uint16_t* p16 = static_cast<const uint16_t*>(params) + at;
-  const float* p32 = static_cast<const float*>(params) + at;
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - i)) - 1);
-    __m512 v;
-    switch (w.scale_type) {
-      case S_F16: v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p16 + i)); break;
-      case S_BF16: v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p16 + i)), 16)); break;
-      default: v = _mm512_maskz_loadu_ps(m, p32 + i); break;
-    }
-    _mm512_mask_storeu_ps(out + i, m, v);
-  }
-}
-
 // Bytes [at, at + n) (n ≤ 64) of rows n0 .. n0 + 15 of w, transposed: v[j] then holds each row's
 // bytes at + 4j .. at + 4j + 3 in its lane, zeros past n and for rows past the weight's end.
 inline void load_transposed(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t at, int64_t n, __m512i v[16]) {
   const __mmask64 mask = n >= 64 ? ~0ull : (1ull << n) - 1;
   for (int64_t r = 0; r < 16; r++) v[r] = r < rows ? _mm512_maskz_loadu_epi8(mask, w.data + (n0 + r) * row_bytes + at) : _mm512_setzero_si512();
   transpose16(v);
-}
-
-// The f16 at p (any alignment) as f32.
-inline float f16_at(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
 }
 
 inline void store(uint8_t* p, __m512i v) { _mm512_storeu_si512(p, v); }
@@ -197,13 +175,17 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
     const int64_t bytes = Type == W_Q5_K ? kQ5KBytes : kQ4KBytes;
     for (int64_t sb = 0; sb < K / kQK; sb++) {
       pack_k45_codes<Type>(w, n0, rows, row_bytes, sb, strip);
+      float d[16], dmin[16];
+      for (int64_t r = 0; r < rows; r++) {
+        d[r] = f16_at(w.data + (n0 + r) * row_bytes + sb * bytes);
+        dmin[r] = f16_at(w.data + (n0 + r) * row_bytes + sb * bytes + 2);
+      }
       for (int j = 0; j < 8; j++) {
         for (int64_t r = 0; r < rows; r++) {
-          const uint8_t* blk = w.data + (n0 + r) * row_bytes + sb * bytes;
           int sc, m;
-          kquant_scale_min(blk + 4, j, &sc, &m);
-          dw[0][r] = f16_at(blk) * static_cast<float>(sc);
-          e[0][r] = -f16_at(blk + 2) * static_cast<float>(m);
+          kquant_scale_min(w.data + (n0 + r) * row_bytes + sb * bytes + 4, j, &sc, &m);
+          dw[0][r] = d[r] * static_cast<float>(sc);
+          e[0][r] = -dmin[r] * static_cast<float>(m);
         }
         put(sb * 8 + j);
       }
@@ -229,20 +211,12 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
     // w = scale · q + bias per group: the bias meets the exact sum of x over the group.
     pack_block_codes<Type>(w, n0, rows, row_bytes, strip);
     const int64_t groups = nb / strip.blocks_per_group;
-    thread_local std::vector<float> scales, biases;
-    scales.resize(rows * groups);
-    biases.resize(rows * groups);
-    for (int64_t r = 0; r < rows; r++) {
-      params_f32(w, w.scales, (n0 + r) * groups, groups, scales.data() + r * groups);
-      params_f32(w, w.biases, (n0 + r) * groups, groups, biases.data() + r * groups);
-    }
-    for (int64_t b = 0; b < nb; b++) {
-      const int64_t g = b / strip.blocks_per_group;
+    for (int64_t g = 0; g < groups; g++) {
       for (int64_t r = 0; r < rows; r++) {
-        dw[0][r] = scales[r * groups + g];
-        e[0][r] = biases[r * groups + g];
+        dw[0][r] = affine_param(w, w.scales, (n0 + r) * groups + g);
+        e[0][r] = affine_param(w, w.biases, (n0 + r) * groups + g);
       }
-      put(b);
+      for (int64_t k = 0; k < strip.blocks_per_group; k++) put(g * strip.blocks_per_group + k);
     }
   } else {
     // Q8_0, Q4_0: each row's f16 block scales follow its codes.
@@ -307,10 +281,11 @@ void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, 
   for (int64_t g = 0; g < groups; g++) {
     for (int64_t k = 0; k < bpg; k++) {
       const int64_t b = g * bpg + k;
-      const float* dw = reinterpret_cast<const float*>(strip.block(b));
+      uint8_t* block = strip.block(g, k);
+      const float* dw = reinterpret_cast<const float*>(block);
       ahead.step();
       __m512i c[8];
-      for (int s = 0; s < 8; s++) c[s] = _mm512_loadu_si512(strip.codes(b, s));
+      for (int s = 0; s < 8; s++) c[s] = _mm512_loadu_si512(StripLayout<Type>::codes(block, s));
       const int64_t at = x_block<Type>(b);
       if constexpr (kSubs<Type> == 1) {
         const __m512 scale = _mm512_loadu_ps(dw);
@@ -335,7 +310,7 @@ void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, 
     }
   }
   const int64_t N = t.w->rows;
-  const __mmask16 mask = N - n0 >= 16 ? 0xffff : static_cast<__mmask16>((1u << (N - n0)) - 1);
+  const __mmask16 mask = lane_mask(N - n0);
   const __m512 bias = t.bias ? _mm512_maskz_loadu_ps(mask, t.bias + n0) : _mm512_setzero_ps();
   for (int i = 0; i < MR; i++) _mm512_mask_storeu_ps(t.out + (m0 + i) * N + n0, mask, _mm512_add_ps(acc[i], bias));
 }

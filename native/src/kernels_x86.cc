@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "kernels.h"
+#include "x86_util.h"
 
 
 
@@ -54,7 +55,6 @@ inline V vload_bf16(const uint16_t* p) {
 }
 inline V vload_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 // The first n (≤ 16) lanes from p, the rest zero.
-inline __mmask16 lane_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 inline V vload_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }
 inline __m256i load_u16_n(const uint16_t* p, int64_t n) { return _mm256_maskz_loadu_epi16(lane_mask(n), p); }
 inline V vload_f16_n(const uint16_t* p, int64_t n) { return _mm512_cvtph_ps(load_u16_n(p, n)); }
@@ -122,7 +122,6 @@ inline IV viadd(IV a, IV b) { return _mm256_add_epi32(a, b); }
 inline IV viset1(int x) { return _mm256_set1_epi32(x); }
 #endif
 
-inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 // How far ahead of the current position a weight row is prefetched (bytes).
 constexpr int64_t kPrefetch = 4096;
@@ -243,8 +242,6 @@ inline __m128i unpack_scale_min(const uint8_t* packed) {
   return _mm_unpacklo_epi32(lo, hi);
 }
 
-template <int Type>
-constexpr bool kFourBit = Type == W_Q4_0 || Type == W_AFFINE4;
 constexpr int64_t kUnitBytes = VW * 4;
 template <int Type>
 constexpr int64_t kUnitBlocks = kFourBit<Type> ? kUnitBytes / 16 : kUnitBytes / 32;
