@@ -55,20 +55,24 @@ inline void kquant_scale_min(const uint8_t* s, int j, int* sc, int* m) {
 }
 
 // Activations quantized on the fly for the integer dot products, one row of x per K elements
-// (padded to a multiple of 128 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and
-// s[b] = d[b] * Σ q over the block (for kernels that feed weights as unsigned bytes and correct
-// the offset afterwards). For k-quant weights the eight blocks of a super-block share one d.
-// Each instruction set may order q within a row as its kernel wants.
+// (padded to a multiple of 128 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and s = d[b] *
+// Σ q over each block (for kernels that feed weights as unsigned bytes and correct the offset
+// afterwards), or over each 16 values for Q6_K, whose scales cover 16. For k-quant weights the
+// eight blocks of a super-block share one d. Each instruction set may order q within a row as
+// its kernel wants.
 struct QuantX {
   int8_t* q;
   float* d;
   float* s;
   int64_t q_stride;  // elements between rows of q (K rounded up to 128)
-  int64_t b_stride;  // blocks between rows of d and s
-  float* gsum;       // affine weights: exact float sum of x over each weight group, per row;
-                     // Q6_K on the VNNI strips: d · Σ q over each 16 values
+  int64_t b_stride;  // blocks between rows of d
+  int64_t s_stride;  // sums between rows of s
+  float* gsum;       // affine weights: exact float sum of x over each weight group, per row
   int64_t g_stride;  // groups between rows of gsum
 };
+
+// Sums in s per block of 32 for weights of `type` (see QuantX).
+inline int64_t sums_per_block(int type) { return type == W_Q6_K ? 2 : 1; }
 
 struct Weight {
   int type;

@@ -274,7 +274,7 @@ void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, 
   for (int i = 0; i < MR; i++) {
     xs[i] = xq.q + (m0 + i) * xq.q_stride;
     xd[i] = xq.d + (m0 + i) * xq.b_stride;
-    xt[i] = kAffine<Type> || Type == W_Q6_K ? xq.gsum + (m0 + i) * xq.g_stride : xq.s + (m0 + i) * xq.b_stride;
+    xt[i] = kAffine<Type> ? xq.gsum + (m0 + i) * xq.g_stride : xq.s + (m0 + i) * xq.s_stride;
   }
   __m512 acc[MR];
   for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();

@@ -253,14 +253,15 @@ inline float block_amax(const float* p) {
   return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(p)), _mm512_abs_ps(_mm512_loadu_ps(p + 16))));
 }
 
-// One block of x quantized with scale d into q; returns Σq.
-inline int quantize_block(const float* p, float d, int8_t* q) {
+// One block of x quantized with scale d into q; sums gets Σq over each half of 16.
+inline void quantize_block(const float* p, float d, int8_t* q, int sums[2]) {
   const __m512 id = _mm512_set1_ps(d != 0 ? 1.0f / d : 0.0f);
   const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p), id));  // nearest even
   const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p + 16), id));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(q0));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(q1));
-  return _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  sums[0] = _mm512_reduce_add_epi32(q0);
+  sums[1] = _mm512_reduce_add_epi32(q1);
 }
 
 // vpdpbusd adds its products in int32 without saturating: Q8_0 enters shifted to unsigned, the
@@ -303,19 +304,21 @@ inline float block_amax(const float* p) {
   return reduce8(amax, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); });
 }
 
-inline int quantize_block(const float* p, float d, int8_t* q) {
+inline void quantize_block(const float* p, float d, int8_t* q, int sums[2]) {
   const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
   __m256i qi[4];
   for (int j = 0; j < 4; j++) qi[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + 8 * j), id));  // nearest even
-  const __m256i sum32 = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
-  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum32), _mm256_extracti128_si256(sum32, 1));
-  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+  for (int h = 0; h < 2; h++) {
+    const __m256i sum8 = _mm256_add_epi32(qi[2 * h], qi[2 * h + 1]);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    sums[h] = _mm_cvtsi128_si32(s4);
+  }
   // Pack 32 int32 -> 32 int8, undoing the lane interleaving of the pack instructions.
   const __m256i a = _mm256_packs_epi32(qi[0], qi[1]);
   const __m256i c = _mm256_packs_epi16(a, _mm256_packs_epi32(qi[2], qi[3]));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
-  return _mm_cvtsi128_si32(s4);
 }
 
 // vpmaddubsw saturates its pair sums at 16 bits: 8-bit codes enter signed, in [-128, 127]
@@ -397,7 +400,14 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
     const float db = amax / 127.0f;
     for (int64_t b = b0; b < b0 + span; b++) {
       d[b] = db;
-      s[b] = db * static_cast<float>(quantize_block(x + b * kBlock, db, four_bit ? tmp : q + b * kBlock));
+      int sums[2];
+      quantize_block(x + b * kBlock, db, four_bit ? tmp : q + b * kBlock, sums);
+      if (type == W_Q6_K) {
+        s[2 * b] = db * static_cast<float>(sums[0]);
+        s[2 * b + 1] = db * static_cast<float>(sums[1]);
+      } else {
+        s[b] = db * static_cast<float>(sums[0] + sums[1]);
+      }
       int8_t* unit = q + b / ub * ub * kBlock;
       const int64_t slot = b % ub;
       if (type == W_Q4_0) {
@@ -477,7 +487,7 @@ struct BlockTileRows {
     for (int i = 0; i < MR; i++) {
       xq[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
       xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
-      xs[i] = t.xq.s + (m0 + i) * t.xq.b_stride;
+      xs[i] = t.xq.s + (m0 + i) * t.xq.s_stride;
       gsum[i] = t.xq.gsum + (m0 + i) * t.xq.g_stride;
     }
   }
@@ -584,7 +594,7 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
       const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
       wsc[r] = _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)));
       const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
-      for (int i = 0; i < MR; i++) cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.b_stride + sb * 8), cor[i][r]);
+      for (int i = 0; i < MR; i++) cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.s_stride + sb * 8), cor[i][r]);
     }
     for (int i = 0; i < MR; i++) {
       const __m256 dx = _mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8);
@@ -709,7 +719,7 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
       d[r] = f16(dd[0]);
       // The mins: acc −= dmin · m_j · s_j (only the sum of the lanes counts).
       const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(-f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
-      for (int i = 0; i < MR; i++) acc[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.b_stride + sb * 8), acc[i][r]);
+      for (int i = 0; i < MR; i++) acc[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.s_stride + sb * 8), acc[i][r]);
     }
     __m256i isum[MR][NR];
     for (int i = 0; i < MR; i++)

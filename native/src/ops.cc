@@ -129,44 +129,33 @@ const uint16_t* pack_for_tiles(const float* x, int64_t M, int64_t K, int parts, 
 
 namespace {
 
-// x quantized for w's kernels into b, described by the returned QuantX; with `sums16`, also
-// d · Σ q over each 16 values (as gsum).
-QuantX quantize_for(const IsaKernels& k, const float* x, int64_t M, const Weight& w, bool sums16, QuantBuffers& b) {
+// x quantized for w's kernels into b, described by the returned QuantX.
+QuantX quantize_for(const IsaKernels& k, const float* x, int64_t M, const Weight& w, QuantBuffers& b) {
   const int64_t nb = w.cols / kBlock;
+  const int64_t ns = nb * sums_per_block(w.type);
   const int64_t stride = (w.cols + 127) / 128 * 128;
-  const int64_t groups = is_affine(w.type) ? w.cols / w.group_size : sums16 ? w.cols / 16 : 0;
+  const int64_t groups = is_affine(w.type) ? w.cols / w.group_size : 0;
   if (static_cast<int64_t>(b.q.size()) < M * stride) b.q.resize(M * stride);
-  if (static_cast<int64_t>(b.d.size()) < M * nb) {
-    b.d.resize(M * nb);
-    b.s.resize(M * nb);
-  }
+  if (static_cast<int64_t>(b.d.size()) < M * nb) b.d.resize(M * nb);
+  if (static_cast<int64_t>(b.s.size()) < M * ns) b.s.resize(M * ns);
   if (static_cast<int64_t>(b.g.size()) < M * groups) b.g.resize(M * groups);
   auto quantize_row = [&](int64_t m) {
     const float* xm = x + m * w.cols;
-    k.quantize_x(w.type, xm, w.cols, b.q.data() + m * stride, b.d.data() + m * nb, b.s.data() + m * nb);
+    k.quantize_x(w.type, xm, w.cols, b.q.data() + m * stride, b.d.data() + m * nb, b.s.data() + m * ns);
     float* gm = b.g.data() + m * groups;
-    if (sums16) {
-      const int8_t* q = b.q.data() + m * stride;
-      for (int64_t g = 0; g < groups; g++) {
-        int sum = 0;
-        for (int j = 0; j < 16; j++) sum += q[16 * g + j];
-        gm[g] = b.d[m * nb + g / 2] * static_cast<float>(sum);
-      }
-    } else {
-      for (int64_t g = 0; g < groups; g++) {
-        // Eight running sums (group sizes are multiples of 8), which the compiler keeps in a vector.
-        float part[8] = {};
-        for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j += 8)
-          for (int u = 0; u < 8; u++) part[u] += xm[j + u];
-        gm[g] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      }
+    for (int64_t g = 0; g < groups; g++) {
+      // Eight running sums (group sizes are multiples of 8), which the compiler keeps in a vector.
+      float part[8] = {};
+      for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j += 8)
+        for (int u = 0; u < 8; u++) part[u] += xm[j + u];
+      gm[g] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     }
   };
   // A prompt's rows are quantized by all threads; one row is not worth waking them for.
   if (M >= 8) pool().parallel_for(M, [&](int64_t m) { quantize_row(m); });
   else
     for (int64_t m = 0; m < M; m++) quantize_row(m);
-  return {b.q.data(), b.d.data(), b.s.data(), stride, nb, b.g.data(), groups};
+  return {b.q.data(), b.d.data(), b.s.data(), stride, nb, ns, b.g.data(), groups};
 }
 
 }  // namespace
@@ -204,7 +193,7 @@ void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n) {
       for (int j = 0; j < i && same < 0; j++) {
         if (tasks[j].xq.q && outs[j].w->type == w.type) same = j;
       }
-      tasks[i].xq = same >= 0 ? tasks[same].xq : quantize_for(k, x, M, w, strips[i] && w.type == W_Q6_K, g_quant[i]);
+      tasks[i].xq = same >= 0 ? tasks[same].xq : quantize_for(k, x, M, w, g_quant[i]);
     }
 #if defined(TL_X86)
     rows_per_chunk[i] = tiles[i] ? amx::kStrip : strips[i] ? vnni::kStrip : row_chunk(w.rows);
