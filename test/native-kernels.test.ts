@@ -290,7 +290,7 @@ for (const isa of isas) {
       }
     });
 
-    test("rmsNorm, rope (both layouts) and siluMul equal the TypeScript layers", () => {
+    test("rmsNorm and rope (both layouts) equal the TypeScript layers", () => {
       useIsa();
       const n = 37;
       const x = randomTensor([3, n], 1, 4);
@@ -307,18 +307,65 @@ for (const isa of isas) {
         const expected = new RoPE(D, 10000, traditional).forward(r.transpose(0, 1), 17).transpose(0, 1).toFloat32Array();
         relClose(data, expected, 1e-5, `rope traditional=${traditional}`);
       }
+    });
 
-      // Moderate gates, and gates far out where exp over- or underflows.
-      for (const range of [6, 120]) {
-        const gate = randomTensor([101], 4, range);
-        const up = randomTensor([101], 5);
-        const s = new Float32Array(101);
-        k.siluMul(s, gate.toFloat32Array(), up.toFloat32Array(), 101);
-        relClose(s, mul(silu(gate), up).toFloat32Array(), 1e-6, `siluMul over ±${range}`);
+    test("swiglu equals silu(x·gateᵀ) ⊙ x·upᵀ from matmul, for every weight type and for mixed types", () => {
+      useIsa();
+      const K = 512;
+      const blockQuant = (dtype: "q8_0" | "q4_0", N: number, seed: number) => {
+        const w = BlockQuantWeight.quantize(dtype, [N, K], randomTensor([N, K], seed).toFloat32Array());
+        return toNativeWeight(w, k);
+      };
+      const makers: Record<string, (N: number, seed: number) => ReturnType<typeof toNativeWeight>> = {
+        f32: (N, seed) => denseWeight("f32", randomTensor([N, K], seed)).native,
+        bf16: (N, seed) => denseWeight("bf16", randomTensor([N, K], seed)).native,
+        q8_0: (N, seed) => blockQuant("q8_0", N, seed),
+        q4_0: (N, seed) => blockQuant("q4_0", N, seed),
+        q4_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q4_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
+        q6_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q6_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
+        affine4: (N, seed) => toNativeWeight(AffineQuantWeight.quantize({ bits: 4, groupSize: 64, scaleDType: "f16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
+        affine8: (N, seed) => toNativeWeight(AffineQuantWeight.quantize({ bits: 8, groupSize: 32, scaleDType: "bf16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
+      };
+      const pairs = [...Object.keys(makers).map((t) => [t, t]), ["q4_0", "q8_0"], ["q4_k", "q6_k"], ["bf16", "q4_0"]];
+      // N off the strips of 16 and the jobs' row counts; M from decode through the batched kernels' thresholds.
+      for (const [gateType, upType] of pairs) {
+        for (const [M, N] of [[1, 37], [3, 70], [9, 33], [20, 300], [40, 77]]) {
+          const gate = makers[gateType](N, M + N);
+          const up = makers[upType](N, M + N + 1);
+          // Gates from moderate to far out, where exp over- or underflows.
+          const gateBias = randomTensor([N], 2, 120).toFloat32Array();
+          const upBias = randomTensor([N], 3).toFloat32Array();
+          const x = randomTensor([M, K], M + 5, 2).toFloat32Array();
+          const g = new Float32Array(M * N);
+          const u = new Float32Array(M * N);
+          k.matmul(g, x, M, gate, gateBias);
+          k.matmul(u, x, M, up, upBias);
+          const expected = mul(silu(new Tensor(g, [M, N])), new Tensor(u, [M, N])).toFloat32Array();
+          const out = new Float32Array(M * N).fill(NaN);
+          k.swiglu(out, x, M, gate, gateBias, up, upBias);
+          relClose(out, expected, 1e-6, `gate ${gateType}, up ${upType}, M=${M} N=${N}`);
+        }
       }
+      const f32 = makers.f32(4, 1);
+      assert.throws(() => k.swiglu(new Float32Array(4), new Float32Array(K), 1, f32, null, makers.f32(5, 2), null), /same shape/);
     });
   });
 }
+
+test("releaseScratch leaves buffers that read as zeros and take writes again", { skip }, () => {
+  const k = native as NativeKernels;
+  // Pages wholly inside each buffer go back; a buffer smaller than a page keeps its contents.
+  const big = new Float32Array(300_000).fill(3);
+  const small = new Float32Array(100).fill(5);
+  k.releaseScratch([big, small]);
+  // The first and last page may be shared with other allocations and are left as they are; the
+  // middle of 1.2 MB lies in whole pages at any page size.
+  for (let i = big.length / 8; i < (7 * big.length) / 8; i += 997) assert.equal(big[i], 0, `element ${i}`);
+  assert.ok(small.every((v) => v === 5));
+  big.fill(7);
+  assert.ok(big.every((v) => v === 7));
+  assert.throws(() => k.releaseScratch([big, 1 as unknown as Float32Array]), /typed arrays/);
+});
 
 test("native kernels reject arrays too small for the shapes given", { skip }, () => {
   const k = native as NativeKernels;

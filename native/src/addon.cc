@@ -146,10 +146,30 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// siluMul(out, gate, up, n)
-Napi::Value SiluMul(const Napi::CallbackInfo& info) {
-  const int64_t n = int_arg(info, 3, "n");
-  tl::silu_mul(data_of<float>(info[0], "out", n * 4), data_of<const float>(info[1], "gate", n * 4), data_of<const float>(info[2], "up", n * 4), n);
+// swiglu(out, x, M, gate, gateBias | null, up, upBias | null)
+Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t M = int_arg(info, 2, "M");
+  const Weight gate = weight_arg(info[3]), up = weight_arg(info[5]);
+  if (gate.rows != up.rows || gate.cols != up.cols) throw Napi::RangeError::New(env, "swiglu needs gate and up weights of the same shape");
+  auto bias_of = [&](size_t i, const char* what) {
+    return info[i].IsNull() || info[i].IsUndefined() ? nullptr : data_of<const float>(info[i], what, gate.rows * 4);
+  };
+  const tl::MatmulOut g{&gate, nullptr, bias_of(4, "gate bias")}, u{&up, nullptr, bias_of(6, "up bias")};
+  tl::swiglu(data_of<float>(info[0], "out", M * gate.rows * 4), data_of<const float>(info[1], "x", M * gate.cols * 4), M, g, u);
+  return env.Undefined();
+}
+
+// releaseScratch(buffers[]): the buffers' pages and the kernels' batch buffers back to the system
+Napi::Value ReleaseScratch(const Napi::CallbackInfo& info) {
+  if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "buffers must be an array of typed arrays");
+  const auto buffers = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < buffers.Length(); i++) {
+    const Napi::Value b = buffers.Get(i);
+    if (!b.IsTypedArray()) throw Napi::TypeError::New(info.Env(), "buffers must be an array of typed arrays");
+    tl::release_pages(data_of<uint8_t>(b, "buffer", 0), b.As<Napi::TypedArray>().ByteLength());
+  }
+  tl::release_batch_buffers();
   return info.Env().Undefined();
 }
 
@@ -233,7 +253,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
-  exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("swiglu", Napi::Function::New(env, Swiglu));
+  exports.Set("releaseScratch", Napi::Function::New(env, ReleaseScratch));
   exports.Set("regroupRows", Napi::Function::New(env, RegroupRows));
   exports.Set("readProbe", Napi::Function::New(env, ReadProbe));
   exports.Set("mapFile", Napi::Function::New(env, MapFile));

@@ -9,6 +9,11 @@
 #include <thread>
 #include <vector>
 
+#if !defined(_WIN32)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 #include "cpu_features.h"
 #include "thread_pool.h"
 
@@ -160,63 +165,138 @@ QuantX quantize_for(const IsaKernels& k, const float* x, int64_t M, const Weight
 
 }  // namespace
 
+namespace {
+
+// What matmul_many and swiglu prepare for their weights before the threads start: x quantized
+// once per weight type (or packed once for the tiles), and how each weight's rows are cut into jobs.
+struct Plan {
+  MatmulTask tasks[kMaxMatmuls];
+  bool tiles[kMaxMatmuls] = {};
+  bool strips[kMaxMatmuls] = {};
+  int64_t rows_per_chunk[kMaxMatmuls] = {};
+  const uint16_t* xb = nullptr;
+  int64_t part_stride = 0;
+};
+
+Plan plan_for(const float* x, int64_t M, const MatmulOut* outs, int n) {
+  const IsaKernels& k = kernels();
+  if (static_cast<int>(g_quant.size()) < n) g_quant.resize(n);
+  Plan p;
+#if defined(TL_X86)
+  int parts = 0;
+  for (int i = 0; i < n; i++) {
+    p.tiles[i] = uses_tiles(*outs[i].w, M);
+    p.strips[i] = uses_strips(k, *outs[i].w, M);
+    if (p.tiles[i]) parts = std::max(parts, amx::x_parts(outs[i].w->type));
+  }
+  // Weights on the tiles share x packed once, in as many parts as the most demanding needs.
+  if (parts > 0) p.xb = pack_for_tiles(x, M, outs[0].w->cols, parts, &p.part_stride);
+#endif
+  for (int i = 0; i < n; i++) {
+    const Weight& w = *outs[i].w;
+    p.tasks[i] = {&w, x, {}, M, outs[i].bias, outs[i].out};
+    if (!p.tiles[i] && is_int8_type(w.type) && k.quantize_x) {
+      int same = -1;
+      for (int j = 0; j < i && same < 0; j++) {
+        if (p.tasks[j].xq.q && outs[j].w->type == w.type) same = j;
+      }
+      p.tasks[i].xq = same >= 0 ? p.tasks[same].xq : quantize_for(k, x, M, w, g_quant[i]);
+    }
+#if defined(TL_X86)
+    p.rows_per_chunk[i] = p.tiles[i] ? amx::kStrip : p.strips[i] ? vnni::kStrip : row_chunk(w.rows);
+#else
+    p.rows_per_chunk[i] = row_chunk(w.rows);
+#endif
+  }
+  return p;
+}
+
+// Rows [n0, n1) of t, which is plan p's task i or that task over a view of its weight's rows.
+void run_rows(const Plan& p, int i, const MatmulTask& t, int64_t n0, int64_t n1) {
+#if defined(TL_X86)
+  if (p.tiles[i]) {
+    for (int64_t n = n0; n < n1; n += amx::kStrip) amx::matmul_strip(t, p.xb, amx::x_parts(t.w->type), p.part_stride, n);
+    return;
+  }
+  if (p.strips[i]) {
+    for (int64_t n = n0; n < n1; n += vnni::kStrip) vnni::matmul_strip(t, n);
+    return;
+  }
+#else
+  (void)p;
+  (void)i;
+#endif
+  kernels().matmul_rows(t, n0, n1);
+}
+
+// Rows [n0, n0 + rows) of w as a weight of their own: every storage type keeps each row's bytes
+// (and an affine row's scales and biases) together, rows one after another.
+Weight row_view(const Weight& w, int64_t n0, int64_t rows) {
+  Weight v = w;
+  v.data = w.data + n0 * weight_row_bytes(w.type, w.cols);
+  v.rows = rows;
+  if (is_affine(w.type)) {
+    const int64_t param_bytes = n0 * (w.cols / w.group_size) * (w.scale_type == S_F32 ? 4 : 2);
+    v.scales = static_cast<const uint8_t*>(w.scales) + param_bytes;
+    v.biases = static_cast<const uint8_t*>(w.biases) + param_bytes;
+  }
+  return v;
+}
+
+// Rows per swiglu job on the strip and tile kernels (a multiple of both strips).
+constexpr int64_t kSwigluStripRows = 64;
+// Floats per thread for each of swiglu's two row buffers, where the kernels leave the rows per job free.
+constexpr int64_t kSwigluBufferFloats = 16384;
+
+}  // namespace
+
 void matmul(float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
   const MatmulOut o{&w, out, bias};
   matmul_many(x, M, &o, 1);
 }
 
 void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n) {
-  const IsaKernels& k = kernels();
-  if (static_cast<int>(g_quant.size()) < n) g_quant.resize(n);
-  // One task per weight, and all their rows one job. Weights on the tiles share x packed once
-  // (in as many parts as the most demanding needs); the others share x quantized once per type.
-  MatmulTask tasks[kMaxMatmuls];
-  bool tiles[kMaxMatmuls] = {};
-  bool strips[kMaxMatmuls] = {};
+  // One task per weight, and all their rows one job for the threads.
+  const Plan p = plan_for(x, M, outs, n);
   int64_t first_chunk[kMaxMatmuls + 1] = {0};
-  int64_t rows_per_chunk[kMaxMatmuls];
-  int parts = 0;
-#if defined(TL_X86)
-  for (int i = 0; i < n; i++) {
-    tiles[i] = uses_tiles(*outs[i].w, M);
-    strips[i] = uses_strips(k, *outs[i].w, M);
-    if (tiles[i]) parts = std::max(parts, amx::x_parts(outs[i].w->type));
-  }
-  int64_t part_stride = 0;
-  const uint16_t* xb = parts > 0 ? pack_for_tiles(x, M, outs[0].w->cols, parts, &part_stride) : nullptr;
-#endif
-  for (int i = 0; i < n; i++) {
-    const Weight& w = *outs[i].w;
-    tasks[i] = {&w, x, {}, M, outs[i].bias, outs[i].out};
-    if (!tiles[i] && is_int8_type(w.type) && k.quantize_x) {
-      int same = -1;
-      for (int j = 0; j < i && same < 0; j++) {
-        if (tasks[j].xq.q && outs[j].w->type == w.type) same = j;
-      }
-      tasks[i].xq = same >= 0 ? tasks[same].xq : quantize_for(k, x, M, w, g_quant[i]);
-    }
-#if defined(TL_X86)
-    rows_per_chunk[i] = tiles[i] ? amx::kStrip : strips[i] ? vnni::kStrip : row_chunk(w.rows);
-#else
-    rows_per_chunk[i] = row_chunk(w.rows);
-#endif
-    first_chunk[i + 1] = first_chunk[i] + (w.rows + rows_per_chunk[i] - 1) / rows_per_chunk[i];
-  }
+  for (int i = 0; i < n; i++) first_chunk[i + 1] = first_chunk[i] + (outs[i].w->rows + p.rows_per_chunk[i] - 1) / p.rows_per_chunk[i];
   pool().parallel_for(first_chunk[n], [&](int64_t c) {
     int i = 0;
     while (c >= first_chunk[i + 1]) i++;
-    const int64_t n0 = (c - first_chunk[i]) * rows_per_chunk[i];
-#if defined(TL_X86)
-    if (tiles[i]) {
-      amx::matmul_strip(tasks[i], xb, amx::x_parts(tasks[i].w->type), part_stride, n0);
-      return;
+    const int64_t n0 = (c - first_chunk[i]) * p.rows_per_chunk[i];
+    run_rows(p, i, p.tasks[i], n0, std::min(outs[i].w->rows, n0 + p.rows_per_chunk[i]));
+  });
+}
+
+void swiglu(float* out, const float* x, int64_t M, const MatmulOut& gate, const MatmulOut& up) {
+  if (M == 0) return;
+  const MatmulOut outs[2] = {gate, up};
+  const Plan p = plan_for(x, M, outs, 2);
+  const int64_t N = gate.w->rows;
+  // Each job takes the same rows of both weights: several strips or tiles, whose kernels read
+  // ahead within the job's rows, or as many rows as the per-thread buffers hold.
+  const bool batched = p.tiles[0] || p.strips[0] || p.tiles[1] || p.strips[1];
+  const int64_t chunk = batched ? kSwigluStripRows : std::min(std::max(p.rows_per_chunk[0], p.rows_per_chunk[1]), std::max<int64_t>(4, kSwigluBufferFloats / M / 4 * 4));
+  const IsaKernels& k = kernels();
+  pool().parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
+    thread_local std::vector<float> g, u;
+    const int64_t n0 = c * chunk;
+    const int64_t rows = std::min(chunk, N - n0);
+    if (static_cast<int64_t>(g.size()) < M * rows) {
+      g.resize(M * rows);
+      u.resize(M * rows);
     }
-    if (strips[i]) {
-      vnni::matmul_strip(tasks[i], n0);
-      return;
-    }
-#endif
-    k.matmul_rows(tasks[i], n0, std::min(tasks[i].w->rows, n0 + rows_per_chunk[i]));
+    const Weight wg = row_view(*gate.w, n0, rows), wu = row_view(*up.w, n0, rows);
+    MatmulTask tg = p.tasks[0], tu = p.tasks[1];
+    tg.w = &wg;
+    tu.w = &wu;
+    tg.bias = gate.bias ? gate.bias + n0 : nullptr;
+    tu.bias = up.bias ? up.bias + n0 : nullptr;
+    tg.out = g.data();
+    tu.out = u.data();
+    run_rows(p, 0, tg, 0, rows);
+    run_rows(p, 1, tu, 0, rows);
+    for (int64_t m = 0; m < M; m++) k.silu_mul(out + m * N + n0, g.data() + m * rows, u.data() + m * rows, rows);
   });
 }
 
@@ -367,13 +447,29 @@ double read_probe(const float* data, int64_t n) {
   return total;
 }
 
-void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
-  constexpr int64_t kChunk = 8192;
-  const IsaKernels& k = kernels();
-  pool().parallel_for((n + kChunk - 1) / kChunk, [&](int64_t c) {
-    const int64_t i0 = c * kChunk;
-    k.silu_mul(out + i0, gate + i0, up + i0, std::min(kChunk, n - i0));
-  });
+void release_pages(void* data, size_t bytes) {
+#if defined(_WIN32)
+  (void)data;
+  (void)bytes;
+#else
+  // Only the pages wholly inside the buffer: the ones at its ends may hold other allocations.
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+#endif
+}
+
+void release_batch_buffers() {
+  for (QuantBuffers& b : g_quant) {
+    release_pages(b.q.data(), b.q.size());
+    release_pages(b.d.data(), b.d.size() * sizeof(float));
+    release_pages(b.s.data(), b.s.size() * sizeof(float));
+    release_pages(b.g.data(), b.g.size() * sizeof(float));
+  }
+#if defined(TL_X86)
+  release_pages(g_xb.data(), g_xb.size() * sizeof(uint16_t));
+#endif
 }
 
 }  // namespace tl

@@ -2,6 +2,7 @@
 // the best kernels for this CPU.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels.h"
@@ -29,6 +30,11 @@ struct MatmulOut {
 constexpr int kMaxMatmuls = 4;
 void matmul_many(const float* x, int64_t M, const MatmulOut* outs, int n);
 
+// out[M, N] = silu(x · gateᵀ + gate bias) ⊙ (x · upᵀ + up bias), the gated half of a SwiGLU MLP,
+// computed a few rows of N at a time so that neither product is ever held whole. The out
+// pointers of gate and up are not used; both weights are [N, K].
+void swiglu(float* out, const float* x, int64_t M, const MatmulOut& gate, const MatmulOut& up);
+
 // Causal attention of L new query rows against S cached positions (the last L are the new ones).
 // q, out: [L, H, D]; k, v: [H_kv, capacity, D].
 struct AttentionArgs {
@@ -47,10 +53,15 @@ void rms_norm(float* out, const float* x, const float* w, int64_t rows, int64_t 
 // Rotates x [L, heads, D] in place for positions offset .. offset + L - 1.
 void rope(float* x, int64_t L, int64_t heads, int64_t D, int64_t offset, double theta, bool traditional);
 
+// Gives the pages wholly inside [data, data + bytes) back to the system: they read as zeros
+// until written again, when they are faulted back in. For buffers whose contents are dead.
+void release_pages(void* data, size_t bytes);
+// release_pages for the kernels' own buffers that grow with the rows of x (quantized or packed
+// x), once a batch is done.
+void release_batch_buffers();
+
 // Reads n floats with every thread and returns their sum: a probe of streaming-read bandwidth.
 double read_probe(const float* data, int64_t n);
 
-// out = silu(gate) * up
-void silu_mul(float* out, const float* gate, const float* up, int64_t n);
 
 }  // namespace tl

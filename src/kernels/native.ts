@@ -43,8 +43,18 @@ export interface NativeKernels {
   rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, n: number, eps: number): void;
   /** Rotates x [L, heads, D] in place for positions offset .. offset + L - 1. */
   rope(x: Float32Array, L: number, heads: number, D: number, offset: number, theta: number, traditional: boolean): void;
-  /** out = silu(gate) ⊙ up over n elements; out may be gate. */
-  siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  /**
+   * out[M, N] = silu(x · gateᵀ + gateBias) ⊙ (x · upᵀ + upBias) for gate and up weights of one
+   * shape [N, K]: the gated half of a SwiGLU MLP, made a few rows of N at a time, so neither
+   * product is ever held whole.
+   */
+  swiglu(out: Float32Array, x: Float32Array, M: number, gate: NativeWeight, gateBias: Float32Array | null, up: NativeWeight, upBias: Float32Array | null): void;
+  /**
+   * Gives the pages of these buffers, and of the kernels' own buffers sized for a batch of rows,
+   * back to the system: they read as zeros until written again, when they are faulted back in.
+   * For activation buffers between prompts.
+   */
+  releaseScratch(buffers: readonly (Float32Array | Uint8Array)[]): void;
   /** Regroups Q8_0 / Q4_0 weights from GGUF blocks into the "rows" layout, in place. */
   regroupRows(type: number, data: Uint8Array, rows: number, cols: number): void;
   /**

@@ -21,7 +21,7 @@ interface NativeLinear {
   bias: Float32Array | null;
 }
 
-/** Projections of one input, run as one matmulMany call (q, k, v; gate, up). */
+/** Projections of one input, run as one matmulMany call (q, k, v). */
 interface NativeLinears {
   weights: NativeWeight[];
   biases: (Float32Array | null)[];
@@ -34,7 +34,8 @@ interface NativeLayer {
   qNorm?: Float32Array;
   kNorm?: Float32Array;
   postAttentionNorm: Float32Array;
-  gateUp: NativeLinears;
+  gate: NativeLinear;
+  up: NativeLinear;
   down: NativeLinear;
 }
 
@@ -82,20 +83,24 @@ function nativeLinears(ls: Linear[], kernels: NativeKernels): NativeLinears {
 
 const normWeight = (n: RMSNorm): Float32Array => n.weight.toFloat32Array();
 
-/** Activation buffers for up to `rows` tokens per forward pass. */
+/**
+ * Activation buffers for up to `rows` tokens per forward pass. The attention's q, k, v and output
+ * are dead once the output projection has read them, before the MLP starts: they share the MLP's
+ * hidden buffer [rows, I], by far the largest.
+ */
 class Scratch {
   readonly x: Float32Array;
   readonly xn: Float32Array;
+  readonly proj: Float32Array;
   readonly q: Float32Array;
   readonly k: Float32Array;
   readonly v: Float32Array;
   readonly attn: Float32Array;
-  readonly proj: Float32Array;
-  readonly gate: Float32Array;
-  readonly up: Float32Array;
-  /** The outputs of each matmulMany call. */
+  readonly hidden: Float32Array;
+  /** The outputs of the q, k, v matmulMany call. */
   readonly qkv: Float32Array[];
-  readonly gateUp: Float32Array[];
+  /** The allocations behind the views above. */
+  readonly buffers: Float32Array[];
 
   constructor(
     readonly rows: number,
@@ -104,15 +109,17 @@ class Scratch {
     const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, intermediateSize: I } = c;
     this.x = new Float32Array(rows * E);
     this.xn = new Float32Array(rows * E);
-    this.q = new Float32Array(rows * H * D);
-    this.k = new Float32Array(rows * Hkv * D);
-    this.v = new Float32Array(rows * Hkv * D);
-    this.attn = new Float32Array(rows * H * D);
     this.proj = new Float32Array(rows * E);
-    this.gate = new Float32Array(rows * I);
-    this.up = new Float32Array(rows * I);
+    const shared = new Float32Array(rows * Math.max(I, 2 * H * D + 2 * Hkv * D));
+    let at = 0;
+    const take = (n: number): Float32Array => shared.subarray(at, (at += rows * n));
+    this.q = take(H * D);
+    this.k = take(Hkv * D);
+    this.v = take(Hkv * D);
+    this.attn = take(H * D);
+    this.hidden = shared.subarray(0, rows * I);
     this.qkv = [this.q, this.k, this.v];
-    this.gateUp = [this.gate, this.up];
+    this.buffers = [this.x, this.xn, this.proj, shared];
   }
 }
 
@@ -140,7 +147,8 @@ export class NativeTransformer implements LanguageModel {
         qNorm: a.qNorm && normWeight(a.qNorm),
         kNorm: a.kNorm && normWeight(a.kNorm),
         postAttentionNorm: normWeight(layer.postAttentionNorm),
-        gateUp: nativeLinears([layer.mlp.gateProj, layer.mlp.upProj], kernels),
+        gate: nativeLinear(layer.mlp.gateProj, kernels),
+        up: nativeLinear(layer.mlp.upProj, kernels),
         down: nativeLinear(layer.mlp.downProj, kernels),
       };
     });
@@ -180,6 +188,8 @@ export class NativeTransformer implements LanguageModel {
     const k = this.kernels;
     k.rmsNorm(this.decodeScratch.xn, last, this.finalNorm, 1, c.hiddenSize, c.rmsNormEps);
     k.matmul(this.logits, this.decodeScratch.xn, 1, this.lmHead, null);
+    // Decode steps never use the prompt's buffers: their pages go back until the next prompt.
+    if (ids.length > 1 && this.prefillScratch) k.releaseScratch(this.prefillScratch.buffers);
     return this.logits;
   }
 
@@ -189,7 +199,7 @@ export class NativeTransformer implements LanguageModel {
    */
   private layersForward(ids: readonly number[], from: number, to: number, cache: KVCacheNative): Float32Array {
     const c = this.config;
-    const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, intermediateSize: I, rmsNormEps: eps } = c;
+    const { hiddenSize: E, numHeads: H, numKvHeads: Hkv, headDim: D, rmsNormEps: eps } = c;
     const L = to - from;
     const offset = cache.length;
     const S = offset + L;
@@ -218,10 +228,9 @@ export class NativeTransformer implements LanguageModel {
       addInPlace(x, s.proj, L * E);
       // x = a + MLP(RMSNorm(a))
       k.rmsNorm(s.xn, x, layer.postAttentionNorm, L, E, eps);
-      // gate, up = xn·Wgateᵀ, xn·Wupᵀ
-      k.matmulMany(s.xn, L, s.gateUp, layer.gateUp.weights, layer.gateUp.biases);
-      k.siluMul(s.gate, s.gate, s.up, L * I);
-      k.matmul(s.proj, s.gate, L, layer.down.weight, layer.down.bias);
+      // hidden = silu(xn·Wgateᵀ) ⊙ xn·Wupᵀ
+      k.swiglu(s.hidden, s.xn, L, layer.gate.weight, layer.gate.bias, layer.up.weight, layer.up.bias);
+      k.matmul(s.proj, s.hidden, L, layer.down.weight, layer.down.bias);
       addInPlace(x, s.proj, L * E);
     }
     cache.length = S;

@@ -1,7 +1,7 @@
 /**
  * Byte-level BPE (GPT-2, Qwen, Llama 3) over compact tables, for the tokenizers stored in GGUF
  * metadata and plain byte-level tokenizer.json files. A 150k-token vocabulary with its merges
- * takes about 8 MB here, against about 100 MB as @huggingface/tokenizers' objects and maps: a
+ * takes about 6 MB here, against about 100 MB as @huggingface/tokenizers' objects and maps: a
  * fixed cost that would exceed the weights' 20 % headroom on a 300 MB quantized model. Tests
  * hold its ids and text equal to that library's.
  *
@@ -166,8 +166,6 @@ export class ByteLevelBpe implements TokenizerModel {
   readonly vocabSize: number;
   private readonly tokens: StringTable;
   private readonly kinds: Uint8Array;
-  /** What each token decodes to: the bytes its characters stand for, or an added token's own text. */
-  private readonly tokenBytes: StringTable;
   /** Token ids by their text; later ids win a repeated text, as in a JSON vocabulary read into a map. */
   private readonly ids: StringIndex;
   /** The token of each single byte, or NONE. */
@@ -191,24 +189,13 @@ export class ByteLevelBpe implements TokenizerModel {
     this.nfc = tables.nfc;
     this.ignoreMerges = tables.ignoreMerges;
 
-    // A token's bytes are never more than its UTF-8 text.
-    const tokenBytes = new StringTableBuilder(tokens.length, tokens.data.byteLength);
-    let longest = 0;
-    for (let id = 0; id < tokens.length; id++) longest = Math.max(longest, tokens.ends[id] - tokens.start(id));
-    const decoded = new Uint8Array(longest);
     const special = new Set<number>();
     let vocabSize = 0;
     for (let id = 0; id < tokens.length; id++) {
       const kind = kinds[id];
-      if (kind === TOKEN_KIND.UNUSED) {
-        tokenBytes.add(decoded, 0, 0);
-        continue;
-      }
+      if (kind === TOKEN_KIND.UNUSED) continue;
       vocabSize = id + 1;
-      if (kind === TOKEN_KIND.NORMAL) {
-        tokenBytes.add(decoded, 0, byteLevelDecode(tokens, id, decoded));
-        continue;
-      }
+      if (kind === TOKEN_KIND.NORMAL) continue;
       if (kind === TOKEN_KIND.SPECIAL) special.add(id);
       const content = tokens.at(id);
       if (content.length > 0) {
@@ -216,10 +203,8 @@ export class ByteLevelBpe implements TokenizerModel {
         list.push({ content, id });
         this.addedByFirstUnit.set(content[0], list);
       }
-      tokenBytes.add(tokens.data, tokens.start(id), tokens.ends[id]);
     }
     for (const list of this.addedByFirstUnit.values()) list.sort((a, b) => b.content.length - a.content.length);
-    this.tokenBytes = tokenBytes.finish();
     this.specialIds = special;
     this.vocabSize = vocabSize;
 
@@ -246,22 +231,22 @@ export class ByteLevelBpe implements TokenizerModel {
     return ids;
   }
 
+  /** The bytes each normal token's characters stand for, and an added token's own text. */
   decode(ids: readonly number[], skipSpecialTokens: boolean): string {
-    const parts: Uint8Array[] = [];
+    const kept = ids.filter((id) => this.hasToken(id) && !(skipSpecialTokens && this.specialIds.has(id)));
+    // A token's bytes are never more than its UTF-8 text.
     let length = 0;
-    for (const id of ids) {
-      if (!this.hasToken(id) || (skipSpecialTokens && this.specialIds.has(id))) continue;
-      const bytes = this.tokenBytes.bytes(id);
-      parts.push(bytes);
-      length += bytes.byteLength;
-    }
+    for (const id of kept) length += this.tokens.ends[id] - this.tokens.start(id);
     const joined = new Uint8Array(length);
     let at = 0;
-    for (const bytes of parts) {
-      joined.set(bytes, at);
-      at += bytes.byteLength;
+    for (const id of kept) {
+      if (this.kinds[id] === TOKEN_KIND.NORMAL) at += byteLevelDecode(this.tokens, id, joined, at);
+      else {
+        joined.set(this.tokens.bytes(id), at);
+        at += this.tokens.ends[id] - this.tokens.start(id);
+      }
     }
-    return this.decoder.decode(joined);
+    return this.decoder.decode(joined.subarray(0, at));
   }
 
   idToToken(id: number): string | undefined {
@@ -351,24 +336,24 @@ export class ByteLevelBpe implements TokenizerModel {
 }
 
 /**
- * Writes the bytes a byte-level token stands for into `out` and returns their count, reading the
- * token's UTF-8 text without making a string; a character outside the alphabet stands for its
- * own UTF-8 bytes.
+ * Writes the bytes a byte-level token stands for into `out` from `at` on and returns their count,
+ * reading the token's UTF-8 text without making a string; a character outside the alphabet
+ * stands for its own UTF-8 bytes.
  */
-function byteLevelDecode(tokens: StringTable, id: number, out: Uint8Array): number {
+function byteLevelDecode(tokens: StringTable, id: number, out: Uint8Array, at: number): number {
   const { data } = tokens;
   const end = tokens.ends[id];
-  let length = 0;
+  let o = at;
   for (let i = tokens.start(id); i < end; ) {
     const lead = data[i];
     const units = lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
     const code = units === 1 ? lead : units === 2 ? ((lead & 0x1f) << 6) | (data[i + 1] & 0x3f) : -1;
     const byte = code >= 0 && code < CHAR_BYTES.length ? CHAR_BYTES[code] : NONE;
-    if (byte !== NONE) out[length++] = byte;
-    else for (let u = 0; u < units; u++) out[length++] = data[i + u];
+    if (byte !== NONE) out[o++] = byte;
+    else for (let u = 0; u < units; u++) out[o++] = data[i + u];
     i += units;
   }
-  return length;
+  return o - at;
 }
 
 /** The UTF-8 bytes of a word's byte-level spelling, as token texts are stored. */
@@ -388,14 +373,17 @@ function byteLevelSpelling(bytes: Uint8Array): Uint8Array {
 
 /** Merge ranks by pair of token ids, and the token each merge makes. */
 class MergeTable {
-  /** Per slot: left id, right id, rank. */
+  /** Per slot: the rank of a merge, or NONE. */
   private readonly slots: Int32Array;
   private readonly mask: number;
+  /** Per rank: left id, right id. */
+  private readonly pairs: Int32Array;
   private readonly mergedIds: Int32Array;
 
   constructor(merges: StringTable, ids: StringIndex) {
-    this.slots = new Int32Array(3 * hashTableSize(merges.length)).fill(NONE);
-    this.mask = this.slots.length / 3 - 1;
+    this.slots = new Int32Array(hashTableSize(merges.length)).fill(NONE);
+    this.mask = this.slots.length - 1;
+    this.pairs = new Int32Array(2 * merges.length);
     this.mergedIds = new Int32Array(merges.length);
     const { data } = merges;
     let joined = new Uint8Array(64);
@@ -418,16 +406,15 @@ class MergeTable {
         throw new Error(`merge ${rank} ${JSON.stringify(merges.at(rank))} is not two tokens of the vocabulary that join into a third`);
       }
       // A repeated merge keeps its last rank, as Hugging Face's map of merges does.
-      const slot = this.slotOf(left, right);
-      this.slots[3 * slot] = left;
-      this.slots[3 * slot + 1] = right;
-      this.slots[3 * slot + 2] = rank;
+      this.pairs[2 * rank] = left;
+      this.pairs[2 * rank + 1] = right;
       this.mergedIds[rank] = merged;
+      this.slots[this.slotOf(left, right)] = rank;
     }
   }
 
   rank(left: number, right: number): number {
-    return left === NONE || right === NONE ? NONE : this.slots[3 * this.slotOf(left, right) + 2];
+    return left === NONE || right === NONE ? NONE : this.slots[this.slotOf(left, right)];
   }
 
   merged(rank: number): number {
@@ -437,8 +424,8 @@ class MergeTable {
   private slotOf(left: number, right: number): number {
     const hash = Math.imul(left, 0x9e3779b1) ^ Math.imul(right + 0x7f4a7c15, 0x85ebca77);
     for (let slot = (hash ^ (hash >>> 15)) & this.mask; ; slot = (slot + 1) & this.mask) {
-      const l = this.slots[3 * slot];
-      if (l === NONE || (l === left && this.slots[3 * slot + 1] === right)) return slot;
+      const rank = this.slots[slot];
+      if (rank === NONE || (this.pairs[2 * rank] === left && this.pairs[2 * rank + 1] === right)) return slot;
     }
   }
 }
