@@ -247,7 +247,7 @@ export class NativeTransformer implements LanguageModel {
  * The most prompt tokens one pass over the layers takes. Each chunk streams every weight once
  * more, so smaller chunks prefill slower (a 512-token prompt on Qwen2-0.5B Q4_0: 723, 827, 903
  * and 931 tokens/s in chunks of 32, 64, 128 and 256); larger ones grow the activation buffers
- * (227 KB per token for Qwen2-7B) for little more speed.
+ * (119 KB per token for Qwen2-7B) for little more speed.
  */
 export const PREFILL_CHUNK = 256;
 
