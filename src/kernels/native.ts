@@ -54,7 +54,7 @@ export interface NativeKernels {
    * back to the system: they read as zeros until written again, when they are faulted back in.
    * For activation buffers between prompts.
    */
-  releaseScratch(buffers: readonly (Float32Array | Uint8Array)[]): void;
+  releaseScratch(buffers: readonly Float32Array[]): void;
   /** Regroups Q8_0 / Q4_0 weights from GGUF blocks into the "rows" layout, in place. */
   regroupRows(type: number, data: Uint8Array, rows: number, cols: number): void;
   /**

@@ -279,13 +279,12 @@ export function mergesFromScores(tokens: readonly string[], scores: ArrayLike<nu
   return merges.map(({ left, right }) => [left, right]);
 }
 
-/** tokenizer.json's added_tokens: control, user-defined and unknown tokens, matched whole in the text. */
+/** tokenizer.json's added_tokens: the tokens tokenKind makes added or special, matched whole in the text. */
 function addedTokens(stored: StoredTokenizer): object[] {
   return stored.tokens.toArray().flatMap((content, id) => {
-    const type = stored.types[id];
-    if (type !== GGUF_TOKEN_TYPE.CONTROL && type !== GGUF_TOKEN_TYPE.USER_DEFINED && type !== GGUF_TOKEN_TYPE.UNKNOWN) return [];
-    const special = type !== GGUF_TOKEN_TYPE.USER_DEFINED;
-    return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special }];
+    const kind = tokenKind(stored.types[id]);
+    if (kind !== TOKEN_KIND.ADDED && kind !== TOKEN_KIND.SPECIAL) return [];
+    return [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: kind === TOKEN_KIND.SPECIAL }];
   });
 }
 

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ByteLevelBpe, byteLevelBpeTables } from "./byte-level-bpe.js";
 import { HfTokenizerModel } from "./hf-tokenizer-model.js";
-import { splitTokenizerJson } from "./tokenizer-json.js";
+import { splitTokenizerJson, type TokenizerJsonFile } from "./tokenizer-json.js";
 
 /** A special token as tokenizer_config.json writes it: plain text, or an AddedToken object. */
 export type SpecialTokenField = string | { content: string } | null;
@@ -78,8 +78,7 @@ export class Tokenizer {
     const file = splitTokenizerJson(readFile(tokenizerPath), (text) => parseJsonObject(tokenizerPath, text));
     const config = parseJsonObject(join(dir, "tokenizer_config.json"), readFile(join(dir, "tokenizer_config.json")).toString("utf8")) as TokenizerConfig;
     try {
-      const tables = byteLevelBpeTables(file.json, config, file.bpe);
-      return new Tokenizer(tables ? new ByteLevelBpe(tables) : new HfTokenizerModel(file.bpe ? file.parseWhole() : file.json, config), config);
+      return Tokenizer.fromFile(file, config);
     } catch (err) {
       throw new Error(
         `The tokenizer in ${dir} could not be built: ${errorMessage(err)}. ` +
@@ -89,14 +88,19 @@ export class Tokenizer {
     }
   }
 
-  /**
-   * Builds a tokenizer from the parsed contents of tokenizer.json and tokenizer_config.json.
-   * Plain byte-level BPE (Qwen's) runs on compact tables, about 8 MB where the library keeps
-   * about 65 MB; anything else runs on @huggingface/tokenizers.
-   */
+  /** Builds a tokenizer from the parsed contents of tokenizer.json and tokenizer_config.json. */
   static fromJson(tokenizerJson: object, config: TokenizerConfig): Tokenizer {
-    const tables = byteLevelBpeTables(tokenizerJson, config);
-    return new Tokenizer(tables ? new ByteLevelBpe(tables) : new HfTokenizerModel(tokenizerJson, config), config);
+    const json = tokenizerJson as Record<string, unknown>;
+    return Tokenizer.fromFile({ json, bpe: undefined, parseWhole: () => json }, config);
+  }
+
+  /**
+   * Plain byte-level BPE (Qwen's) runs on compact tables, about 6 MB where the library keeps
+   * about 65 MB; anything else runs on @huggingface/tokenizers, which takes the whole file.
+   */
+  private static fromFile(file: TokenizerJsonFile, config: TokenizerConfig): Tokenizer {
+    const tables = byteLevelBpeTables(file.json, config, file.bpe);
+    return new Tokenizer(tables ? new ByteLevelBpe(tables) : new HfTokenizerModel(file.bpe ? file.parseWhole() : file.json, config), config);
   }
 
   constructor(model: TokenizerModel, config: TokenizerConfig) {
