@@ -113,9 +113,9 @@ async function llamaCppWorker(job: LlamaJob): Promise<void> {
   process.stdout.write(JSON.stringify(result) + "\n");
 }
 
-/** Runs `node args` and parses the last line of its stdout as JSON; stderr passes through. */
-function runJson<T>(args: string[]): T {
-  const out = execFileSync(process.execPath, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 * 2 ** 20 });
+/** Runs `file args` and parses the last line of its stdout as JSON; stderr passes through. */
+function runJson<T>(file: string, args: string[]): T {
+  const out = execFileSync(file, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 * 2 ** 20 });
   const lines = out.trim().split("\n");
   return JSON.parse(lines[lines.length - 1]) as T;
 }
@@ -357,8 +357,9 @@ async function main(argv: string[]): Promise<void> {
       process.stderr.write(`${basename(model)}: tiny-llm${of} ...\n`);
       try {
         oursRuns.push(
-          runJson<BenchResult>([
-            cli, "bench", "--json", "--model", model,
+          // Run as the `tiny-llm` command, with the Node flags its first line gives.
+          runJson<BenchResult>(cli, [
+            "bench", "--json", "--model", model,
             "--threads", String(opts.threads), "--prompt-tokens", String(opts.promptTokens), "--gen-tokens", String(opts.genTokens),
           ]),
         );
@@ -370,7 +371,7 @@ async function main(argv: string[]): Promise<void> {
       process.stderr.write(`${basename(model)}: llama.cpp${of} ...\n`);
       const job: LlamaJob = { model, threads: opts.threads, promptIds: oursRuns[0].promptIds, genTokens: opts.genTokens };
       try {
-        const result = runJson<LlamaResult>([fileURLToPath(import.meta.url), LLAMA_WORKER, JSON.stringify(job)]);
+        const result = runJson<LlamaResult>(process.execPath, [fileURLToPath(import.meta.url), LLAMA_WORKER, JSON.stringify(job)]);
         if (result.threads !== opts.threads) process.stderr.write(`${basename(model)}: llama.cpp used ${result.threads} threads\n`);
         llamaRuns.push(result);
       } catch (err) {

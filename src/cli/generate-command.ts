@@ -6,7 +6,7 @@ import { checkPromptFits, generate } from "../generation/generate.js";
 import { Sampler, type SamplerOptions } from "../generation/sampler.js";
 import { loadCheckpoint } from "../generation/load-checkpoint.js";
 import { selectBackend } from "../models/backend.js";
-import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.js";
+import type { ChatMessage } from "../tokenizer/chat-template.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import { UsageError } from "./errors.js";
 import { peakRssBytes } from "./peak-rss.js";
@@ -93,6 +93,8 @@ export async function runGenerate(argv: string[]): Promise<void> {
     if (values.system !== undefined) messages.push({ role: "system", content: values.system });
     messages.push({ role: "user", content: values.prompt });
     // The template writes any BOS itself, so encoding must not add another.
+    // The template engine is loaded only for --chat: a plain prompt does not carry it.
+    const { renderChatTemplate } = await import("../tokenizer/chat-template.js");
     const text = renderChatTemplate(tokenizer.config, { messages, addGenerationPrompt: true });
     promptIds = tokenizer.encode(text, { addSpecialTokens: false });
   } else {

@@ -1,9 +1,20 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-short-builtin-calls --v8-pool-size=1
 /**
  * The `tiny-llm` command: dispatches to a subcommand and turns every error into one line on
  * stderr with a non-zero exit.
+ *
+ * V8's memory settings are turned down, since weights, caches and activations live in native
+ * buffers and V8's heap holds little more than code: together 3 to 4 MB less resident memory
+ * (Qwen2-0.5B at Q4_0, 265 MB of weights) at no measured cost in speed. The first line's take
+ * effect only at start-up, so they apply when this runs as `tiny-llm`: V8's builtins run from the
+ * executable rather than from a copy in fresh memory, and one helper thread instead of four does
+ * its background work. The one below can be set at run time, so it applies however this starts:
+ * the young generation keeps its starting size instead of doubling as modules load.
  */
 import { readFileSync } from "node:fs";
+import { setFlagsFromString } from "node:v8";
+
+setFlagsFromString("--semi-space-growth-factor=1");
 
 const HELP = `Usage: tiny-llm <command> [options]
 

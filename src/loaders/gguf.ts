@@ -168,10 +168,16 @@ export function readGgufHeader(path: string): GgufHeader {
  * Tensors' bytes: all tensors, or only `names` (each must be in the file), in the order of
  * `names` (or of the header). Where the native addon can map the file, each is a private
  * copy-on-write map of its bytes, read from the page cache as it is first used instead of copied
- * into fresh memory (a 7B Q4_K_M file loads in seconds); otherwise, and for Q8_0 and Q4_0, each
- * is read into a fresh buffer of its own. Either way each starts 4-byte aligned, so typed-array
- * views of it work.
+ * into fresh memory (a 7B Q4_K_M file loads in seconds); otherwise, and for Q8_0, Q4_0 and
+ * tensors under MAP_MIN_BYTES, each is read into a fresh buffer of its own. Either way each starts
+ * 4-byte aligned, so typed-array views of it work.
  */
+/**
+ * A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a
+ * copy (a Qwen2 GGUF's 121 norms and biases take 0.3 MB as copies, 0.75 MB as maps).
+ */
+const MAP_MIN_BYTES = 64 * 1024;
+
 export function readGgufTensors(header: GgufHeader, names?: Iterable<string>): Map<string, Uint8Array<ArrayBuffer>> {
   const infos = [...(names ?? header.tensors.keys())].map((name) => {
     const info = header.tensors.get(name);
@@ -188,7 +194,8 @@ export function readGgufTensors(header: GgufHeader, names?: Iterable<string>): M
       const position = header.dataStart + info.offset;
       // Q8_0 and Q4_0 are rewritten in place into the kernels' row layout: copying every page on
       // write costs more than reading them.
-      const mapped = mappable && info.type !== "Q8_0" && info.type !== "Q4_0" ? kernels.mapFile(header.path, position, info.byteLength) : null;
+      const map = mappable && info.type !== "Q8_0" && info.type !== "Q4_0" && info.byteLength >= MAP_MIN_BYTES;
+      const mapped = map ? kernels.mapFile(header.path, position, info.byteLength) : null;
       if (mapped) {
         read.set(info.name, new Uint8Array(mapped, mapped.byteLength - info.byteLength, info.byteLength));
         continue;

@@ -110,7 +110,7 @@ class Scratch {
     this.x = new Float32Array(rows * E);
     this.xn = new Float32Array(rows * E);
     this.proj = new Float32Array(rows * E);
-    const shared = new Float32Array(rows * Math.max(I, 2 * H * D + 2 * Hkv * D));
+    const shared = new Float32Array(rows * Scratch.sharedFloatsPerRow(c));
     let at = 0;
     const take = (n: number): Float32Array => shared.subarray(at, (at += rows * n));
     this.q = take(H * D);
@@ -121,6 +121,14 @@ class Scratch {
     this.qkv = [this.q, this.k, this.v];
     this.buffers = [this.x, this.xn, this.proj, shared];
   }
+
+  static bytesPerRow(c: ModelConfig): number {
+    return 4 * (3 * c.hiddenSize + Scratch.sharedFloatsPerRow(c));
+  }
+
+  private static sharedFloatsPerRow(c: ModelConfig): number {
+    return Math.max(c.intermediateSize, 2 * c.numHeads * c.headDim + 2 * c.numKvHeads * c.headDim);
+  }
 }
 
 export class NativeTransformer implements LanguageModel {
@@ -129,6 +137,8 @@ export class NativeTransformer implements LanguageModel {
   private readonly finalNorm: Float32Array;
   private readonly lmHead: NativeWeight;
   private readonly logits: Float32Array;
+  /** Prompt tokens per pass over the layers (see prefillChunk). */
+  readonly prefillChunk: number;
   /** Buffers for one token (decode) and for the longest prompt so far (prefill). */
   private readonly decodeScratch: Scratch;
   private prefillScratch?: Scratch;
@@ -156,6 +166,9 @@ export class NativeTransformer implements LanguageModel {
     this.lmHead = toNativeWeight(reference.lmHead ? reference.lmHead.weight : reference.embed.weight, kernels);
     this.logits = new Float32Array(this.config.vocabSize);
     this.decodeScratch = new Scratch(1, this.config);
+    const weights = this.layers.flatMap((l) => [...l.qkv.weights, l.o.weight, l.gate.weight, l.up.weight, l.down.weight]);
+    const weightBytes = [...weights, this.lmHead].reduce((sum, w) => sum + nativeWeightBytes(w), 0);
+    this.prefillChunk = prefillChunk(weightBytes, Scratch.bytesPerRow(this.config));
   }
 
   newSequence(): Sequence {
@@ -164,7 +177,7 @@ export class NativeTransformer implements LanguageModel {
 
   /**
    * Runs `ids` at positions cache.length ..; returns the logits after the last token. A long
-   * prompt runs in chunks of at most PREFILL_CHUNK tokens, so activation buffers stay the size of
+   * prompt runs in chunks of at most prefillChunk tokens, so activation buffers stay the size of
    * one chunk however long the prompt. A one-token call (decode) allocates nothing: every buffer
    * is reused.
    */
@@ -182,7 +195,8 @@ export class NativeTransformer implements LanguageModel {
     }
     cache.reserve(S);
     let last = this.decodeScratch.x;
-    for (let from = 0; from < ids.length; from += PREFILL_CHUNK) last = this.layersForward(ids, from, Math.min(ids.length, from + PREFILL_CHUNK), cache);
+    const chunk = this.prefillChunk;
+    for (let from = 0; from < ids.length; from += chunk) last = this.layersForward(ids, from, Math.min(ids.length, from + chunk), cache);
 
     // Only the last position's logits are needed: normalise that row into the decode buffer.
     const k = this.kernels;
@@ -244,12 +258,22 @@ export class NativeTransformer implements LanguageModel {
 }
 
 /**
- * The most prompt tokens one pass over the layers takes. Each chunk streams every weight once
- * more, so smaller chunks prefill slower (a 512-token prompt on Qwen2-0.5B Q4_0: 723, 827, 903
- * and 931 tokens/s in chunks of 32, 64, 128 and 256); larger ones grow the activation buffers
- * (119 KB per token for Qwen2-7B) for little more speed.
+ * The most prompt tokens one pass over the layers takes: the largest power of two from 32 to 256
+ * whose activation buffers take at most 1 % of the weights' bytes (64 for Qwen2-0.5B at Q4_0, 256
+ * for Qwen2-7B). Each chunk streams every weight once more, so smaller chunks prefill slower (a
+ * 512-token prompt on Qwen2-0.5B Q4_0: 723, 827, 903 and 931 tokens/s in chunks of 32, 64, 128
+ * and 256), while the buffers grow with the chunk (30 KB per token for Qwen2-0.5B, 119 KB for
+ * Qwen2-7B): on a small model they would be a sizeable part of its memory.
  */
-export const PREFILL_CHUNK = 256;
+export function prefillChunk(weightBytes: number, bufferBytesPerToken: number): number {
+  let chunk = 32;
+  while (chunk < 256 && 2 * chunk * bufferBytesPerToken <= weightBytes / 100) chunk *= 2;
+  return chunk;
+}
+
+function nativeWeightBytes(w: NativeWeight): number {
+  return w.data.byteLength + (w.scales?.byteLength ?? 0) + (w.biases?.byteLength ?? 0);
+}
 
 function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) x[i] += y[i];
@@ -268,13 +292,15 @@ export class KVCacheNative {
     if (positions <= this.capacity) return;
     const { numLayers, numKvHeads: Hkv, headDim: D, maxPositionEmbeddings } = this.config;
     const capacity = Math.min(maxPositionEmbeddings, Math.max(positions, 2 * this.capacity, 256));
-    const grow = (old: Float32Array | undefined): Float32Array => {
-      const next = new Float32Array(Hkv * capacity * D);
+    // One allocation for all layers: a buffer per layer would carry an allocator's page each.
+    const storage = new Float32Array(2 * numLayers * Hkv * capacity * D);
+    const grow = (old: Float32Array | undefined, at: number): Float32Array => {
+      const next = storage.subarray(at * Hkv * capacity * D, (at + 1) * Hkv * capacity * D);
       if (old) for (let h = 0; h < Hkv; h++) next.set(old.subarray(h * this.capacity * D, (h * this.capacity + this.length) * D), h * capacity * D);
       return next;
     };
-    this.keys = Array.from({ length: numLayers }, (_, i) => grow(this.keys[i]));
-    this.values = Array.from({ length: numLayers }, (_, i) => grow(this.values[i]));
+    this.keys = Array.from({ length: numLayers }, (_, i) => grow(this.keys[i], 2 * i));
+    this.values = Array.from({ length: numLayers }, (_, i) => grow(this.values[i], 2 * i + 1));
     this.capacity = capacity;
   }
 

@@ -1,7 +1,7 @@
 /**
  * Byte-level BPE (GPT-2, Qwen, Llama 3) over compact tables, for the tokenizers stored in GGUF
  * metadata and plain byte-level tokenizer.json files. A 150k-token vocabulary with its merges
- * takes about 6 MB here, against about 100 MB as @huggingface/tokenizers' objects and maps: a
+ * takes about 4 MB here, against about 100 MB as @huggingface/tokenizers' objects and maps: a
  * fixed cost that would exceed the weights' 20 % headroom on a 300 MB quantized model. Tests
  * hold its ids and text equal to that library's.
  *
@@ -166,8 +166,11 @@ export class ByteLevelBpe implements TokenizerModel {
   readonly vocabSize: number;
   private readonly tokens: StringTable;
   private readonly kinds: Uint8Array;
-  /** Token ids by their text; later ids win a repeated text, as in a JSON vocabulary read into a map. */
-  private readonly ids: StringIndex;
+  /**
+   * Token ids by their text, for words taken whole (ignoreMerges) and kept only then: building
+   * the merges needs it once, and the few names tokenToId is asked for are found by a scan.
+   */
+  private readonly wholeWords?: StringIndex;
   /** The token of each single byte, or NONE. */
   private readonly byteIds = new Int32Array(256).fill(NONE);
   private readonly merges: MergeTable;
@@ -208,9 +211,10 @@ export class ByteLevelBpe implements TokenizerModel {
     this.specialIds = special;
     this.vocabSize = vocabSize;
 
-    this.ids = new StringIndex(tokens, (id) => kinds[id] !== TOKEN_KIND.UNUSED);
-    for (let b = 0; b < 256; b++) this.byteIds[b] = this.ids.find(utf8.encode(String.fromCodePoint(BYTE_CHARS[b])));
-    this.merges = new MergeTable(tables.merges, this.ids);
+    const ids = new StringIndex(tokens, (id) => kinds[id] !== TOKEN_KIND.UNUSED);
+    for (let b = 0; b < 256; b++) this.byteIds[b] = ids.find(utf8.encode(String.fromCodePoint(BYTE_CHARS[b])));
+    this.merges = new MergeTable(tables.merges, ids, tokens);
+    if (this.ignoreMerges) this.wholeWords = ids;
   }
 
   encode(text: string): number[] {
@@ -253,9 +257,18 @@ export class ByteLevelBpe implements TokenizerModel {
     return this.hasToken(id) ? this.tokens.at(id) : undefined;
   }
 
+  /** The id of a token's text; the later id where two share it, as in a JSON vocabulary read into a map. */
   tokenToId(token: string): number | undefined {
-    const id = this.ids.find(utf8.encode(token));
-    return id === NONE ? undefined : id;
+    const bytes = utf8.encode(token);
+    const { data, ends } = this.tokens;
+    for (let id = this.tokens.length - 1; id >= 0; id--) {
+      const start = this.tokens.start(id);
+      if (ends[id] - start !== bytes.length || this.kinds[id] === TOKEN_KIND.UNUSED) continue;
+      let k = 0;
+      while (k < bytes.length && data[start + k] === bytes[k]) k++;
+      if (k === bytes.length) return id;
+    }
+    return undefined;
   }
 
   private hasToken(id: number): boolean {
@@ -284,7 +297,7 @@ export class ByteLevelBpe implements TokenizerModel {
     let wordIds = this.wordCache.get(word);
     if (wordIds === undefined) {
       const bytes = utf8.encode(word);
-      const whole = this.ignoreMerges ? this.ids.find(byteLevelSpelling(bytes)) : NONE;
+      const whole = this.wholeWords ? this.wholeWords.find(byteLevelSpelling(bytes)) : NONE;
       wordIds = whole !== NONE ? [whole] : this.bpe(bytes);
       if (this.wordCache.size >= WORD_CACHE_LIMIT) this.wordCache.clear();
       this.wordCache.set(word, wordIds);
@@ -371,19 +384,26 @@ function byteLevelSpelling(bytes: Uint8Array): Uint8Array {
   return out.subarray(0, at);
 }
 
-/** Merge ranks by pair of token ids, and the token each merge makes. */
+/**
+ * Merge ranks by pair of token ids, and the token each merge makes. A slot holds a rank; the pair
+ * it stands for is its left id and the rest of its merged token's text, which is the right
+ * token's: ids here are the vocabulary index's (one per text), so equal texts mean equal ids.
+ */
 class MergeTable {
   /** Per slot: the rank of a merge, or NONE. */
   private readonly slots: Int32Array;
   private readonly mask: number;
-  /** Per rank: left id, right id. */
-  private readonly pairs: Int32Array;
+  private readonly leftIds: Int32Array;
   private readonly mergedIds: Int32Array;
 
-  constructor(merges: StringTable, ids: StringIndex) {
+  constructor(
+    merges: StringTable,
+    ids: StringIndex,
+    private readonly tokens: StringTable,
+  ) {
     this.slots = new Int32Array(hashTableSize(merges.length)).fill(NONE);
     this.mask = this.slots.length - 1;
-    this.pairs = new Int32Array(2 * merges.length);
+    this.leftIds = new Int32Array(merges.length);
     this.mergedIds = new Int32Array(merges.length);
     const { data } = merges;
     let joined = new Uint8Array(64);
@@ -406,10 +426,10 @@ class MergeTable {
         throw new Error(`merge ${rank} ${JSON.stringify(merges.at(rank))} is not two tokens of the vocabulary that join into a third`);
       }
       // A repeated merge keeps its last rank, as Hugging Face's map of merges does.
-      this.pairs[2 * rank] = left;
-      this.pairs[2 * rank + 1] = right;
+      const slot = this.slotOf(left, right);
+      this.leftIds[rank] = left;
       this.mergedIds[rank] = merged;
-      this.slots[this.slotOf(left, right)] = rank;
+      this.slots[slot] = rank;
     }
   }
 
@@ -425,8 +445,19 @@ class MergeTable {
     const hash = Math.imul(left, 0x9e3779b1) ^ Math.imul(right + 0x7f4a7c15, 0x85ebca77);
     for (let slot = (hash ^ (hash >>> 15)) & this.mask; ; slot = (slot + 1) & this.mask) {
       const rank = this.slots[slot];
-      if (rank === NONE || (this.pairs[2 * rank] === left && this.pairs[2 * rank + 1] === right)) return slot;
+      if (rank === NONE || (this.leftIds[rank] === left && this.endsWith(this.mergedIds[rank], left, right))) return slot;
     }
+  }
+
+  /** Whether token `merged`'s text is `left`'s followed by `right`'s, given that it starts with `left`'s. */
+  private endsWith(merged: number, left: number, right: number): boolean {
+    const { data, ends } = this.tokens;
+    const rightStart = this.tokens.start(right);
+    const length = ends[right] - rightStart;
+    const mergedEnd = ends[merged];
+    if (mergedEnd - this.tokens.start(merged) !== ends[left] - this.tokens.start(left) + length) return false;
+    for (let k = 1; k <= length; k++) if (data[mergedEnd - k] !== data[rightStart + length - k]) return false;
+    return true;
   }
 }
 

@@ -95,7 +95,7 @@ export class Tokenizer {
   }
 
   /**
-   * Plain byte-level BPE (Qwen's) runs on compact tables, about 6 MB where the library keeps
+   * Plain byte-level BPE (Qwen's) runs on compact tables, about 4 MB where the library keeps
    * about 65 MB; anything else runs on @huggingface/tokenizers, which takes the whole file.
    */
   private static fromFile(file: TokenizerJsonFile, config: TokenizerConfig): Tokenizer {
