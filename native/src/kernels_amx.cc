@@ -30,8 +30,6 @@ namespace {
 // 16 floats from a and 16 from b as 32 bf16 (round to nearest even).
 inline __m512i to_bf16(__m512 a, __m512 b) { return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a)); }
 
-
-
 // n (<= 32) floats as bf16 into dst[0..32), zeros past n.
 inline void store_bf16(uint16_t* dst, const float* src, int64_t n) {
   const __m512 lo = _mm512_maskz_loadu_ps(lane_mask(n), src), hi = _mm512_maskz_loadu_ps(lane_mask(n - 16), src + 16);

@@ -11,8 +11,6 @@
 #include "kernels.h"
 #include "x86_util.h"
 
-
-
 #if defined(__AVX512F__)
 #define TL_NS avx512
 #else
@@ -121,7 +119,6 @@ inline IV vishr(IV v, int n) { return _mm256_srli_epi32(v, n); }
 inline IV viadd(IV a, IV b) { return _mm256_add_epi32(a, b); }
 inline IV viset1(int x) { return _mm256_set1_epi32(x); }
 #endif
-
 
 // How far ahead of the current position a weight row is prefetched (bytes).
 constexpr int64_t kPrefetch = 4096;
@@ -402,7 +399,7 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
       d[b] = db;
       int sums[2];
       quantize_block(x + b * kBlock, db, four_bit ? tmp : q + b * kBlock, sums);
-      if (type == W_Q6_K) {
+      if (sums_per_block(type) == 2) {
         s[2 * b] = db * static_cast<float>(sums[0]);
         s[2 * b + 1] = db * static_cast<float>(sums[1]);
       } else {

@@ -63,5 +63,4 @@ void release_batch_buffers();
 // Reads n floats with every thread and returns their sum: a probe of streaming-read bandwidth.
 double read_probe(const float* data, int64_t n);
 
-
 }  // namespace tl

@@ -165,6 +165,12 @@ export function readGgufHeader(path: string): GgufHeader {
 }
 
 /**
+ * A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a
+ * copy (a Qwen2 GGUF's 121 norms and biases take 0.3 MB as copies, 0.75 MB as maps).
+ */
+const MAP_MIN_BYTES = 64 * 1024;
+
+/**
  * Tensors' bytes: all tensors, or only `names` (each must be in the file), in the order of
  * `names` (or of the header). Where the native addon can map the file, each is a private
  * copy-on-write map of its bytes, read from the page cache as it is first used instead of copied
@@ -172,12 +178,6 @@ export function readGgufHeader(path: string): GgufHeader {
  * tensors under MAP_MIN_BYTES, each is read into a fresh buffer of its own. Either way each starts
  * 4-byte aligned, so typed-array views of it work.
  */
-/**
- * A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a
- * copy (a Qwen2 GGUF's 121 norms and biases take 0.3 MB as copies, 0.75 MB as maps).
- */
-const MAP_MIN_BYTES = 64 * 1024;
-
 export function readGgufTensors(header: GgufHeader, names?: Iterable<string>): Map<string, Uint8Array<ArrayBuffer>> {
   const infos = [...(names ?? header.tensors.keys())].map((name) => {
     const info = header.tensors.get(name);
