@@ -47,7 +47,11 @@ const DEFAULT_MODELS: readonly Recipe[] = [
   mlx("qwen2-0.5b", 8),
 ];
 /** Added by --7b; the BF16 folder the MLX copy is made from takes 15 GB and minutes to write. */
-const MODELS_7B: readonly Recipe[] = [...["q4_0", "q4_k", "q8_0"].map((type) => gguf("qwen2-7b", type)), mlx("qwen2-7b", 4), mlx("qwen2-7b", 8)];
+const MODELS_7B: readonly Recipe[] = [
+  ...["q4_0", "q4_k", "q8_0"].map((type) => gguf("qwen2-7b", type)),
+  mlx("qwen2-7b", 4),
+  mlx("qwen2-7b", 8),
+];
 
 /** Marks the child process that runs llama.cpp; its job follows as JSON. */
 const LLAMA_WORKER = "--llama-cpp-worker";
@@ -180,7 +184,8 @@ async function loadGenerator(formatsByPreset: ReadonlyMap<string, string[]>): Pr
   const generatorPath = join(dirname(fileURLToPath(import.meta.url)), "make-random-checkpoint.js");
   if (!existsSync(generatorPath)) {
     const commands = [...formatsByPreset].map(
-      ([preset, formats]) => `node dist/scripts/make-random-checkpoint.js --preset ${preset} --out bench-models --formats ${formats.join(",")}`,
+      ([preset, formats]) =>
+        `node dist/scripts/make-random-checkpoint.js --preset ${preset} --out bench-models --formats ${formats.join(",")}`,
     );
     throw new Error(
       `the generator that writes the missing models is not built: run \`npm run build\`, then \`${commands.join(" && ")}\`, ` +
@@ -343,7 +348,9 @@ async function main(argv: string[]): Promise<void> {
   await ensureModels(opts.models);
   const load = loadavg()[0];
   if (load > cpus().length / 2) {
-    process.stderr.write(`warning: the machine is busy (load average ${fixed(load, 2)} on ${cpus().length} cores); figures will be low and noisy\n`);
+    process.stderr.write(
+      `warning: the machine is busy (load average ${fixed(load, 2)} on ${cpus().length} cores); figures will be low and noisy\n`,
+    );
   }
   for (const model of opts.models) if (!existsSync(model)) throw new Error(`${model} does not exist`);
   const rows: Row[] = [];
@@ -359,8 +366,16 @@ async function main(argv: string[]): Promise<void> {
         oursRuns.push(
           // Run as the `tiny-llm` command, with the Node flags its first line gives.
           runJson<BenchResult>(cli, [
-            "bench", "--json", "--model", model,
-            "--threads", String(opts.threads), "--prompt-tokens", String(opts.promptTokens), "--gen-tokens", String(opts.genTokens),
+            "bench",
+            "--json",
+            "--model",
+            model,
+            "--threads",
+            String(opts.threads),
+            "--prompt-tokens",
+            String(opts.promptTokens),
+            "--gen-tokens",
+            String(opts.genTokens),
           ]),
         );
       } catch {

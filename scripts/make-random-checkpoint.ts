@@ -145,7 +145,9 @@ export function makeRandomCheckpoint(opts: MakeRandomCheckpointOptions): Written
   const seed = opts.seed ?? 0;
   if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new RangeError(`the seed must be a uint32, got ${seed}`);
   if (!Number.isInteger(preset.hiddenSize / preset.numHeads) || preset.numHeads % preset.numKvHeads !== 0) {
-    throw new RangeError(`preset ${preset.name}: ${preset.numHeads} heads must divide the hidden size and be a multiple of the key/value heads`);
+    throw new RangeError(
+      `preset ${preset.name}: ${preset.numHeads} heads must divide the hidden size and be a multiple of the key/value heads`,
+    );
   }
   const log = opts.log ?? (() => {});
   const tensors = tensorPlan(preset);
@@ -396,17 +398,15 @@ function writeSafetensorsFolder(
   });
   json("generation_config.json", { bos_token_id: ids.bos, eos_token_id: [ids.eos, ids.bos], do_sample: false });
   for (const name of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(TOKENIZER_DIR, name), join(partial, name));
-  const streamed = tensors.map(
-    (t, i): StreamedTensorToWrite => ({
-      name: t.hfName,
-      dtype: type,
-      shape: t.shape,
-      chunks: function* () {
-        for (const values of tensorValues(t, seed)) yield encode(type, values);
-        progress.done(i);
-      },
-    }),
-  );
+  const streamed = tensors.map((t, i): StreamedTensorToWrite => ({
+    name: t.hfName,
+    dtype: type,
+    shape: t.shape,
+    chunks: function* () {
+      for (const values of tensorValues(t, seed)) yield encode(type, values);
+      progress.done(i);
+    },
+  }));
   writeSafetensorsStreamed(join(partial, "model.safetensors"), streamed, { format: "pt" });
   renameSync(partial, path);
 }

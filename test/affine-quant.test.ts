@@ -24,7 +24,10 @@ describe("bit packing (a little-endian bit stream over 32-bit words)", () => {
   test("4 bits: the first code takes the 4 lowest bits", () => {
     assert.deepEqual(hex(packCodes([1, 2, 3, 4, 5, 6, 7, 8], 4)), ["0x87654321"]);
     const words = Uint32Array.of(0x87654321, 0x0000000f);
-    assert.deepEqual([...Array(9).keys()].map((j) => unpackCode(words, 4, j)), [1, 2, 3, 4, 5, 6, 7, 8, 15]);
+    assert.deepEqual(
+      [...Array(9).keys()].map((j) => unpackCode(words, 4, j)),
+      [1, 2, 3, 4, 5, 6, 7, 8, 15],
+    );
   });
 
   test("8 bits: four codes per word, lowest byte first", () => {
@@ -60,7 +63,10 @@ describe("bit packing (a little-endian bit stream over 32-bit words)", () => {
       const codes = Array.from({ length: 128 }, () => rng.nextUint32() % 2 ** bits);
       const words = packCodes(codes, bits);
       assert.equal(words.length, (128 * bits) / 32);
-      assert.deepEqual(codes.map((_, j) => unpackCode(words, bits, j)), codes);
+      assert.deepEqual(
+        codes.map((_, j) => unpackCode(words, bits, j)),
+        codes,
+      );
     });
   }
 });
@@ -101,12 +107,18 @@ describe("quantizeAffine follows MLX's rules", () => {
     const up = quantizeAffine(Float32Array.of(-1, 0.5, ...Array(30).fill(0)), { bits: 4, groupSize: 32 });
     assert.equal(scaleAt(up, "biases", 0), -1);
     assert.ok(Math.abs(scaleAt(up, "scales", 0) - 0.1) < 1e-6);
-    assert.deepEqual([0, 1, 2].map((j) => unpackCode(up.packed, 4, j)), [0, 15, 10]);
+    assert.deepEqual(
+      [0, 1, 2].map((j) => unpackCode(up.packed, 4, j)),
+      [0, 15, 10],
+    );
 
     const down = quantizeAffine(Float32Array.of(1, -0.5, ...Array(30).fill(0)), { bits: 4, groupSize: 32 });
     assert.equal(scaleAt(down, "biases", 0), 1);
     assert.ok(Math.abs(scaleAt(down, "scales", 0) + 0.1) < 1e-6);
-    assert.deepEqual([0, 1, 2].map((j) => unpackCode(down.packed, 4, j)), [0, 15, 10]);
+    assert.deepEqual(
+      [0, 1, 2].map((j) => unpackCode(down.packed, 4, j)),
+      [0, 15, 10],
+    );
   });
 
   test("the scale snaps so the edge / scale is a whole number, which can clamp the far end by up to a whole step", () => {
@@ -126,7 +138,10 @@ describe("quantizeAffine follows MLX's rules", () => {
     const q = quantizeAffine(Float32Array.of(-1.875, -0.9375, -1.0625, ...Array(29).fill(0)), { bits: 4, groupSize: 32 });
     assert.equal(scaleAt(q, "scales", 0), 0.125);
     assert.equal(scaleAt(q, "biases", 0), -1.875);
-    assert.deepEqual([0, 1, 2, 3].map((j) => unpackCode(q.packed, 4, j)), [0, 8, 6, 15]);
+    assert.deepEqual(
+      [0, 1, 2, 3].map((j) => unpackCode(q.packed, 4, j)),
+      [0, 8, 6, 15],
+    );
   });
 
   test("all-zero and constant groups decode exactly, however large the constant", () => {
@@ -140,21 +155,21 @@ describe("quantizeAffine follows MLX's rules", () => {
   });
 
   for (const bits of AFFINE_BITS)
-  for (const groupSize of AFFINE_GROUP_SIZES) {
-    test(`${bits} bits, groups of ${groupSize}: every value is within the derived bound, and codes below the top within |s|/2`, () => {
-      const x = randomTensor([16 * groupSize], bits * 1000 + groupSize).toFloat32Array();
-      // Groups of very different magnitudes and one sign only.
-      for (let i = 0; i < x.length; i++) x[i] *= [1, 1e-3, 40, 0.02][Math.floor(i / groupSize) % 4];
-      for (let i = 5 * groupSize; i < 6 * groupSize; i++) x[i] = Math.abs(x[i]) + 0.5;
-      const q = quantizeAffine(x, { bits, groupSize });
-      assert.equal(q.packed.length, (x.length * bits) / 32);
-      assert.equal(q.scales.length, 16);
-      const ratio = worstErrorRatio(x, q, bits, groupSize);
-      assert.ok(ratio <= 1, `worst error is ${ratio.toFixed(3)} × the bound`);
-      // The bound is tight enough to matter: errors use a good part of it.
-      assert.ok(ratio > 0.5, `worst error is only ${ratio.toFixed(3)} × the bound`);
-    });
-  }
+    for (const groupSize of AFFINE_GROUP_SIZES) {
+      test(`${bits} bits, groups of ${groupSize}: every value is within the derived bound, and codes below the top within |s|/2`, () => {
+        const x = randomTensor([16 * groupSize], bits * 1000 + groupSize).toFloat32Array();
+        // Groups of very different magnitudes and one sign only.
+        for (let i = 0; i < x.length; i++) x[i] *= [1, 1e-3, 40, 0.02][Math.floor(i / groupSize) % 4];
+        for (let i = 5 * groupSize; i < 6 * groupSize; i++) x[i] = Math.abs(x[i]) + 0.5;
+        const q = quantizeAffine(x, { bits, groupSize });
+        assert.equal(q.packed.length, (x.length * bits) / 32);
+        assert.equal(q.scales.length, 16);
+        const ratio = worstErrorRatio(x, q, bits, groupSize);
+        assert.ok(ratio <= 1, `worst error is ${ratio.toFixed(3)} × the bound`);
+        // The bound is tight enough to matter: errors use a good part of it.
+        assert.ok(ratio > 0.5, `worst error is only ${ratio.toFixed(3)} × the bound`);
+      });
+    }
 
   for (const scaleDType of ["bf16", "f16"] as const) {
     test(`scales and biases stored as ${scaleDType} keep that type and stay within the bound with their rounding`, () => {

@@ -99,5 +99,8 @@ test("shape errors are clear", () => {
   const q = randomTensor([1, 3, 2, 4], 1);
   const k = randomTensor([1, 2, 2, 4], 2);
   assert.throws(() => scaledDotProductAttention(q, k, k, { scale: 1 }), /multiple of key\/value heads/);
-  assert.throws(() => scaledDotProductAttention(randomTensor([1, 2, 2, 4], 3), randomTensor([1, 2, 2, 3], 4), k, { scale: 1 }), /do not agree/);
+  assert.throws(
+    () => scaledDotProductAttention(randomTensor([1, 2, 2, 4], 3), randomTensor([1, 2, 2, 3], 4), k, { scale: 1 }),
+    /do not agree/,
+  );
 });

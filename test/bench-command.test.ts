@@ -80,11 +80,15 @@ test("tiny-llm bench prints a readable report by default", { skip: folder.skip }
   assert.match(r.stdout, /8 tokens in .* tokens\/s/);
 });
 
-test("tiny-llm bench --isa pins the native kernels to the instruction set asked for", { skip: folder.skip || (nativeKernels() ? false : "native kernels unavailable") }, () => {
-  const r = benchJson("--model", folder.path, "--isa", "scalar", "--prompt-tokens", "4", "--gen-tokens", "2");
-  assert.equal(r.isa, "scalar");
-  assertFigures(r, 4, 2);
-});
+test(
+  "tiny-llm bench --isa pins the native kernels to the instruction set asked for",
+  { skip: folder.skip || (nativeKernels() ? false : "native kernels unavailable") },
+  () => {
+    const r = benchJson("--model", folder.path, "--isa", "scalar", "--prompt-tokens", "4", "--gen-tokens", "2");
+    assert.equal(r.isa, "scalar");
+    assertFigures(r, 4, 2);
+  },
+);
 
 const badOptions: [string, string[], RegExp][] = [
   ["--prompt-tokens 0", ["--prompt-tokens", "0"], /--prompt-tokens must be at least 1/],
@@ -93,7 +97,11 @@ const badOptions: [string, string[], RegExp][] = [
   ["a prompt longer than the context", ["--prompt-tokens", "600"], /need 728 positions, more than the model's context of 512/],
   ["an unknown backend", ["--backend", "gpu"], /--backend must be "native" or "ts"/],
   ["--threads 0", ["--threads", "0"], /--threads must be at least 1/],
-  ["an unknown instruction set", ["--isa", "sse9"], nativeKernels() ? /instruction set "sse9" is not available on this CPU \(available: .*scalar\)/ : /--isa needs the native backend/],
+  [
+    "an unknown instruction set",
+    ["--isa", "sse9"],
+    nativeKernels() ? /instruction set "sse9" is not available on this CPU \(available: .*scalar\)/ : /--isa needs the native backend/,
+  ],
 ];
 for (const [what, args, message] of badOptions) {
   test(`tiny-llm bench rejects ${what} with one line`, { skip: folder.skip }, () => {

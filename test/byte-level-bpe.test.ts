@@ -22,7 +22,8 @@ import { sharedPath } from "./support/shared.js";
 const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-byte-level-bpe-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-const read = (name: string): Record<string, unknown> => JSON.parse(readFileSync(join(TOKENIZER_DIR, name), "utf8")) as Record<string, unknown>;
+const read = (name: string): Record<string, unknown> =>
+  JSON.parse(readFileSync(join(TOKENIZER_DIR, name), "utf8")) as Record<string, unknown>;
 const files = { tokenizerJson: read("tokenizer.json"), config: read("tokenizer_config.json") as TokenizerConfig };
 // Qwen's embedding has 151936 rows, past the tokenizer's 151669 ids: the rest are unused slots.
 const VOCAB_ROWS = 151936;
@@ -33,7 +34,10 @@ const qwenMetadata = ggufTokenizerMetadata(files, VOCAB_ROWS, { bos: 151643, eos
 
 /** A GGUF holding the Qwen3 tokenizer with `pre` as its pre-tokenizer, and `change` applied. */
 function tokenizerGguf(name: string, pre: string, change: (metadata: [string, GgufEntry][]) => void = () => {}): string {
-  const metadata = qwenMetadata.map(([key, entry]): [string, GgufEntry] => [key, key === "tokenizer.ggml.pre" ? { type: "string", value: pre } : entry]);
+  const metadata = qwenMetadata.map(([key, entry]): [string, GgufEntry] => [
+    key,
+    key === "tokenizer.ggml.pre" ? { type: "string", value: pre } : entry,
+  ]);
   change(metadata);
   const path = join(tmp, name);
   writeGguf(path, metadata, []);
@@ -61,7 +65,31 @@ function corpus(): string[] {
     " ".repeat(500) + "x",
     "lone \ud800 surrogate \udfff here",
   ];
-  const pieces = ["the", " quick", "Brown", " 42", "123456", "'s", "'T", "\n", "  ", "\t", ".", "!!", "—", "é", "e\u0301", "日本", "🙂", "<|im_end|>", "<think>", "\u00a0", "ÿ", "\u0000", "~"];
+  const pieces = [
+    "the",
+    " quick",
+    "Brown",
+    " 42",
+    "123456",
+    "'s",
+    "'T",
+    "\n",
+    "  ",
+    "\t",
+    ".",
+    "!!",
+    "—",
+    "é",
+    "e\u0301",
+    "日本",
+    "🙂",
+    "<|im_end|>",
+    "<think>",
+    "\u00a0",
+    "ÿ",
+    "\u0000",
+    "~",
+  ];
   const generated = Array.from({ length: 150 }, () => {
     let text = "";
     const n = 1 + (random.nextUint32() % 40);
@@ -144,13 +172,16 @@ describe("byte-level BPE from GGUF metadata, against @huggingface/tokenizers", (
     const path = tokenizerGguf("bad-merge.gguf", "qwen2", (metadata) => {
       const merges = metadata.find(([key]) => key === "tokenizer.ggml.merges");
       assert.ok(merges);
-      const items = [...((merges[1].value as { items: Iterable<string> }).items)];
+      const items = [...(merges[1].value as { items: Iterable<string> }).items];
       items[5] = "Ġth zzzqqq";
       merges[1] = { type: "array", value: { itemType: "string", items } };
     });
     assert.throws(
       () => ggufTokenizer(readGgufHeader(path)),
-      (e: unknown) => e instanceof CheckpointError && e.message.startsWith(path) && /merge 5 "Ġth zzzqqq" is not two tokens of the vocabulary/.test(e.message),
+      (e: unknown) =>
+        e instanceof CheckpointError &&
+        e.message.startsWith(path) &&
+        /merge 5 "Ġth zzzqqq" is not two tokens of the vocabulary/.test(e.message),
     );
   });
 });

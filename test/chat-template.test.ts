@@ -42,10 +42,7 @@ test("the list form uses the template named default, with the given bos and eos 
   };
   const messages = [{ role: "user", content: "hi" }];
   assert.equal(renderChatTemplate(config, { messages, addGenerationPrompt: false }), "<s>[user] hi</s>");
-  assert.equal(
-    renderChatTemplate(config, { messages, addGenerationPrompt: false, bosToken: "<B>", eosToken: "<E>" }),
-    "<B>[user] hi<E>",
-  );
+  assert.equal(renderChatTemplate(config, { messages, addGenerationPrompt: false, bosToken: "<B>", eosToken: "<E>" }), "<B>[user] hi<E>");
 });
 
 const stories = sharedPath("models", "stories260k-llama");

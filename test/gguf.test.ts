@@ -77,7 +77,13 @@ describe("the golden GGUF files", () => {
     assert.deepEqual(Array.from(metadataNumbers(header, "tokenizer.ggml.token_type") ?? []).slice(0, 4), [2, 3, 3, 6]);
 
     assert.equal(header.tensors.size, 62);
-    assert.deepEqual(header.tensors.get("token_embd.weight"), { name: "token_embd.weight", dims: [64, 512], type: "F32", offset: 0, byteLength: 64 * 512 * 4 });
+    assert.deepEqual(header.tensors.get("token_embd.weight"), {
+      name: "token_embd.weight",
+      dims: [64, 512],
+      type: "F32",
+      offset: 0,
+      byteLength: 64 * 512 * 4,
+    });
     assert.deepEqual(header.tensors.get("blk.0.attn_k.bias")?.dims, [32]);
 
     const [norm] = readGgufTensors(header, ["output_norm.weight"]).values();
@@ -111,7 +117,13 @@ describe("writer → reader round trip", () => {
     ["a.int64", array("int64", [1n, -1n])],
     ["a.bool", array("bool", [true, false])],
     ["a.empty", array("int32", [])],
-    ["a.nested", array("array", [{ itemType: "uint8", items: [1, 2] }, { itemType: "string", items: ["x"] }])],
+    [
+      "a.nested",
+      array("array", [
+        { itemType: "uint8", items: [1, 2] },
+        { itemType: "string", items: ["x"] },
+      ]),
+    ],
   ];
   const f32 = new Float32Array([1.5, -2, 3.25, 0, -0.125, 1e30]);
   const ramp = Float32Array.from({ length: 96 }, (_, i) => (i - 40) / 7);
@@ -131,7 +143,9 @@ describe("writer → reader round trip", () => {
     assert.equal(header.version, 3);
     // Arrays of strings come back as StringTables, arrays of numbers as typed arrays.
     const plain = (value: GgufValue): GgufValue =>
-      typeof value !== "object" ? value : { itemType: value.itemType, items: value.items instanceof StringTable ? value.items.toArray() : Array.from(value.items, plain) };
+      typeof value !== "object"
+        ? value
+        : { itemType: value.itemType, items: value.items instanceof StringTable ? value.items.toArray() : Array.from(value.items, plain) };
     assert.ok(metadataStrings(header, "a.strings") instanceof StringTable);
     const itemsOf = (key: string) => (header.metadata.get(key)?.value as GgufArray).items;
     assert.ok(itemsOf("a.float32") instanceof Float32Array);
@@ -179,7 +193,14 @@ describe("writer → reader round trip", () => {
       [[], [{ name: "w", type: "F32", dims: [2], data: new Uint8Array(4) }], /needs 8 bytes, got 4/],
       [[], [{ name: "w", type: "Q8_0", dims: [16, 2], data: new Uint8Array(34) }], /multiple of 32/],
       [[], [{ name: "w", type: "F32", dims: [1, 1, 1, 1, 1], data: new Uint8Array(4) }], /1 to 4/],
-      [[], [{ name: "w", type: "F32", dims: [1], data: new Uint8Array(4) }, { name: "w", type: "F32", dims: [1], data: new Uint8Array(4) }], /twice/],
+      [
+        [],
+        [
+          { name: "w", type: "F32", dims: [1], data: new Uint8Array(4) },
+          { name: "w", type: "F32", dims: [1], data: new Uint8Array(4) },
+        ],
+        /twice/,
+      ],
       [[["k", { type: "uint8", value: 256 }]], [], /not a valid uint8/],
       [[["k", { type: "uint64", value: 5 }]], [], /not a valid uint64/],
       [[["k", array("string", ["a", 1])]], [], /not a valid string/],
@@ -248,31 +269,82 @@ describe("malformed GGUF files are CheckpointErrors that name the file and the p
     ["version-4", { version: u32(4) }, /GGUF version 4/],
     ["big-endian", { version: Buffer.from([0, 0, 0, 3]) }, /big-endian/],
     ["huge-tensor-count", { tensorCount: 10n ** 12n }, /tensor count as 1000000000000, but only \d+ bytes follow.*truncated or corrupt/],
-    ["truncated-metadata", Buffer.concat([Buffer.from("GGUF"), u32(3), u64(0), u64(1), str("general.name"), typeCode("string"), u64(5), Buffer.from("ab")]),
-      /string of 5 bytes in metadata key "general.name", but only 2 bytes are left/],
-    ["truncated-value", Buffer.concat([Buffer.from("GGUF"), u32(3), u64(0), u64(1), str("k"), typeCode("uint32"), Buffer.from([1, 2])]),
-      /ends inside metadata key "k".*truncated/],
-    ["string-past-end", { kvs: [Buffer.concat([u64(2n ** 62n), Buffer.from("key")])] }, /string of 4611686018427387904 bytes in metadata entry 0/],
-    ["array-past-end", { kvs: [kv("tokenizer.ggml.scores", "array", Buffer.concat([typeCode("float32"), u64(1_000_000)]))] },
-      /length of metadata key "tokenizer.ggml.scores" as 1000000, but only \d+ bytes follow/],
-    ["unknown-value-type", { kvs: [Buffer.concat([str("k"), u32(13), Buffer.from([1])])] },
-      /metadata key "k" has unknown value type 13/],
+    [
+      "truncated-metadata",
+      Buffer.concat([Buffer.from("GGUF"), u32(3), u64(0), u64(1), str("general.name"), typeCode("string"), u64(5), Buffer.from("ab")]),
+      /string of 5 bytes in metadata key "general.name", but only 2 bytes are left/,
+    ],
+    [
+      "truncated-value",
+      Buffer.concat([Buffer.from("GGUF"), u32(3), u64(0), u64(1), str("k"), typeCode("uint32"), Buffer.from([1, 2])]),
+      /ends inside metadata key "k".*truncated/,
+    ],
+    [
+      "string-past-end",
+      { kvs: [Buffer.concat([u64(2n ** 62n), Buffer.from("key")])] },
+      /string of 4611686018427387904 bytes in metadata entry 0/,
+    ],
+    [
+      "array-past-end",
+      { kvs: [kv("tokenizer.ggml.scores", "array", Buffer.concat([typeCode("float32"), u64(1_000_000)]))] },
+      /length of metadata key "tokenizer.ggml.scores" as 1000000, but only \d+ bytes follow/,
+    ],
+    ["unknown-value-type", { kvs: [Buffer.concat([str("k"), u32(13), Buffer.from([1])])] }, /metadata key "k" has unknown value type 13/],
     ["duplicate-key", { kvs: [kv("k", "uint8", Buffer.from([1])), kv("k", "uint8", Buffer.from([2]))] }, /metadata key "k" twice/],
     ["bad-bool", { kvs: [kv("flag", "bool", Buffer.from([2]))] }, /metadata key "flag" holds bool byte 2/],
     ["bad-utf8", { kvs: [Buffer.concat([str(Buffer.from([0xff, 0xfe])), typeCode("uint8"), Buffer.from([0])])] }, /not valid UTF-8/],
-    ["deep-arrays", { kvs: [kv("k", "array", Buffer.concat(Array.from({ length: 10 }, () => Buffer.concat([typeCode("array"), u64(1)]))))] },
-      /nests arrays more than 8 deep/],
-    ["alignment-not-power-of-two", { kvs: [kv("general.alignment", "uint32", u32(48))] }, /general.alignment 48 \(uint32\); it must be a uint32 power of two/],
+    [
+      "deep-arrays",
+      { kvs: [kv("k", "array", Buffer.concat(Array.from({ length: 10 }, () => Buffer.concat([typeCode("array"), u64(1)]))))] },
+      /nests arrays more than 8 deep/,
+    ],
+    [
+      "alignment-not-power-of-two",
+      { kvs: [kv("general.alignment", "uint32", u32(48))] },
+      /general.alignment 48 \(uint32\); it must be a uint32 power of two/,
+    ],
     ["alignment-wrong-type", { kvs: [kv("general.alignment", "string", str("32"))] }, /general.alignment 32 \(string\)/],
     ["five-dims", { infos: [info("w", [1, 1, 1, 1, 1], F32, 0)], dataBytes: 32 }, /tensor "w" 5 dimensions; ggml tensors have 1 to 4/],
-    ["unknown-type", { infos: [info("w", [4], 99, 0)], dataBytes: 32 }, /tensor "w" has unknown ggml type 99.*supported types are F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K, BF16/],
-    ["unsupported-type", { infos: [info("w", [256], 10, 0)], dataBytes: 256 }, /tensor "w" has ggml type Q2_K \(10\); supported types are F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K, BF16/],
-    ["partial-block", { infos: [info("w", [48, 2], Q8_0, 0)], dataBytes: 128 }, /tensor "w" of type Q8_0 has 48 values per row, not a multiple of its block size 32/],
-    ["partial-super-block", { infos: [info("w", [896, 2], 12, 0)], dataBytes: 1024 }, /tensor "w" of type Q4_K has 896 values per row, not a multiple of its block size 256/],
-    ["misaligned", { infos: [info("a", [4], F32, 0), info("b", [4], F32, 16)], dataBytes: 64 }, /tensor "b" starts at data offset 16, which is not a multiple of the alignment 32/],
-    ["data-past-end", { infos: [info("a", [4], F32, 0), info("b", [16], F32, 32)], dataBytes: 64 }, /tensor "b" needs bytes \d+ to \d+ but the file is \d+ bytes long; it is truncated/],
-    ["offset-past-end", { infos: [info("a", [4], F32, 2 ** 40)], dataBytes: 64 }, /tensor "a" starts at data offset 1099511627776, past the end/],
-    ["overlap", { infos: [info("a", [16], F32, 0), info("b", [8], F32, 32)], dataBytes: 128 }, /tensor "b" \(data bytes 32-64\) overlaps tensor "a" \(data bytes 0-64\)/],
+    [
+      "unknown-type",
+      { infos: [info("w", [4], 99, 0)], dataBytes: 32 },
+      /tensor "w" has unknown ggml type 99.*supported types are F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K, BF16/,
+    ],
+    [
+      "unsupported-type",
+      { infos: [info("w", [256], 10, 0)], dataBytes: 256 },
+      /tensor "w" has ggml type Q2_K \(10\); supported types are F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K, BF16/,
+    ],
+    [
+      "partial-block",
+      { infos: [info("w", [48, 2], Q8_0, 0)], dataBytes: 128 },
+      /tensor "w" of type Q8_0 has 48 values per row, not a multiple of its block size 32/,
+    ],
+    [
+      "partial-super-block",
+      { infos: [info("w", [896, 2], 12, 0)], dataBytes: 1024 },
+      /tensor "w" of type Q4_K has 896 values per row, not a multiple of its block size 256/,
+    ],
+    [
+      "misaligned",
+      { infos: [info("a", [4], F32, 0), info("b", [4], F32, 16)], dataBytes: 64 },
+      /tensor "b" starts at data offset 16, which is not a multiple of the alignment 32/,
+    ],
+    [
+      "data-past-end",
+      { infos: [info("a", [4], F32, 0), info("b", [16], F32, 32)], dataBytes: 64 },
+      /tensor "b" needs bytes \d+ to \d+ but the file is \d+ bytes long; it is truncated/,
+    ],
+    [
+      "offset-past-end",
+      { infos: [info("a", [4], F32, 2 ** 40)], dataBytes: 64 },
+      /tensor "a" starts at data offset 1099511627776, past the end/,
+    ],
+    [
+      "overlap",
+      { infos: [info("a", [16], F32, 0), info("b", [8], F32, 32)], dataBytes: 128 },
+      /tensor "b" \(data bytes 32-64\) overlaps tensor "a" \(data bytes 0-64\)/,
+    ],
     ["duplicate-tensor", { infos: [info("a", [4], F32, 0), info("a", [4], F32, 32)], dataBytes: 64 }, /lists tensor "a" twice/],
   ];
   for (const [name, spec, ...patterns] of cases) {
@@ -315,11 +387,23 @@ describe("malformed GGUF files are CheckpointErrors that name the file and the p
 
   test("metadata of the wrong type names the key", () => {
     const path = join(tmp, "types.gguf");
-    writeGguf(path, [["n", { type: "uint32", value: 1 }], ["s", { type: "string", value: "x" }], ["a", { type: "array", value: { itemType: "int8", items: [1] } }]], []);
+    writeGguf(
+      path,
+      [
+        ["n", { type: "uint32", value: 1 }],
+        ["s", { type: "string", value: "x" }],
+        ["a", { type: "array", value: { itemType: "int8", items: [1] } }],
+      ],
+      [],
+    );
     const header = readGgufHeader(path);
     assertCheckpointError(() => metadataString(header, "n"), path, /metadata key "n" holds uint32, expected a string/);
     assertCheckpointError(() => metadataNumber(header, "s"), path, /metadata key "s" holds string, expected a number/);
-    assertCheckpointError(() => metadataStrings(header, "a"), path, /metadata key "a" holds an array of int8, expected an array of strings/);
+    assertCheckpointError(
+      () => metadataStrings(header, "a"),
+      path,
+      /metadata key "a" holds an array of int8, expected an array of strings/,
+    );
     assertCheckpointError(() => metadataBool(header, "n"), path, /expected a bool/);
     assertCheckpointError(() => metadataNumbers(header, "s"), path, /expected an array of numbers/);
     assert.deepEqual(metadataNumbers(header, "a"), Int8Array.of(1));

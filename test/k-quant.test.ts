@@ -90,7 +90,20 @@ describe("hand-built blocks decode to hand-computed values", () => {
   // bits somewhere: sc = [1, 2, 3, 63, 17, 33, 48, 5], m = [0, 4, 63, 1, 20, 40, 2, 59].
   // Bytes 0-3: sc0..3 | (sc4..7 >> 4) << 6; bytes 4-7: m0..3 | (m4..7 >> 4) << 6;
   // bytes 8-11: (sc4..7 & 15) | (m4..7 & 15) << 4.
-  const PACKED_SCALES = [1 | (1 << 6), 2 | (2 << 6), 3 | (3 << 6), 63, 0 | (1 << 6), 4 | (2 << 6), 63, 1 | (3 << 6), 1 | (4 << 4), 1 | (8 << 4), 0 | (2 << 4), 5 | (11 << 4)];
+  const PACKED_SCALES = [
+    1 | (1 << 6),
+    2 | (2 << 6),
+    3 | (3 << 6),
+    63,
+    0 | (1 << 6),
+    4 | (2 << 6),
+    63,
+    1 | (3 << 6),
+    1 | (4 << 4),
+    1 | (8 << 4),
+    0 | (2 << 4),
+    5 | (11 << 4),
+  ];
 
   test("Q4_K: 6-bit scales and mins unpack per sub-block, and a chunk's bytes hold 32 values low and the next 32 high; x = d·sc·q − dmin·m", () => {
     const b = new Uint8Array(Q4_K_BLOCK_BYTES);
@@ -125,7 +138,10 @@ describe("hand-built blocks decode to hand-computed values", () => {
 
   test("Q6_K: low nibbles from ql, high bit pairs from qh, int8 scales per 16 values, d last; x = d·sc·(q − 32)", () => {
     const b = new Uint8Array(Q6_K_BLOCK_BYTES);
-    b.set([1, -2, 3, -4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, -128].map((s) => s & 0xff), 192);
+    b.set(
+      [1, -2, 3, -4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, -128].map((s) => s & 0xff),
+      192,
+    );
     b.set([0x00, 0x38], 208); // d = 0.5
     // First half: values 3, 35, 67 and 99 take their low nibbles from ql[3] (low, high) and
     // ql[35] (low, high), and their high bit pairs from qh[3] bits 0-1, 2-3, 4-5 and 6-7.
@@ -184,8 +200,14 @@ describe("encoders", () => {
   test("an all-zero super-block encodes to zero bytes and decodes to zeros", () => {
     for (const dtype of DTYPES) {
       const bytes = quantizeK(dtype, new Float32Array(QK_K));
-      assert.ok(bytes.every((b) => b === 0), dtype);
-      assert.ok(decode(dtype, bytes).every((v) => v === 0), dtype);
+      assert.ok(
+        bytes.every((b) => b === 0),
+        dtype,
+      );
+      assert.ok(
+        decode(dtype, bytes).every((v) => v === 0),
+        dtype,
+      );
     }
   });
 
@@ -207,7 +229,10 @@ describe("encoders", () => {
       gaussian: Float32Array.from({ length: n }, gauss),
       // Sub-blocks ten times apart in scale, and an offset on every third 64 values: the
       // 6-bit scales and mins have to cover a range.
-      mixed: Float32Array.from({ length: n }, (_, i) => (rng.next() * 2 - 1) * (Math.floor(i / 32) % 2 ? 10 : 1) + (Math.floor(i / 64) % 3 === 0 ? 5 : 0)),
+      mixed: Float32Array.from(
+        { length: n },
+        (_, i) => (rng.next() * 2 - 1) * (Math.floor(i / 32) % 2 ? 10 : 1) + (Math.floor(i / 64) % 3 === 0 ? 5 : 0),
+      ),
     };
     // Measured relative RMS errors (uniform, Gaussian, mixed): Q4_K 5.6%, 7.2%, 4.6%;
     // Q5_K 2.8%, 3.6%, 2.3%; Q6_K 1.3%, 1.7%, 1.3%; Q8_K 0.39%, 0.69%, 0.66%. The largest error
@@ -230,7 +255,10 @@ describe("encoders", () => {
             let amax = 0;
             for (let i = b; i < b + QK_K; i++) amax = Math.max(amax, Math.abs(x[i]));
             for (let i = b; i < b + QK_K; i++) {
-              assert.ok(Math.abs(x[i] - y[i]) <= bounds[dtype].max * amax, `${dtype}: value ${i}: |${x[i]} − ${y[i]}| > ${bounds[dtype].max}·${amax}`);
+              assert.ok(
+                Math.abs(x[i] - y[i]) <= bounds[dtype].max * amax,
+                `${dtype}: value ${i}: |${x[i]} − ${y[i]}| > ${bounds[dtype].max}·${amax}`,
+              );
             }
           }
         }
@@ -252,7 +280,10 @@ describe("KQuantWeight", () => {
   test("rows decode as their blocks do, at any offset", () => {
     for (const dtype of DTYPES) {
       const w = KQuantWeight.quantize(dtype, [rows, cols], values);
-      assert.deepEqual([w.dtype, w.rows, w.cols, w.rowBytes, w.data.byteLength], [dtype, rows, cols, kQuantByteLength(dtype, cols), rows * w.rowBytes]);
+      assert.deepEqual(
+        [w.dtype, w.rows, w.cols, w.rowBytes, w.data.byteLength],
+        [dtype, rows, cols, kQuantByteLength(dtype, cols), rows * w.rowBytes],
+      );
       assert.deepEqual(weightToTensor(w).toFloat32Array(), decode(dtype, quantizeK(dtype, values)), dtype);
       const out = new Float32Array(cols + 1);
       w.decodeRow(2, out, 1);
@@ -287,7 +318,10 @@ describe("GGUF files with k-quant tensors", () => {
       assert.ok(w instanceof KQuantWeight);
       assert.deepEqual(weightToTensor(w).toFloat32Array(), decode(w.dtype, data.get(type)!), type);
     }
-    assert.throws(() => writeGguf(join(tmp, "bad.gguf"), [], [{ name: "w", type: "Q4_K", dims: [896, 1], data: new Uint8Array(0) }]), /ne0 \(896\) to be a multiple of 256/);
+    assert.throws(
+      () => writeGguf(join(tmp, "bad.gguf"), [], [{ name: "w", type: "Q4_K", dims: [896, 1], data: new Uint8Array(0) }]),
+      /ne0 \(896\) to be a multiple of 256/,
+    );
   });
 
   test("the random checkpoint formats pick types as llama.cpp's quantizer would, falling back where rows are not whole super-blocks", () => {
@@ -296,7 +330,15 @@ describe("GGUF files with k-quant tensors", () => {
       const types = ggufTensorTypes(plan, FORMATS[format].type);
       return names.map((name) => types[plan.findIndex((t) => t.ggufName === name)]);
     };
-    const names = ["token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight", "blk.0.attn_q.bias", "output.weight"];
+    const names = [
+      "token_embd.weight",
+      "blk.0.attn_q.weight",
+      "blk.0.attn_k.weight",
+      "blk.0.ffn_up.weight",
+      "blk.0.ffn_down.weight",
+      "blk.0.attn_q.bias",
+      "output.weight",
+    ];
     // Qwen2-7B: every row is whole super-blocks (3584 = 14·256, 18944 = 74·256).
     assert.deepEqual(typesOf(PRESETS["qwen2-7b"], "gguf-q4_k", names), ["Q4_K", "Q4_K", "Q4_K", "Q4_K", "Q4_K", "F32", "Q6_K"]);
     assert.deepEqual(typesOf(PRESETS["qwen2-7b"], "gguf-q6_k", names), ["Q6_K", "Q6_K", "Q6_K", "Q6_K", "Q6_K", "F32", "Q6_K"]);
@@ -330,7 +372,12 @@ describe("GGUF files with k-quant tensors", () => {
       [...header.tensors.values()].map((t) => {
         const bytes = data.get(t.name)!;
         if (t.dims.length !== 2 || t.dims[0] % QK_K !== 0) return { name: t.name, type: t.type, dims: t.dims, data: bytes };
-        return { name: t.name, type, dims: t.dims, data: () => quantizeK(type.toLowerCase() as KQuantDType, new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)) };
+        return {
+          name: t.name,
+          type,
+          dims: t.dims,
+          data: () => quantizeK(type.toLowerCase() as KQuantDType, new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)),
+        };
       }),
     );
     made.set(type, path);
@@ -352,7 +399,15 @@ describe("GGUF files with k-quant tensors", () => {
     const q4 = readGgufHeader(checkpoint("gguf-q4_k"));
     const q6 = readGgufHeader(checkpoint("gguf-q6_k"));
     const types = (h: typeof q4, names: string[]): string[] => names.map((n) => h.tensors.get(n)?.type ?? "missing");
-    const names = ["token_embd.weight", "blk.1.attn_v.weight", "blk.1.attn_output.weight", "blk.1.ffn_gate.weight", "blk.1.ffn_down.weight", "blk.1.ffn_norm.weight", "output.weight"];
+    const names = [
+      "token_embd.weight",
+      "blk.1.attn_v.weight",
+      "blk.1.attn_output.weight",
+      "blk.1.ffn_gate.weight",
+      "blk.1.ffn_down.weight",
+      "blk.1.ffn_norm.weight",
+      "output.weight",
+    ];
     // The tied embedding is the LM head, so Q6_K; ffn_down's rows of 640 fall back to Q8_0.
     assert.deepEqual(types(q4, names), ["Q6_K", "Q4_K", "Q4_K", "Q4_K", "Q8_0", "F32", "missing"]);
     assert.deepEqual(types(q6, names), ["Q6_K", "Q6_K", "Q6_K", "Q6_K", "Q8_0", "F32", "missing"]);
@@ -376,14 +431,21 @@ describe("GGUF files with k-quant tensors", () => {
       assert.ok(error < bounds[i] && error > 0, `${dtype}: log-probabilities ${error} relative RMS from f32's`);
       return error;
     });
-    assert.deepEqual([...errors].sort((a, b) => b - a), errors, `errors ${errors} do not fall with more bits`);
+    assert.deepEqual(
+      [...errors].sort((a, b) => b - a),
+      errors,
+      `errors ${errors} do not fall with more bits`,
+    );
   });
 
   test("the default backend runs k-quant files natively, or falls back to TypeScript with a notice", () => {
     const { model, tokenizer } = load(checkpoint("gguf-q4_k"));
     const backend = selectBackend(model);
     if (backend.name === "ts") {
-      assert.match(backend.notice ?? "", /native kernels (unavailable|cannot run this model \(the native backend has no kernel for q4_k weights)/);
+      assert.match(
+        backend.notice ?? "",
+        /native kernels (unavailable|cannot run this model \(the native backend has no kernel for q4_k weights)/,
+      );
       assert.equal(backend.model, model);
     } else {
       // Native kernels that take k-quants must compute what the reference computes. The scalar
@@ -414,7 +476,10 @@ describe("GGUF files with k-quant tensors", () => {
           // about as far from us as quantizing puts us from f32 (7% and more).
           const error = centeredRelativeRms(theirs, ours);
           const quantization = centeredRelativeRms(ours, f32);
-          assert.ok(error < 0.02 && error < quantization / 4, `${path}: llama.cpp is ${error} relative RMS from us, we are ${quantization} from f32`);
+          assert.ok(
+            error < 0.02 && error < quantization / 4,
+            `${path}: llama.cpp is ${error} relative RMS from us, we are ${quantization} from f32`,
+          );
           let worst = 0;
           for (let id = 0; id < theirs.length; id++) worst = Math.max(worst, Math.abs(theirs[id] - ours[id]));
           assert.ok(worst < 0.03, `${path}: log-probabilities differ from llama.cpp's by up to ${worst}`);

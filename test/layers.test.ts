@@ -48,7 +48,9 @@ test("RMSNorm output has unit RMS with unit weights and is scale invariant", () 
   const norm = new RMSNorm(Tensor.full([16], 1), 1e-6);
   const x = randomTensor([4, 16], 3, 10);
   const y = norm.forward(x);
-  const ms = sum(mul(y, y), -1).toArray().map((s) => s / 16);
+  const ms = sum(mul(y, y), -1)
+    .toArray()
+    .map((s) => s / 16);
   for (const m of ms) assert.ok(Math.abs(m - 1) < 1e-4);
   assertClose(norm.forward(mul(x, 1000)), y, 1e-5);
 });

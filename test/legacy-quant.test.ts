@@ -108,11 +108,16 @@ describe("Q4_1, Q5_0 and Q5_1 blocks", () => {
       const w = reencodeLegacy(dtype, [rows, cols], data);
       if (dtype === "q5_0") assert.ok(w instanceof BlockQuantWeight && w.dtype === "q8_0");
       else assert.ok(w instanceof AffineQuantWeight && w.bits === (dtype === "q4_1" ? 4 : 8) && w.groupSize === 32);
-      if (dtype === "q4_1") assert.equal((w as AffineQuantWeight).packed.byteLength + 4 * (rows * cols) / 32, data.byteLength, "Q4_1 keeps its size");
+      if (dtype === "q4_1")
+        assert.equal((w as AffineQuantWeight).packed.byteLength + (4 * (rows * cols)) / 32, data.byteLength, "Q4_1 keeps its size");
       const expected = decode(dtype, data);
       const got = weightToTensor(w).toFloat32Array();
       // The affine decoder rounds d·q + m once, the format's definition twice: at most an ulp apart.
-      for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(got[i] - expected[i]) <= Math.abs(expected[i]) * 2 ** -23 + 1e-9, `${dtype} value ${i}: ${got[i]} vs ${expected[i]}`);
+      for (let i = 0; i < expected.length; i++)
+        assert.ok(
+          Math.abs(got[i] - expected[i]) <= Math.abs(expected[i]) * 2 ** -23 + 1e-9,
+          `${dtype} value ${i}: ${got[i]} vs ${expected[i]}`,
+        );
     }
     assert.throws(() => reencodeLegacy("q5_0", [2, 32], new Uint8Array(22)), /needs 44 bytes/);
   });
@@ -131,7 +136,13 @@ describe("GGUF files with Q4_1, Q5_0 and Q5_1 tensors", () => {
       [...header.tensors.values()].map((t) => {
         const bytes = data.get(t.name)!;
         if (t.dims.length !== 2 || t.dims[0] % 32 !== 0) return { name: t.name, type: t.type, dims: t.dims, data: bytes };
-        return { name: t.name, type, dims: t.dims, data: () => quantizeLegacy(type.toLowerCase() as LegacyQuantDType, new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)) };
+        return {
+          name: t.name,
+          type,
+          dims: t.dims,
+          data: () =>
+            quantizeLegacy(type.toLowerCase() as LegacyQuantDType, new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)),
+        };
       }),
     );
     return path;
@@ -176,7 +187,10 @@ describe("GGUF files with Q4_1, Q5_0 and Q5_1 tensors", () => {
           const error = centeredRelativeRms(theirs, expected);
           const quantization = centeredRelativeRms(expected, f32LogProbs);
           t.diagnostic(`${type}: llama.cpp is ${error.toFixed(4)} relative RMS from us, we are ${quantization.toFixed(4)} from f32`);
-          assert.ok(error < 0.03 && error < quantization / 4, `${type}: llama.cpp is ${error} relative RMS from us, we are ${quantization} from f32`);
+          assert.ok(
+            error < 0.03 && error < quantization / 4,
+            `${type}: llama.cpp is ${error} relative RMS from us, we are ${quantization} from f32`,
+          );
         } finally {
           await model.dispose();
         }

@@ -26,7 +26,11 @@ const qwen2 = sharedPath("models", "tiny-random-qwen2");
 const stories = sharedPath("models", "stories260k-llama");
 
 /** A copy of a shared model folder whose config and tensors a test may then change. */
-function copyModel(src: string, name: string, edit: { config?: (c: Record<string, unknown>) => void; tensors?: (t: RawTensor[]) => RawTensor[] } = {}): string {
+function copyModel(
+  src: string,
+  name: string,
+  edit: { config?: (c: Record<string, unknown>) => void; tensors?: (t: RawTensor[]) => RawTensor[] } = {},
+): string {
   const dir = join(tmp, name);
   execFileSync("mkdir", ["-p", dir]);
   for (const f of readdirSync(src)) copyFileSync(join(src, f), join(dir, f));
@@ -64,19 +68,34 @@ test("batched forward equals one sequence at a time", { skip: qwen2.skip }, () =
 });
 
 test("an unknown model_type is an error naming the supported ones", () => {
-  assert.throws(() => parseModelConfig({ model_type: "gpt2" }, "x/config.json"), (e: unknown) => {
-    assert.ok(e instanceof ConfigError);
-    assert.match(e.message, /x\/config\.json: unsupported model_type "gpt2"; supported model types are qwen2, qwen3, llama/);
-    return true;
-  });
+  assert.throws(
+    () => parseModelConfig({ model_type: "gpt2" }, "x/config.json"),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.message, /x\/config\.json: unsupported model_type "gpt2"; supported model types are qwen2, qwen3, llama/);
+      return true;
+    },
+  );
 });
 
 test("config errors: missing fields, heads that do not divide, unsupported rope scaling", () => {
-  const base = { model_type: "qwen2", hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 4, vocab_size: 100, max_position_embeddings: 64 };
+  const base = {
+    model_type: "qwen2",
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    vocab_size: 100,
+    max_position_embeddings: 64,
+  };
   assert.equal(parseModelConfig(base).headDim, 8);
   assert.throws(() => parseModelConfig({ ...base, hidden_size: undefined }), /"hidden_size" must be a positive integer/);
   assert.throws(() => parseModelConfig({ ...base, num_key_value_heads: 3 }), /multiple of num_key_value_heads/);
-  assert.throws(() => parseModelConfig({ ...base, rope_scaling: { type: "yarn", factor: 4 } }), /rope_scaling of type "yarn" is not supported/);
+  assert.throws(
+    () => parseModelConfig({ ...base, rope_scaling: { type: "yarn", factor: 4 } }),
+    /rope_scaling of type "yarn" is not supported/,
+  );
   assert.throws(() => parseModelConfig({ ...base, hidden_act: "gelu" }), /hidden_act "gelu" is not supported/);
 });
 
@@ -90,11 +109,14 @@ test("an unknown model type in a checkpoint folder is a clear error from the CLI
 
 test("a tensor whose shape does not match config.json is named in the error", { skip: qwen2.skip }, () => {
   const dir = copyModel(qwen2.path, "wide", { config: (c) => (c.intermediate_size = 512) });
-  assert.throws(() => loadModel(dir), (e: unknown) => {
-    assert.ok(e instanceof CheckpointError);
-    assert.match(e.message, /model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[256,128\] but the config implies \[512,128\]/);
-    return true;
-  });
+  assert.throws(
+    () => loadModel(dir),
+    (e: unknown) => {
+      assert.ok(e instanceof CheckpointError);
+      assert.match(e.message, /model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[256,128\] but the config implies \[512,128\]/);
+      return true;
+    },
+  );
 });
 
 test("a missing tensor is named in the error", { skip: qwen2.skip }, () => {
@@ -112,7 +134,9 @@ test("a prompt longer than the context is an error, in the API and in the CLI", 
   const long = Array.from({ length: 600 }, () => 300);
   assert.throws(() => generate(model, long, { sampler: new Sampler({ temperature: 0 }), maxTokens: 4 }).next(), PromptTooLongError);
   assert.throws(() => model.forward([long]), ContextOverflowError);
-  const r = spawnSync(process.execPath, [cli, "generate", "--model", stories.path, "--prompt", "Once upon a time ".repeat(200)], { encoding: "utf8" });
+  const r = spawnSync(process.execPath, [cli, "generate", "--model", stories.path, "--prompt", "Once upon a time ".repeat(200)], {
+    encoding: "utf8",
+  });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /the prompt is \d+ tokens but the model's context is 512 \(max_position_embeddings\)/);
 });
@@ -148,9 +172,28 @@ test("CLI usage errors are one line and a non-zero exit", { skip: stories.skip }
 
 test("sampling from the CLI with a seed is reproducible", { skip: stories.skip }, () => {
   const run = (seed: string): string =>
-    execFileSync(process.execPath, [cli, "generate", "--model", stories.path, "--prompt", "Once", "--max-tokens", "40", "--temperature", "1", "--top-p", "0.9", "--seed", seed], {
-      encoding: "utf8",
-    });
+    execFileSync(
+      process.execPath,
+      [
+        cli,
+        "generate",
+        "--model",
+        stories.path,
+        "--prompt",
+        "Once",
+        "--max-tokens",
+        "40",
+        "--temperature",
+        "1",
+        "--top-p",
+        "0.9",
+        "--seed",
+        seed,
+      ],
+      {
+        encoding: "utf8",
+      },
+    );
   assert.equal(run("11"), run("11"));
   assert.notEqual(run("11"), run("12"));
 });

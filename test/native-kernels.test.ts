@@ -242,7 +242,12 @@ for (const isa of isas) {
         w.useRowLayout((d, data, rows, cols) => k.regroupRows(NativeWeightType[d], data, rows, cols));
         return { type: NativeWeightType[dtype], data: w.data, rows: N, cols: K };
       };
-      const weights = [quantized("q8_0", 40, 1), quantized("q4_0", 9, 2), quantized("q8_0", 17, 3), denseWeight("bf16", randomTensor([5, K], 4)).native];
+      const weights = [
+        quantized("q8_0", 40, 1),
+        quantized("q4_0", 9, 2),
+        quantized("q8_0", 17, 3),
+        denseWeight("bf16", randomTensor([5, K], 4)).native,
+      ];
       const biases = [randomTensor([40], 5).toFloat32Array(), null, randomTensor([17], 6).toFloat32Array(), null];
       for (const M of [1, 3, 20]) {
         const x = randomTensor([M, K], 7 + M).toFloat32Array();
@@ -254,7 +259,17 @@ for (const isa of isas) {
           assert.deepEqual(outs[i], one, `weight ${i}, M=${M}`);
         });
       }
-      assert.throws(() => k.matmulMany(new Float32Array(K), 1, [new Float32Array(40), new Float32Array(4)], [weights[0], { ...denseWeight("f32", randomTensor([4, 64], 1)).native }], [null, null]), /same column count/);
+      assert.throws(
+        () =>
+          k.matmulMany(
+            new Float32Array(K),
+            1,
+            [new Float32Array(40), new Float32Array(4)],
+            [weights[0], { ...denseWeight("f32", randomTensor([4, 64], 1)).native }],
+            [null, null],
+          ),
+        /same column count/,
+      );
       assert.throws(() => k.matmulMany(new Float32Array(K), 1, [], [], []), /1 to 4 weights/);
     });
 
@@ -274,7 +289,10 @@ for (const isa of isas) {
         const keys = randomTensor([Hkv, S, D], 2 * S);
         const values = randomTensor([Hkv, S, D], 3 * S);
         const scale = 1 / Math.sqrt(D);
-        const expected = scaledDotProductAttention(q.transpose(0, 1).expandDims(0), keys.expandDims(0), values.expandDims(0), { scale, mask: causalMask(L, S) })
+        const expected = scaledDotProductAttention(q.transpose(0, 1).expandDims(0), keys.expandDims(0), values.expandDims(0), {
+          scale,
+          mask: causalMask(L, S),
+        })
           .reshape([H, L, D])
           .transpose(0, 1)
           .toFloat32Array();
@@ -323,13 +341,27 @@ for (const isa of isas) {
         q4_0: (N, seed) => blockQuant("q4_0", N, seed),
         q4_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q4_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
         q6_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q6_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
-        affine4: (N, seed) => toNativeWeight(AffineQuantWeight.quantize({ bits: 4, groupSize: 64, scaleDType: "f16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
-        affine8: (N, seed) => toNativeWeight(AffineQuantWeight.quantize({ bits: 8, groupSize: 32, scaleDType: "bf16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
+        affine4: (N, seed) =>
+          toNativeWeight(
+            AffineQuantWeight.quantize({ bits: 4, groupSize: 64, scaleDType: "f16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()),
+            k,
+          ),
+        affine8: (N, seed) =>
+          toNativeWeight(
+            AffineQuantWeight.quantize({ bits: 8, groupSize: 32, scaleDType: "bf16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()),
+            k,
+          ),
       };
       const pairs = [...Object.keys(makers).map((t) => [t, t]), ["q4_0", "q8_0"], ["q4_k", "q6_k"], ["bf16", "q4_0"]];
       // N off the strips of 16 and the jobs' row counts; M from decode through the batched kernels' thresholds.
       for (const [gateType, upType] of pairs) {
-        for (const [M, N] of [[1, 37], [3, 70], [9, 33], [20, 300], [40, 77]]) {
+        for (const [M, N] of [
+          [1, 37],
+          [3, 70],
+          [9, 33],
+          [20, 300],
+          [40, 77],
+        ]) {
           const gate = makers[gateType](N, M + N);
           const up = makers[upType](N, M + N + 1);
           // Gates from moderate to far out, where exp over- or underflows.

@@ -27,35 +27,35 @@ const kernels = nativeKernels();
 const isas = kernels ? availableIsas(kernels) : [];
 
 for (const bits of [8, 4])
-for (const isa of isas) {
-  test(`MLX ${bits}-bit (${isa}): native logits follow the TypeScript reference step by step`, { skip }, () => {
-    const dir = join(tmp, `q${bits}`);
-    if (isa === isas[0]) quantizeCheckpoint(stories.path, dir, { bits, groupSize: 32 });
-    assert.ok(kernels?.setIsa(isa));
-    const ts = selectBackend(loadModel(dir), { backend: "ts" }).model;
-    const native = selectBackend(loadModel(dir), { backend: "native" }).model;
-    // Teacher-force both with the reference's greedy tokens and compare every step's logits.
-    const ids = [...generate(ts, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens: 40 })].map((t) => t.id);
-    const a = ts.newSequence();
-    const b = native.newSequence();
-    let worst = 0;
-    for (const input of [1, ...ids.slice(0, -1)]) {
-      const ref = a.forward([input]).slice();
-      worst = Math.max(worst, relativeRms(b.forward([input]), ref));
-    }
-    kernels?.setIsa("auto");
-    // The scalar kernels keep activations in f32: only summation order differs. The SIMD kernels
-    // round activations to int8 per block of 32 (as llama.cpp does), which on this 64-wide model
-    // moves logits by 5-12 % RMS at some steps, and by a different amount whenever any rounding
-    // flips; misread weights would move them by about 100 %.
-    const tolerance = isa === "scalar" ? 1e-4 : 0.25;
-    assert.ok(worst < tolerance, `largest relative RMS logit difference ${worst} (tolerance ${tolerance})`);
-    // With f32 activations the 8-bit model's greedy story is the reference's, token for token.
-    if (bits === 8 && isa === "scalar") {
+  for (const isa of isas) {
+    test(`MLX ${bits}-bit (${isa}): native logits follow the TypeScript reference step by step`, { skip }, () => {
+      const dir = join(tmp, `q${bits}`);
+      if (isa === isas[0]) quantizeCheckpoint(stories.path, dir, { bits, groupSize: 32 });
       assert.ok(kernels?.setIsa(isa));
-      const nativeIds = [...generate(native, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens: 40 })].map((t) => t.id);
+      const ts = selectBackend(loadModel(dir), { backend: "ts" }).model;
+      const native = selectBackend(loadModel(dir), { backend: "native" }).model;
+      // Teacher-force both with the reference's greedy tokens and compare every step's logits.
+      const ids = [...generate(ts, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens: 40 })].map((t) => t.id);
+      const a = ts.newSequence();
+      const b = native.newSequence();
+      let worst = 0;
+      for (const input of [1, ...ids.slice(0, -1)]) {
+        const ref = a.forward([input]).slice();
+        worst = Math.max(worst, relativeRms(b.forward([input]), ref));
+      }
       kernels?.setIsa("auto");
-      assert.deepEqual(nativeIds, ids);
-    }
-  });
-}
+      // The scalar kernels keep activations in f32: only summation order differs. The SIMD kernels
+      // round activations to int8 per block of 32 (as llama.cpp does), which on this 64-wide model
+      // moves logits by 5-12 % RMS at some steps, and by a different amount whenever any rounding
+      // flips; misread weights would move them by about 100 %.
+      const tolerance = isa === "scalar" ? 1e-4 : 0.25;
+      assert.ok(worst < tolerance, `largest relative RMS logit difference ${worst} (tolerance ${tolerance})`);
+      // With f32 activations the 8-bit model's greedy story is the reference's, token for token.
+      if (bits === 8 && isa === "scalar") {
+        assert.ok(kernels?.setIsa(isa));
+        const nativeIds = [...generate(native, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens: 40 })].map((t) => t.id);
+        kernels?.setIsa("auto");
+        assert.deepEqual(nativeIds, ids);
+      }
+    });
+  }

@@ -17,30 +17,42 @@ const noKernels = nativeKernels() ? false : "native kernels unavailable";
 
 for (const name of ["stories260k-qwen2", "tiny-random-qwen3"]) {
   const model = sharedPath("models", name);
-  test(`${name}: a prompt longer than two prefill chunks gives the TypeScript reference's logits and greedy tokens`, { skip: model.skip || noKernels }, () => {
-    const reference = loadModel(model.path);
-    const native = selectBackend(reference, { backend: "native" }).model;
-    assert.ok(native instanceof NativeTransformer);
-    const random = new Random(7);
-    // Past two chunks and ending inside the third, within the 512-token context of stories260k.
-    const prompt = Array.from({ length: 2 * native.prefillChunk + 45 }, () => 3 + (random.nextUint32() % (reference.embed.weight.rows - 3)));
-    const run = (backend: BackendName) => greedySteps(backend === "native" ? native : selectBackend(reference, { backend }).model, prompt, 8);
-    assertSameSteps(run("native"), run("ts"));
-  });
+  test(
+    `${name}: a prompt longer than two prefill chunks gives the TypeScript reference's logits and greedy tokens`,
+    { skip: model.skip || noKernels },
+    () => {
+      const reference = loadModel(model.path);
+      const native = selectBackend(reference, { backend: "native" }).model;
+      assert.ok(native instanceof NativeTransformer);
+      const random = new Random(7);
+      // Past two chunks and ending inside the third, within the 512-token context of stories260k.
+      const prompt = Array.from(
+        { length: 2 * native.prefillChunk + 45 },
+        () => 3 + (random.nextUint32() % (reference.embed.weight.rows - 3)),
+      );
+      const run = (backend: BackendName) =>
+        greedySteps(backend === "native" ? native : selectBackend(reference, { backend }).model, prompt, 8);
+      assertSameSteps(run("native"), run("ts"));
+    },
+  );
 }
 
 const stories = sharedPath("models", "stories260k-qwen2");
-test("each prompt after the first, on buffers given back in between, gives the reference's logits", { skip: stories.skip || noKernels }, () => {
-  const reference = loadModel(stories.path);
-  const native = selectBackend(reference, { backend: "native" }).model;
-  const ts = selectBackend(reference, { backend: "ts" }).model;
-  const random = new Random(11);
-  // A long prompt sizes the buffers; shorter ones then reuse them.
-  for (const length of [200, 37, 120, 2]) {
-    const prompt = Array.from({ length }, () => 3 + (random.nextUint32() % (reference.embed.weight.rows - 3)));
-    assertSameSteps(greedySteps(native, prompt, 4), greedySteps(ts, prompt, 4));
-  }
-});
+test(
+  "each prompt after the first, on buffers given back in between, gives the reference's logits",
+  { skip: stories.skip || noKernels },
+  () => {
+    const reference = loadModel(stories.path);
+    const native = selectBackend(reference, { backend: "native" }).model;
+    const ts = selectBackend(reference, { backend: "ts" }).model;
+    const random = new Random(11);
+    // A long prompt sizes the buffers; shorter ones then reuse them.
+    for (const length of [200, 37, 120, 2]) {
+      const prompt = Array.from({ length }, () => 3 + (random.nextUint32() % (reference.embed.weight.rows - 3)));
+      assertSameSteps(greedySteps(native, prompt, 4), greedySteps(ts, prompt, 4));
+    }
+  },
+);
 
 test("a forward pass of no tokens is refused", { skip: stories.skip || noKernels }, () => {
   const sequence = selectBackend(loadModel(stories.path), { backend: "native" }).model.newSequence();

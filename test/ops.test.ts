@@ -1,6 +1,23 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { add, argmax, broadcastShapes, concat, div, exp, gatherRows, logSoftmax, matmul, max, mean, mul, silu, softmax, sub, sum } from "../src/tensor/ops.js";
+import {
+  add,
+  argmax,
+  broadcastShapes,
+  concat,
+  div,
+  exp,
+  gatherRows,
+  logSoftmax,
+  matmul,
+  max,
+  mean,
+  mul,
+  silu,
+  softmax,
+  sub,
+  sum,
+} from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { assertClose, randomTensor } from "./support/numeric.js";
 
@@ -50,8 +67,21 @@ test("batched matmul broadcasts batch axes and equals per-batch products", () =>
   assert.deepEqual(c.shape, [2, 3, 4, 2]);
   for (let i = 0; i < 2; i++) {
     for (let j = 0; j < 3; j++) {
-      const ref = matmul(a.slice(0, i, i + 1).slice(1, j, j + 1).reshape([4, 5]), b.slice(0, j, j + 1).reshape([5, 2]));
-      assertClose(c.slice(0, i, i + 1).slice(1, j, j + 1).reshape([4, 2]), ref, 1e-6);
+      const ref = matmul(
+        a
+          .slice(0, i, i + 1)
+          .slice(1, j, j + 1)
+          .reshape([4, 5]),
+        b.slice(0, j, j + 1).reshape([5, 2]),
+      );
+      assertClose(
+        c
+          .slice(0, i, i + 1)
+          .slice(1, j, j + 1)
+          .reshape([4, 2]),
+        ref,
+        1e-6,
+      );
     }
   }
 });

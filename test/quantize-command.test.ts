@@ -47,8 +47,10 @@ function matrices(m: Transformer): Map<string, WeightMatrix> {
   m.layers.forEach((layer, i) => {
     const a = layer.attention.w;
     const p = `model.layers.${i}`;
-    for (const [name, l] of Object.entries({ q_proj: a.qProj, k_proj: a.kProj, v_proj: a.vProj, o_proj: a.oProj })) out.set(`${p}.self_attn.${name}`, l.weight);
-    for (const [name, l] of Object.entries({ gate_proj: layer.mlp.gateProj, up_proj: layer.mlp.upProj, down_proj: layer.mlp.downProj })) out.set(`${p}.mlp.${name}`, l.weight);
+    for (const [name, l] of Object.entries({ q_proj: a.qProj, k_proj: a.kProj, v_proj: a.vProj, o_proj: a.oProj }))
+      out.set(`${p}.self_attn.${name}`, l.weight);
+    for (const [name, l] of Object.entries({ gate_proj: layer.mlp.gateProj, up_proj: layer.mlp.upProj, down_proj: layer.mlp.downProj }))
+      out.set(`${p}.mlp.${name}`, l.weight);
   });
   if (m.lmHead) out.set("lm_head", m.lmHead.weight);
   return out;
@@ -63,7 +65,8 @@ const STORAGE_ROUNDING = { f32: 0, bf16: 2 ** -8, f16: 2 ** -10 };
  */
 function assertWithinBound(original: WeightMatrix, q: AffineQuantWeight, what: string): void {
   assert.deepEqual([q.rows, q.cols], [original.rows, original.cols], what);
-  const read = (a: Float32Array | Uint16Array, i: number): number => (q.scaleDType === "f32" ? a[i] : q.scaleDType === "bf16" ? bf16ToNumber(a[i]) : f16ToNumber(a[i]));
+  const read = (a: Float32Array | Uint16Array, i: number): number =>
+    q.scaleDType === "f32" ? a[i] : q.scaleDType === "bf16" ? bf16ToNumber(a[i]) : f16ToNumber(a[i]);
   const u = STORAGE_ROUNDING[q.scaleDType];
   const top = 2 ** q.bits - 1;
   const w = new Float32Array(q.cols);
@@ -168,7 +171,9 @@ for (const [arch, model] of Object.entries(stories)) {
       assert.ok(ids.length >= 100, `${ids.length} tokens: ${text}`);
       assert.ok(text.startsWith("Once upon a time"), text);
       const V = 512;
-      const logits = loadModel(model.path).forward([[1, ...ids.slice(0, -1)]]).toFloat32Array();
+      const logits = loadModel(model.path)
+        .forward([[1, ...ids.slice(0, -1)]])
+        .toFloat32Array();
       let top1 = 0;
       let top5 = 0;
       ids.forEach((id, i) => {
@@ -198,13 +203,17 @@ describe("quantize tiny-random-qwen2 (bf16; hidden 128, intermediate 256)", () =
   }
 });
 
-test("an untied LM head (tiny-random-llama) is quantized and loaded as one", { skip: sharedPath("models", "tiny-random-llama").skip }, () => {
-  const model = sharedPath("models", "tiny-random-llama").path;
-  const out = quantized(model, 8);
-  assert.deepEqual(readSafetensorsHeader(join(out, "model.safetensors")).tensors.get("lm_head.scales")?.shape, [512, 2]);
-  assert.deepEqual(checkWeights(model, out, 8, 64), []);
-  assert.ok(loadModel(out).lmHead?.weight instanceof AffineQuantWeight);
-});
+test(
+  "an untied LM head (tiny-random-llama) is quantized and loaded as one",
+  { skip: sharedPath("models", "tiny-random-llama").skip },
+  () => {
+    const model = sharedPath("models", "tiny-random-llama").path;
+    const out = quantized(model, 8);
+    assert.deepEqual(readSafetensorsHeader(join(out, "model.safetensors")).tensors.get("lm_head.scales")?.shape, [512, 2]);
+    assert.deepEqual(checkWeights(model, out, 8, 64), []);
+    assert.ok(loadModel(out).lmHead?.weight instanceof AffineQuantWeight);
+  },
+);
 
 /** A copy of `dir` to edit. */
 function copyOf(dir: string, name: string): string {
@@ -262,14 +271,32 @@ describe("per-module quantization entries", () => {
   });
 
   test("config parsing: entries, true for the defaults, quantization_config alone, and what is refused", () => {
-    const base = { model_type: "qwen2", hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 8, vocab_size: 32, max_position_embeddings: 64 };
+    const base = {
+      model_type: "qwen2",
+      hidden_size: 64,
+      intermediate_size: 128,
+      num_hidden_layers: 1,
+      num_attention_heads: 8,
+      vocab_size: 32,
+      max_position_embeddings: 64,
+    };
     const parse = (quantization: unknown, key = "quantization") => parseModelConfig({ ...base, [key]: quantization }).quantization;
     const q = parse({ group_size: 64, bits: 4, "a.b": false, "c.d": { group_size: 32, bits: 8 }, "e.f": true });
     assert.deepEqual(q?.defaults, { bits: 4, groupSize: 64 });
-    assert.deepEqual([...(q?.modules ?? [])], [["a.b", false], ["c.d", { bits: 8, groupSize: 32 }], ["e.f", { bits: 4, groupSize: 64 }]]);
+    assert.deepEqual(
+      [...(q?.modules ?? [])],
+      [
+        ["a.b", false],
+        ["c.d", { bits: 8, groupSize: 32 }],
+        ["e.f", { bits: 4, groupSize: 64 }],
+      ],
+    );
     assert.deepEqual(parse({ group_size: 32, bits: 8 }, "quantization_config")?.defaults, { bits: 8, groupSize: 32 });
     assert.equal(parseModelConfig(base).quantization, undefined);
-    assert.throws(() => parse({ group_size: 64, bits: 7 }), (e) => e instanceof ConfigError && /not 7/.test(e.message));
+    assert.throws(
+      () => parse({ group_size: 64, bits: 7 }),
+      (e) => e instanceof ConfigError && /not 7/.test(e.message),
+    );
     assert.throws(() => parse({ group_size: 16, bits: 4 }), /group sizes 32, 64, 128, not 16/);
     assert.throws(() => parse({ bits: 4 }), /"group_size" must be a positive integer/);
     assert.throws(() => parse({ group_size: 32, bits: 4, mode: "mxfp4" }), /mode "mxfp4" is not supported/);
@@ -287,7 +314,9 @@ describe("loading a broken quantized checkpoint fails clearly", () => {
     editTensors(dir, (t) => t.delete("model.layers.0.self_attn.k_proj.biases"));
     assert.throws(
       () => loadModel(dir),
-      (e) => e instanceof CheckpointError && /"model.layers.0.self_attn.k_proj" is quantized but tensor "model.layers.0.self_attn.k_proj.biases" is missing/.test(e.message),
+      (e) =>
+        e instanceof CheckpointError &&
+        /"model.layers.0.self_attn.k_proj" is quantized but tensor "model.layers.0.self_attn.k_proj.biases" is missing/.test(e.message),
     );
   });
 
@@ -304,7 +333,10 @@ describe("loading a broken quantized checkpoint fails clearly", () => {
     editConfig(dir, (c) => {
       c.quantization["model.layers.0.self_attn.v_proj"] = false;
     });
-    assert.throws(() => loadModel(dir), /"model.layers.0.self_attn.v_proj" is stored quantized \(it has "model.layers.0.self_attn.v_proj.scales"\) but config.json says it is not: its "quantization" entry is false/);
+    assert.throws(
+      () => loadModel(dir),
+      /"model.layers.0.self_attn.v_proj" is stored quantized \(it has "model.layers.0.self_attn.v_proj.scales"\) but config.json says it is not: its "quantization" entry is false/,
+    );
   });
 
   test("quantized tensors without a quantization section", { skip }, () => {
@@ -313,7 +345,10 @@ describe("loading a broken quantized checkpoint fails clearly", () => {
       delete c.quantization;
       delete c.quantization_config;
     });
-    assert.throws(() => loadModel(dir), /"model.embed_tokens" is stored quantized .* but config.json says it is not: it has no "quantization" section/);
+    assert.throws(
+      () => loadModel(dir),
+      /"model.embed_tokens" is stored quantized .* but config.json says it is not: it has no "quantization" section/,
+    );
   });
 
   test("an unsupported bit width in config.json is refused", { skip }, () => {
@@ -321,7 +356,10 @@ describe("loading a broken quantized checkpoint fails clearly", () => {
     editConfig(dir, (c) => {
       c.quantization.bits = 7;
     });
-    assert.throws(() => loadModel(dir), (e) => e instanceof ConfigError && /supports 2, 3, 4, 5, 6, 8 bits, not 7/.test(e.message));
+    assert.throws(
+      () => loadModel(dir),
+      (e) => e instanceof ConfigError && /supports 2, 3, 4, 5, 6, 8 bits, not 7/.test(e.message),
+    );
   });
 });
 
@@ -333,7 +371,10 @@ describe("quantize refuses what it cannot do, writing nothing", () => {
     const out = join(tmp, "not-empty");
     mkdirSync(out);
     writeFileSync(join(out, "keep.txt"), "mine");
-    assert.throws(() => quantizeCheckpoint(stories.qwen2.path, out, { bits: 4, groupSize: 64 }), /already exists and is not an empty folder/);
+    assert.throws(
+      () => quantizeCheckpoint(stories.qwen2.path, out, { bits: 4, groupSize: 64 }),
+      /already exists and is not an empty folder/,
+    );
     assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
     assert.ok(!existsSync(join(out, "config.json")));
   });
@@ -365,7 +406,8 @@ describe("sharded input", () => {
   test("is written as shards of the same names with an index, loading as the single file does", { skip: stories.qwen2.skip }, () => {
     const dir = join(tmp, "sharded-in");
     mkdirSync(dir);
-    for (const file of ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) cpSync(join(stories.qwen2.path, file), join(dir, file));
+    for (const file of ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"])
+      cpSync(join(stories.qwen2.path, file), join(dir, file));
     const tensors = [...readSafetensors(join(stories.qwen2.path, "model.safetensors")).values()];
     const shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
     const half = Math.ceil(tensors.length / 2);
@@ -387,7 +429,10 @@ describe("sharded input", () => {
         total += e.end - e.begin;
       }
     }
-    assert.equal(Object.keys(index.weight_map).length, readSafetensorsHeader(join(quantized(stories.qwen2.path, 4), "model.safetensors")).tensors.size);
+    assert.equal(
+      Object.keys(index.weight_map).length,
+      readSafetensorsHeader(join(quantized(stories.qwen2.path, 4), "model.safetensors")).tensors.size,
+    );
     assert.equal(index.metadata.total_size, total);
     const fromShards = matrices(loadModel(out));
     for (const [name, w] of matrices(loadModel(quantized(stories.qwen2.path, 4)))) {
@@ -413,7 +458,10 @@ describe("backend choice for quantized models", () => {
   test("widths without a native kernel (3 bits) fall back to the TypeScript backend with a one-line notice", { skip }, () => {
     const backend = selectBackend(loadModel(quantized(stories.qwen2.path, 3)));
     assert.equal(backend.name, "ts");
-    assert.match(backend.notice ?? "", nativeKernels() ? /cannot run this model \(.*affine3 weights.*\); using the slower TypeScript backend/ : /unavailable/);
+    assert.match(
+      backend.notice ?? "",
+      nativeKernels() ? /cannot run this model \(.*affine3 weights.*\); using the slower TypeScript backend/ : /unavailable/,
+    );
     assert.ok(!backend.notice?.includes("\n"));
   });
 
@@ -424,11 +472,15 @@ describe("backend choice for quantized models", () => {
   test("end to end: tiny-llm quantize into an empty folder, then tiny-llm generate with the default backend", { skip }, () => {
     const out = join(tmp, "cli-out");
     mkdirSync(out);
-    const q = spawnSync(process.execPath, [cli, "quantize", "--model", stories.qwen2.path, "--bits", "8", "--out", out], { encoding: "utf8" });
+    const q = spawnSync(process.execPath, [cli, "quantize", "--model", stories.qwen2.path, "--bits", "8", "--out", out], {
+      encoding: "utf8",
+    });
     assert.equal(q.status, 0, q.stderr);
     assert.match(q.stderr, /quantized 31 matrices to 8 bits \(group size 64\)/);
     assert.match(q.stderr, /kept in float \(input width not a multiple of 64\): model\.layers\.0\.mlp\.down_proj/);
-    const g = spawnSync(process.execPath, [cli, "generate", "--model", out, "--prompt", "", "--max-tokens", "12", "--temperature", "0"], { encoding: "utf8" });
+    const g = spawnSync(process.execPath, [cli, "generate", "--model", out, "--prompt", "", "--max-tokens", "12", "--temperature", "0"], {
+      encoding: "utf8",
+    });
     assert.equal(g.status, 0, g.stderr);
     assert.match(g.stdout, /^Once upon a time/);
     // The native kernels run 8-bit weights, so nothing is said about the backend.

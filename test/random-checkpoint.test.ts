@@ -17,7 +17,15 @@ import {
   type WrittenCheckpoint,
 } from "../scripts/make-random-checkpoint.js";
 import { loadCheckpoint } from "../src/generation/load-checkpoint.js";
-import { metadataBool, metadataNumber, metadataNumbers, metadataString, metadataStrings, readGgufHeader, readGgufTensors } from "../src/loaders/gguf.js";
+import {
+  metadataBool,
+  metadataNumber,
+  metadataNumbers,
+  metadataString,
+  metadataStrings,
+  readGgufHeader,
+  readGgufTensors,
+} from "../src/loaders/gguf.js";
 import { readSafetensors } from "../src/loaders/safetensors.js";
 import { numberToBf16 } from "../src/tensor/dtype.js";
 import { GGUF_TOKEN_TYPE, ggufTokenizer, ggufTokenizerMetadata } from "../src/tokenizer/gguf-tokenizer.js";
@@ -44,7 +52,11 @@ const TEXTS = [
 
 /** The files of a checkpoint: those in a safetensors folder, or the GGUF file itself. */
 function filesOf(output: string): string[] {
-  return statSync(output).isDirectory() ? readdirSync(output).sort().map((f) => join(output, f)) : [output];
+  return statSync(output).isDirectory()
+    ? readdirSync(output)
+        .sort()
+        .map((f) => join(output, f))
+    : [output];
 }
 
 /** Logits after the prompt, copied out of the sequence's buffer. */
@@ -63,26 +75,47 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 describe("determinism", () => {
   test("the same seed writes byte-identical files, another seed other weights", () => {
     const again = makeRandomCheckpoint({ preset: "tiny", outDir: join(tmp, "b"), formats: FORMATS, seed: SEED });
-    const other = makeRandomCheckpoint({ preset: "tiny", outDir: join(tmp, "c"), formats: ["safetensors-bf16", "gguf-q8_0"], seed: SEED + 1 });
+    const other = makeRandomCheckpoint({
+      preset: "tiny",
+      outDir: join(tmp, "c"),
+      formats: ["safetensors-bf16", "gguf-q8_0"],
+      seed: SEED + 1,
+    });
     written.forEach((w, i) => {
       const files = filesOf(w.path);
-      assert.deepEqual(filesOf(again[i].path).map((f) => f.replace(join(tmp, "b"), "")), files.map((f) => f.replace(join(tmp, "a"), "")));
-      for (const file of files) assert.ok(readFileSync(file).equals(readFileSync(file.replace(join(tmp, "a"), join(tmp, "b")))), `${file} differs`);
+      assert.deepEqual(
+        filesOf(again[i].path).map((f) => f.replace(join(tmp, "b"), "")),
+        files.map((f) => f.replace(join(tmp, "a"), "")),
+      );
+      for (const file of files)
+        assert.ok(readFileSync(file).equals(readFileSync(file.replace(join(tmp, "a"), join(tmp, "b")))), `${file} differs`);
     });
     for (const w of other) {
       const weights = w.format === "gguf-q8_0" ? w.path : join(w.path, "model.safetensors");
-      assert.ok(!readFileSync(weights).equals(readFileSync(weights.replace(join(tmp, "c"), join(tmp, "a")))), `${weights} is the same for both seeds`);
+      assert.ok(
+        !readFileSync(weights).equals(readFileSync(weights.replace(join(tmp, "c"), join(tmp, "a")))),
+        `${weights} is the same for both seeds`,
+      );
     }
   });
 
   test("outputs that exist are skipped and reported", () => {
     const lines: string[] = [];
-    const again = makeRandomCheckpoint({ preset: "tiny", outDir: join(tmp, "a"), formats: FORMATS, seed: SEED + 1, log: (l) => lines.push(l) });
+    const again = makeRandomCheckpoint({
+      preset: "tiny",
+      outDir: join(tmp, "a"),
+      formats: FORMATS,
+      seed: SEED + 1,
+      log: (l) => lines.push(l),
+    });
     assert.deepEqual(
       again.map((w) => [w.format, w.path, w.skipped, w.bytes, w.seconds]),
       written.map((w) => [w.format, w.path, true, w.bytes, 0]),
     );
-    assert.deepEqual(lines, written.map((w) => `${w.path} exists; skipped`));
+    assert.deepEqual(
+      lines,
+      written.map((w) => `${w.path} exists; skipped`),
+    );
   });
 });
 
@@ -94,12 +127,18 @@ describe("the same model in every format", () => {
     const gguf = readGgufTensors(header);
     const plan = tensorPlan(PRESETS.tiny);
     assert.deepEqual([...hf.keys()].sort(), plan.map((t) => t.hfName).sort());
-    assert.deepEqual([...header.tensors.keys()], plan.map((t) => t.ggufName));
+    assert.deepEqual(
+      [...header.tensors.keys()],
+      plan.map((t) => t.ggufName),
+    );
     for (const t of plan) {
       const values = new Float32Array((hf.get(t.hfName) as { data: Uint8Array<ArrayBuffer> }).data.buffer);
       assert.deepEqual(gguf.get(t.ggufName), hf.get(t.hfName)?.data, t.ggufName);
       const rounded = new Uint16Array((bf16.get(t.hfName) as { data: Uint8Array<ArrayBuffer> }).data.buffer);
-      assert.ok(rounded.every((bits, i) => bits === numberToBf16(values[i])), `${t.hfName}: bf16 is not the rounded f32`);
+      assert.ok(
+        rounded.every((bits, i) => bits === numberToBf16(values[i])),
+        `${t.hfName}: bf16 is not the rounded f32`,
+      );
 
       let sumSq = 0;
       let minAbs = Infinity;
@@ -140,7 +179,12 @@ describe("the same model in every format", () => {
 
   test("tied embeddings: no LM head is written, and both formats load with the embedding as head", () => {
     const tied = { ...PRESETS.tiny, name: "tiny-tied", tieWordEmbeddings: true };
-    const [st, gguf] = makeRandomCheckpoint({ preset: tied, outDir: join(tmp, "tied"), formats: ["safetensors-f32", "gguf-f32"], seed: SEED });
+    const [st, gguf] = makeRandomCheckpoint({
+      preset: tied,
+      outDir: join(tmp, "tied"),
+      formats: ["safetensors-f32", "gguf-f32"],
+      seed: SEED,
+    });
     assert.ok(!readSafetensors(join(st.path, "model.safetensors")).has("lm_head.weight"));
     assert.ok(!readGgufHeader(gguf.path).tensors.has("output.weight"));
     const a = logitsFor(st.path, TEXTS[1]);
@@ -192,7 +236,10 @@ describe("the tokenizer in GGUF metadata", () => {
 
   test("a vocabulary smaller than the tokenizer's is refused", () => {
     const tokenizerJson = JSON.parse(readFileSync(join(TOKENIZER_DIR, "tokenizer.json"), "utf8")) as Record<string, unknown>;
-    assert.throws(() => ggufTokenizerMetadata({ tokenizerJson, config: {} }, 151000), /id 15100\d, outside the model's 151000 embedding rows/);
+    assert.throws(
+      () => ggufTokenizerMetadata({ tokenizerJson, config: {} }, 151000),
+      /id 15100\d, outside the model's 151000 embedding rows/,
+    );
   });
 });
 

@@ -3,13 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import {
-  dtypeByteSize,
-  readSafetensors,
-  readSafetensorsHeader,
-  writeSafetensors,
-  type RawTensor,
-} from "../src/loaders/safetensors.js";
+import { dtypeByteSize, readSafetensors, readSafetensorsHeader, writeSafetensors, type RawTensor } from "../src/loaders/safetensors.js";
 import { sharedPath } from "./support/shared.js";
 import { assertCheckpointError } from "./support/checkpoint-errors.js";
 
@@ -22,8 +16,7 @@ function bytesOf(view: ArrayBufferView): Uint8Array {
 
 /** Writes a file with an arbitrary header, bypassing the writer's checks, to build broken inputs. */
 function writeRaw(name: string, header: unknown, dataBytes: number, declaredLength?: bigint): string {
-  const json =
-    header instanceof Uint8Array ? header : Buffer.from(typeof header === "string" ? header : JSON.stringify(header), "utf8");
+  const json = header instanceof Uint8Array ? header : Buffer.from(typeof header === "string" ? header : JSON.stringify(header), "utf8");
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(declaredLength ?? BigInt(json.byteLength));
   const path = join(tmp, name);
@@ -89,19 +82,13 @@ describe("safetensors round trip", () => {
       () => writeSafetensors(bad, [{ name: "w", dtype: "F32", shape: [3], data: new Uint8Array(8) }]),
       /tensor "w".*needs 12 bytes, data has 8/,
     );
-    assert.throws(
-      () => writeSafetensors(bad, [tensors[0], tensors[0]]),
-      /"f32".*reserved or repeated/,
-    );
+    assert.throws(() => writeSafetensors(bad, [tensors[0], tensors[0]]), /"f32".*reserved or repeated/);
     assert.throws(() => statSync(bad), /ENOENT/);
     assert.throws(() => statSync(`${bad}.partial`), /ENOENT/);
   });
 
   test("dtype byte sizes cover float and packed integer types", () => {
-    assert.deepEqual(
-      ["F32", "F16", "BF16", "U8", "I8", "U32", "I32", "F64"].map(dtypeByteSize),
-      [4, 2, 2, 1, 1, 4, 4, 8],
-    );
+    assert.deepEqual(["F32", "F16", "BF16", "U8", "I8", "U32", "I32", "F64"].map(dtypeByteSize), [4, 2, 2, 1, 1, 4, 4, 8]);
     assert.equal(dtypeByteSize("Q4_K"), undefined);
     assert.equal(dtypeByteSize("toString"), undefined);
   });
@@ -137,7 +124,10 @@ describe("real checkpoints", () => {
       const values = model.dtype === "F32" ? new Float32Array(embed.data.buffer) : bf16ToF32(embed.data);
       assert.equal(values.length, config.vocab_size * config.hidden_size);
       assert.ok(values.every(Number.isFinite), "embedding values are finite");
-      assert.ok(values.some((v) => v !== 0), "embedding is not all zeros");
+      assert.ok(
+        values.some((v) => v !== 0),
+        "embedding is not all zeros",
+      );
     });
   }
 });

@@ -21,7 +21,10 @@ test("the seeded PRNG is reproducible and roughly uniform", () => {
   assert.ok(xs.every((x) => x >= 0 && x < 1));
   const m = xs.reduce((s, x) => s + x, 0) / xs.length;
   assert.ok(Math.abs(m - 0.5) < 0.03, `mean ${m}`);
-  assert.notDeepEqual(xs.slice(0, 10), Array.from({ length: 10 }, () => new Random(43).next()));
+  assert.notDeepEqual(
+    xs.slice(0, 10),
+    Array.from({ length: 10 }, () => new Random(43).next()),
+  );
 });
 
 test("sampling with a seed is reproducible; different seeds differ", () => {

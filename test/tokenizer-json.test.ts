@@ -16,7 +16,8 @@ const tmp = mkdtempSync(join(tmpdir(), "tiny-llm-tokenizer-json-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const parse = (text: string) => JSON.parse(text) as Record<string, unknown>;
-const split = (text: string | Uint8Array): TokenizerJsonFile => splitTokenizerJson(typeof text === "string" ? Buffer.from(text) : text, parse);
+const split = (text: string | Uint8Array): TokenizerJsonFile =>
+  splitTokenizerJson(typeof text === "string" ? Buffer.from(text) : text, parse);
 /** Tables as plain arrays, to compare: the vocabulary as [id, text] by id. */
 const plain = (t: BpeTables | undefined) =>
   t && {
@@ -103,15 +104,28 @@ test("a repeated model key is read as JSON.parse reads it: the last one counts",
 
 test("malformed JSON anywhere gets the caller's parse error, not a partial tokenizer", () => {
   const good = tokenizerText(`{"a":0,"b":1}`, `["a b"]`);
-  const bad = [good.slice(0, good.indexOf(`"b":1`) + 3), good.replace(`"a":0`, `"a":0,`), good.replace(`"a b"`, `"a\\q b"`), good.replace(`"a b"`, `"a\nb"`), good.replace(`"b":1`, `"b":01`), good + "x", good.replace(`"1.0"`, `1.0.0`)];
+  const bad = [
+    good.slice(0, good.indexOf(`"b":1`) + 3),
+    good.replace(`"a":0`, `"a":0,`),
+    good.replace(`"a b"`, `"a\\q b"`),
+    good.replace(`"a b"`, `"a\nb"`),
+    good.replace(`"b":1`, `"b":01`),
+    good + "x",
+    good.replace(`"1.0"`, `1.0.0`),
+  ];
   for (const text of bad) {
-    assert.throws(() => splitTokenizerJson(Buffer.from(text), (t) => {
-      try {
-        return parse(t);
-      } catch {
-        throw new Error("caller's error");
-      }
-    }), /caller's error/, text);
+    assert.throws(
+      () =>
+        splitTokenizerJson(Buffer.from(text), (t) => {
+          try {
+            return parse(t);
+          } catch {
+            throw new Error("caller's error");
+          }
+        }),
+      /caller's error/,
+      text,
+    );
   }
   const dir = mkdtempSync(join(tmp, "truncated-"));
   copyFileSync(join(TOKENIZER_DIR, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
@@ -150,5 +164,8 @@ test("a parse error after the vocabulary is reported at its position in the file
     }
   })();
   assert.ok(expected);
-  assert.throws(() => split(text), (err: Error) => err.message === expected);
+  assert.throws(
+    () => split(text),
+    (err: Error) => err.message === expected,
+  );
 });

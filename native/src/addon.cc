@@ -27,8 +27,8 @@ T* data_of(const Napi::Value& v, const char* what, size_t min_bytes) {
   if (!v.IsTypedArray()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a typed array");
   auto a = v.As<Napi::TypedArray>();
   if (a.ByteLength() < min_bytes) {
-    throw Napi::RangeError::New(v.Env(), std::string(what) + " is too small: " + std::to_string(a.ByteLength()) + " bytes, need " +
-                                             std::to_string(min_bytes));
+    throw Napi::RangeError::New(
+        v.Env(), std::string(what) + " is too small: " + std::to_string(a.ByteLength()) + " bytes, need " + std::to_string(min_bytes));
   }
   return reinterpret_cast<T*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
 }
@@ -61,7 +61,8 @@ Weight weight_arg(const Napi::Value& v) {
   if (tl::is_affine(w.type)) {
     w.group_size = o.Get("groupSize").As<Napi::Number>().Int64Value();
     w.scale_type = o.Get("scaleType").As<Napi::Number>().Int32Value();
-    if (w.group_size != 32 && w.group_size != 64 && w.group_size != 128) throw Napi::RangeError::New(env, "affine group size must be 32, 64 or 128");
+    if (w.group_size != 32 && w.group_size != 64 && w.group_size != 128)
+      throw Napi::RangeError::New(env, "affine group size must be 32, 64 or 128");
     if (w.cols % w.group_size != 0) throw Napi::RangeError::New(env, "affine weights need whole groups per row");
     if (w.scale_type < tl::S_F32 || w.scale_type > tl::S_BF16) throw Napi::TypeError::New(env, "unknown affine scale type");
     const size_t param_bytes = static_cast<size_t>(w.rows * (w.cols / w.group_size) * (w.scale_type == tl::S_F32 ? 4 : 2));
@@ -86,7 +87,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t M = int_arg(info, 1, "M");
-  if (!info[2].IsArray() || !info[3].IsArray() || !info[4].IsArray()) throw Napi::TypeError::New(env, "outs, weights and biases must be arrays");
+  if (!info[2].IsArray() || !info[3].IsArray() || !info[4].IsArray())
+    throw Napi::TypeError::New(env, "outs, weights and biases must be arrays");
   const auto outs = info[2].As<Napi::Array>(), weights = info[3].As<Napi::Array>(), biases = info[4].As<Napi::Array>();
   const uint32_t n = weights.Length();
   if (n == 0 || n > tl::kMaxMatmuls || outs.Length() != n || biases.Length() != n) {
@@ -98,7 +100,8 @@ Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
     w[i] = weight_arg(weights.Get(i));
     if (w[i].cols != w[0].cols) throw Napi::RangeError::New(env, "matmulMany needs weights with the same column count");
     const Napi::Value b = biases.Get(i);
-    o[i] = {&w[i], data_of<float>(outs.Get(i), "out", M * w[i].rows * 4), b.IsNull() || b.IsUndefined() ? nullptr : data_of<const float>(b, "bias", w[i].rows * 4)};
+    o[i] = {&w[i], data_of<float>(outs.Get(i), "out", M * w[i].rows * 4),
+            b.IsNull() || b.IsUndefined() ? nullptr : data_of<const float>(b, "bias", w[i].rows * 4)};
   }
   tl::matmul_many(data_of<const float>(info[0], "x", M * w[0].cols * 4), M, o, static_cast<int>(n));
   return env.Undefined();
@@ -218,7 +221,8 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   if (data == MAP_FAILED) return env.Null();
   madvise(data, bytes, MADV_WILLNEED);  // start reading ahead
   return Napi::ArrayBuffer::New(
-      env, data, bytes, [](Napi::Env, void* p, size_t* n) {
+      env, data, bytes,
+      [](Napi::Env, void* p, size_t* n) {
         munmap(p, *n);
         delete n;
       },

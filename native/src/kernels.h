@@ -10,8 +10,16 @@ namespace tl {
 
 // Weight storage types; the numbers are shared with the TypeScript side.
 enum WeightType : int {
-  W_F32 = 0, W_F16 = 1, W_BF16 = 2, W_Q8_0 = 3, W_Q4_0 = 4, W_AFFINE4 = 5, W_AFFINE8 = 6,
-  W_Q4_K = 7, W_Q6_K = 8, W_Q5_K = 9
+  W_F32 = 0,
+  W_F16 = 1,
+  W_BF16 = 2,
+  W_Q8_0 = 3,
+  W_Q4_0 = 4,
+  W_AFFINE4 = 5,
+  W_AFFINE8 = 6,
+  W_Q4_K = 7,
+  W_Q6_K = 8,
+  W_Q5_K = 9
 };
 
 // MLX affine quantization (4 or 8 bits): codes packed little end first in each 32-bit word, so
@@ -94,11 +102,11 @@ int64_t weight_row_bytes(int type, int64_t cols);
 // out[m * N + n] = dot(x[m], w[n]) + bias[n], for m in [0, M) and the rows n in [n0, n1).
 struct MatmulTask {
   const Weight* w;
-  const float* x;      // [M, K]
-  QuantX xq;           // x quantized (quantized weight types only)
+  const float* x;  // [M, K]
+  QuantX xq;       // x quantized (quantized weight types only)
   int64_t M;
-  const float* bias;   // [N] or null
-  float* out;          // [M, N]
+  const float* bias;  // [N] or null
+  float* out;         // [M, N]
 };
 
 struct IsaKernels {

@@ -117,7 +117,8 @@ void decode_bf16(const Weight& w, int64_t n, uint16_t* dst, uint16_t* lo, float*
           q0 = _mm512_permutex2var_epi32(lo, even, hi);
           q1 = _mm512_permutex2var_epi32(lo, odd, hi);
         }
-        _mm512_storeu_si512(dst + k / 32 * kTile, to_bf16(_mm512_fmadd_ps(_mm512_cvtepi32_ps(q0), scale, bias), _mm512_fmadd_ps(_mm512_cvtepi32_ps(q1), scale, bias)));
+        _mm512_storeu_si512(dst + k / 32 * kTile, to_bf16(_mm512_fmadd_ps(_mm512_cvtepi32_ps(q0), scale, bias),
+                                                          _mm512_fmadd_ps(_mm512_cvtepi32_ps(q1), scale, bias)));
       }
       return;
     }

@@ -31,30 +31,42 @@ float f16_to_f32(uint16_t h) {
 
 int64_t weight_row_bytes(int type, int64_t cols) {
   switch (type) {
-    case W_F32: return cols * 4;
+    case W_F32:
+      return cols * 4;
     case W_F16:
-    case W_BF16: return cols * 2;
-    case W_Q8_0: return cols + cols / kBlock * 2;
-    case W_Q4_0: return cols / 2 + cols / kBlock * 2;
-    case W_AFFINE4: return cols / 2;
-    case W_AFFINE8: return cols;
-    case W_Q4_K: return cols / kQK * kQ4KBytes;
-    case W_Q5_K: return cols / kQK * kQ5KBytes;
-    case W_Q6_K: return cols / kQK * kQ6KBytes;
-    default: return -1;
+    case W_BF16:
+      return cols * 2;
+    case W_Q8_0:
+      return cols + cols / kBlock * 2;
+    case W_Q4_0:
+      return cols / 2 + cols / kBlock * 2;
+    case W_AFFINE4:
+      return cols / 2;
+    case W_AFFINE8:
+      return cols;
+    case W_Q4_K:
+      return cols / kQK * kQ4KBytes;
+    case W_Q5_K:
+      return cols / kQK * kQ5KBytes;
+    case W_Q6_K:
+      return cols / kQK * kQ6KBytes;
+    default:
+      return -1;
   }
 }
 
 float affine_param(const Weight& w, const void* params, int64_t i) {
   switch (w.scale_type) {
-    case S_F16: return f16_to_f32(static_cast<const uint16_t*>(params)[i]);
+    case S_F16:
+      return f16_to_f32(static_cast<const uint16_t*>(params)[i]);
     case S_BF16: {
       const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(params)[i]) << 16;
       float f;
       std::memcpy(&f, &bits, 4);
       return f;
     }
-    default: return static_cast<const float*>(params)[i];
+    default:
+      return static_cast<const float*>(params)[i];
   }
 }
 
@@ -90,7 +102,9 @@ void decode_row(const Weight& w, int64_t n, float* out) {
   const uint8_t* row = w.data + n * weight_row_bytes(w.type, w.cols);
   const int64_t K = w.cols;
   switch (w.type) {
-    case W_F32: std::memcpy(out, row, K * 4); break;
+    case W_F32:
+      std::memcpy(out, row, K * 4);
+      break;
     case W_F16: {
       const uint16_t* p = reinterpret_cast<const uint16_t*>(row);
       for (int64_t k = 0; k < K; k++) out[k] = f16_to_f32(p[k]);

@@ -71,13 +71,17 @@ constexpr int64_t x_step(int s) {
 // vpdpbusd takes the weights as unsigned bytes: Q8_0's codes enter shifted by 128, Q4_0's are
 // q + 8 already, Q6_K's q + 32. The shift comes back out as a correction −offset · dw · s_x.
 template <int Type>
-constexpr float kOffset = Type == W_Q8_0 ? 128.0f : Type == W_Q4_0 ? 8.0f : Type == W_Q6_K ? 32.0f : 0.0f;
+constexpr float kOffset = Type == W_Q8_0   ? 128.0f
+                          : Type == W_Q4_0 ? 8.0f
+                          : Type == W_Q6_K ? 32.0f
+                                           : 0.0f;
 
 // Bytes [at, at + n) (n ≤ 64) of rows n0 .. n0 + 15 of w, transposed: v[j] then holds each row's
 // bytes at + 4j .. at + 4j + 3 in its lane, zeros past n and for rows past the weight's end.
 inline void load_transposed(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t at, int64_t n, __m512i v[16]) {
   const __mmask64 mask = n >= 64 ? ~0ull : (1ull << n) - 1;
-  for (int64_t r = 0; r < 16; r++) v[r] = r < rows ? _mm512_maskz_loadu_epi8(mask, w.data + (n0 + r) * row_bytes + at) : _mm512_setzero_si512();
+  for (int64_t r = 0; r < 16; r++)
+    v[r] = r < rows ? _mm512_maskz_loadu_epi8(mask, w.data + (n0 + r) * row_bytes + at) : _mm512_setzero_si512();
   transpose16(v);
 }
 
@@ -322,8 +326,10 @@ constexpr int kRowsOfX = 8;
 template <int Type, int MR>
 void rest_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m, int64_t n0, Prefetcher& ahead) {
   if constexpr (MR > 0) {
-    if (t.M - m == MR) rows_of_x<Type, MR>(t, strip, m, n0, ahead);
-    else rest_of_x<Type, MR - 1>(t, strip, m, n0, ahead);
+    if (t.M - m == MR)
+      rows_of_x<Type, MR>(t, strip, m, n0, ahead);
+    else
+      rest_of_x<Type, MR - 1>(t, strip, m, n0, ahead);
   }
 }
 
@@ -348,14 +354,29 @@ void strip(const MatmulTask& t, int64_t n0) {
 
 void matmul_strip(const MatmulTask& t, int64_t n0) {
   switch (t.w->type) {
-    case W_Q8_0: strip<W_Q8_0>(t, n0); break;
-    case W_Q4_0: strip<W_Q4_0>(t, n0); break;
-    case W_AFFINE4: strip<W_AFFINE4>(t, n0); break;
-    case W_AFFINE8: strip<W_AFFINE8>(t, n0); break;
-    case W_Q4_K: strip<W_Q4_K>(t, n0); break;
-    case W_Q5_K: strip<W_Q5_K>(t, n0); break;
-    case W_Q6_K: strip<W_Q6_K>(t, n0); break;
-    default: break;
+    case W_Q8_0:
+      strip<W_Q8_0>(t, n0);
+      break;
+    case W_Q4_0:
+      strip<W_Q4_0>(t, n0);
+      break;
+    case W_AFFINE4:
+      strip<W_AFFINE4>(t, n0);
+      break;
+    case W_AFFINE8:
+      strip<W_AFFINE8>(t, n0);
+      break;
+    case W_Q4_K:
+      strip<W_Q4_K>(t, n0);
+      break;
+    case W_Q5_K:
+      strip<W_Q5_K>(t, n0);
+      break;
+    case W_Q6_K:
+      strip<W_Q6_K>(t, n0);
+      break;
+    default:
+      break;
   }
 }
 

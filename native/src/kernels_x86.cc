@@ -29,7 +29,9 @@ inline float reduce8(__m256 v, Op op) {
   s = op(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-inline float hsum8(__m256 v) { return reduce8(v, [](__m128 a, __m128 b) { return _mm_add_ps(a, b); }); }
+inline float hsum8(__m256 v) {
+  return reduce8(v, [](__m128 a, __m128 b) { return _mm_add_ps(a, b); });
+}
 
 // ---- f32 vectors: 16 lanes with AVX-512, 8 with AVX2 ----
 #if defined(__AVX512F__)
@@ -56,7 +58,9 @@ inline V vload_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si25
 inline V vload_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }
 inline __m256i load_u16_n(const uint16_t* p, int64_t n) { return _mm256_maskz_loadu_epi16(lane_mask(n), p); }
 inline V vload_f16_n(const uint16_t* p, int64_t n) { return _mm512_cvtph_ps(load_u16_n(p, n)); }
-inline V vload_bf16_n(const uint16_t* p, int64_t n) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_u16_n(p, n)), 16)); }
+inline V vload_bf16_n(const uint16_t* p, int64_t n) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_u16_n(p, n)), 16));
+}
 // int32 vectors, for the integer dot products
 using IV = __m512i;
 inline V vcvt(IV v) { return _mm512_cvtepi32_ps(v); }
@@ -80,7 +84,9 @@ inline float vsum(V v) { return hsum8(v); }
 inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
 inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
-inline float vmaxall(V v) { return reduce8(v, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); }); }
+inline float vmaxall(V v) {
+  return reduce8(v, [](__m128 a, __m128 b) { return _mm_max_ps(a, b); });
+}
 inline V vload_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
@@ -110,7 +116,9 @@ inline __m128i load_u16_n(const uint16_t* p, int64_t n) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(b));
 }
 inline V vload_f16_n(const uint16_t* p, int64_t n) { return _mm256_cvtph_ps(load_u16_n(p, n)); }
-inline V vload_bf16_n(const uint16_t* p, int64_t n) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16_n(p, n)), 16)); }
+inline V vload_bf16_n(const uint16_t* p, int64_t n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16_n(p, n)), 16));
+}
 using IV = __m256i;
 inline V vcvt(IV v) { return _mm256_cvtepi32_ps(v); }
 inline V vpermute(V v, IV lanes) { return _mm256_permutevar8x32_ps(v, lanes); }
@@ -137,7 +145,6 @@ inline void prefetch_at(const void* p, int64_t bytes) { _mm_prefetch(static_cast
 inline void prefetch_block(const uint8_t* p, int64_t bytes, int64_t ahead) {
   for (int64_t off = 0; off < bytes; off += 64) prefetch_at(p + off, ahead);
 }
-
 
 // What every tile of one matmul_rows call shares, worked out once per call.
 struct TilePlan {
@@ -232,7 +239,7 @@ void dense_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n
 // with w1's top 2 bits. `packed` must have 4 readable bytes after the 12.
 inline __m128i unpack_scale_min(const uint8_t* packed) {
   const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));  // w0, w1, w2, -
-  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));             // scales 0-3, mins 0-3
+  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));              // scales 0-3, mins 0-3
   const __m128i w2 = _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0));
   const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi32(0x03030303)), 4);
   const __m128i hi = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0f0f0f0f)), top);  // scales 4-7, mins 4-7
@@ -264,7 +271,9 @@ inline void quantize_block(const float* p, float d, int8_t* q, int sums[2]) {
 // vpdpbusd adds its products in int32 without saturating: Q8_0 enters shifted to unsigned, the
 // other codes as they are (4-bit nibbles are q + 8 for Q4_0).
 template <int Type>
-constexpr float kOffset = Type == W_Q8_0 ? 128.0f : Type == W_Q4_0 ? 8.0f : 0.0f;
+constexpr float kOffset = Type == W_Q8_0   ? 128.0f
+                          : Type == W_Q4_0 ? 8.0f
+                                           : 0.0f;
 
 // Unit u of a row: 8-bit codes in v[0]; 4-bit codes' low nibbles in v[0], high nibbles in v[1].
 // `blocks` (1 .. kUnitBlocks) are present.
@@ -321,7 +330,9 @@ inline void quantize_block(const float* p, float d, int8_t* q, int sums[2]) {
 // vpmaddubsw saturates its pair sums at 16 bits: 8-bit codes enter signed, in [-128, 127]
 // (MLX's unsigned ones shifted down by 128), with their sign moved onto x.
 template <int Type>
-constexpr float kOffset = Type == W_Q4_0 ? 8.0f : Type == W_AFFINE8 ? -128.0f : 0.0f;
+constexpr float kOffset = Type == W_Q4_0      ? 8.0f
+                          : Type == W_AFFINE8 ? -128.0f
+                                              : 0.0f;
 
 // Unit u of a row: 8-bit codes in v[0]; 4-bit codes' low nibbles in v[0], high nibbles in v[1].
 // `blocks` (1 .. kUnitBlocks) are present.
@@ -386,7 +397,7 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
   const int64_t nb = K / kBlock;
   const bool four_bit = type == W_Q4_0 || type == W_AFFINE4;
   const int64_t span = is_kquant(type) ? kQK / kBlock : 1;  // blocks that share a scale
-  constexpr int64_t ub = kUnitBytes / 16;                    // blocks per 4-bit unit
+  constexpr int64_t ub = kUnitBytes / 16;                   // blocks per 4-bit unit
   // Zero the padding, and the missing blocks of a last partial unit, so that they add nothing.
   const int64_t written = four_bit ? nb / ub * ub * kBlock : K;
   std::memset(q + written, 0, (K + 127) / 128 * 128 - written);
@@ -420,9 +431,12 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
 // Affine scales or biases [at, at + n) (n ≤ VW) as f32 lanes, the rest zero.
 inline V load_params(const Weight& w, const void* params, int64_t at, int64_t n) {
   switch (w.scale_type) {
-    case S_F16: return vload_f16_n(static_cast<const uint16_t*>(params) + at, n);
-    case S_BF16: return vload_bf16_n(static_cast<const uint16_t*>(params) + at, n);
-    default: return vload_n(static_cast<const float*>(params) + at, n);
+    case S_F16:
+      return vload_f16_n(static_cast<const uint16_t*>(params) + at, n);
+    case S_BF16:
+      return vload_bf16_n(static_cast<const uint16_t*>(params) + at, n);
+    default:
+      return vload_n(static_cast<const float*>(params) + at, n);
   }
 }
 
@@ -493,8 +507,8 @@ struct BlockTileRows {
 // Blocks [g, g + gb) of a tile: one vector of block scales. A full group (gb = VW, known when
 // compiling) takes no branches on its size; only the last group of a row may be partial.
 template <int Type, int MR, int NR, bool kFull>
-inline void block_group(const TilePlan& plan, const BlockScales<Type, NR>& scales, const BlockTileRows<Type, MR, NR>& p, int64_t g, int64_t gb,
-                        V (&acc)[MR][NR]) {
+inline void block_group(const TilePlan& plan, const BlockScales<Type, NR>& scales, const BlockTileRows<Type, MR, NR>& p, int64_t g,
+                        int64_t gb, V (&acc)[MR][NR]) {
   using Scales = BlockScales<Type, NR>;
   constexpr int64_t ub = kUnitBlocks<Type>;
   const int64_t n = kFull ? VW : gb;
@@ -562,7 +576,8 @@ void block_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n
 
 // Each vpdpbusd lane (4 values) -> the sub-block it falls in: `first` plus lane >> shift.
 inline __m512i chunk_lanes(int first, int shift) {
-  return _mm512_add_epi32(_mm512_set1_epi32(first), _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift));
+  return _mm512_add_epi32(_mm512_set1_epi32(first),
+                          _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift));
 }
 
 // Q4_K (Q5 = false) and Q5_K.
@@ -591,7 +606,8 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
       const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
       wsc[r] = _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)));
       const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
-      for (int i = 0; i < MR; i++) cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.s_stride + sb * 8), cor[i][r]);
+      for (int i = 0; i < MR; i++)
+        cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.s_stride + sb * 8), cor[i][r]);
     }
     for (int i = 0; i < MR; i++) {
       const __m256 dx = _mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8);
@@ -646,11 +662,13 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
       prefetch_block(blk[r], kQ6KBytes, ahead);
       const float d = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
-      wsc[r] = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192)))));
+      wsc[r] = _mm512_mul_ps(_mm512_set1_ps(d),
+                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192)))));
     }
     for (int i = 0; i < MR; i++) {
       // Sub-block j (16 values) lies in x block j / 2.
-      const __m512 dx = _mm512_permutexvar_ps(chunk_lanes(0, 1), _mm512_castps256_ps512(_mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8)));
+      const __m512 dx =
+          _mm512_permutexvar_ps(chunk_lanes(0, 1), _mm512_castps256_ps512(_mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8)));
       for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(wsc[r], dx));
     }
     for (int half = 0; half < 2; half++) {
@@ -661,7 +679,8 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
         const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
         wv[r][0] = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_slli_epi16(_mm512_and_si512(qh2, low2), 4));
-        wv[r][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), low2), 4));
+        wv[r][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), low2), 4));
       }
       for (int cc = 0; cc < 2; cc++) {
         const int c = 2 * half + cc;
@@ -680,7 +699,6 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = _mm512_reduce_add_ps(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
 }
-
 
 #else  // AVX2
 
@@ -716,7 +734,8 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
       d[r] = f16(dd[0]);
       // The mins: acc −= dmin · m_j · s_j (only the sum of the lanes counts).
       const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(-f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
-      for (int i = 0; i < MR; i++) acc[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.s_stride + sb * 8), acc[i][r]);
+      for (int i = 0; i < MR; i++)
+        acc[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.s_stride + sb * 8), acc[i][r]);
     }
     __m256i isum[MR][NR];
     for (int i = 0; i < MR; i++)
@@ -740,7 +759,8 @@ void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
           const int8_t* xq = t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 64 * c;
           // Pair sums are at most 2 · 31 · 127, times a scale of at most 63: far from overflow.
           const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq))), sc_lo);
-          const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32))), sc_hi);
+          const __m256i phi =
+              _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32))), sc_hi);
           isum[i][r] = _mm256_add_epi32(isum[i][r], _mm256_add_epi32(plo, phi));
         }
       }
@@ -782,7 +802,8 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
       // The eight scales of this half as int16, in both 128-bit lanes, so that one byte shuffle
       // per x block spreads scale 2k over the low eight lanes and 2k + 1 over the high eight.
       __m256i sc[NR];
-      for (int r = 0; r < NR; r++) sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk[r] + 192 + 8 * half))));
+      for (int r = 0; r < NR; r++)
+        sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk[r] + 192 + 8 * half))));
       for (int k = 0; k < 4; k++) {
         // x block 4·half + k is values 32k + l (l < 32) of the half: low bits from
         // ql[l + 32·(k mod 2)] (nibble k / 2), high bits 2k and 2k + 1 of qh[l].
@@ -790,7 +811,8 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
         const __m256i spread = _mm256_add_epi8(pair, _mm256_set1_epi8(static_cast<char>(4 * k)));  // scales 2k and 2k + 1
         __m256i offset[MR];
         for (int i = 0; i < MR; i++)
-          offset[i] = _mm256_maddubs_epi16(thirty_two, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j)));
+          offset[i] = _mm256_maddubs_epi16(
+              thirty_two, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 32 * j)));
         for (int r = 0; r < NR; r++) {
           const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 64 * half + 32 * (k % 2)));
           const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
@@ -818,7 +840,6 @@ void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0)
 
 #endif
 
-
 // Covers rows [n0, n1) x all M with tiles of up to kTileM x kTileN, narrower at the edges.
 template <template <class, int, int> class Tile, class T>
 struct Tiler {
@@ -831,8 +852,10 @@ struct Tiler {
   template <int MR>
   static void rest(const MatmulTask& t, const TilePlan& plan, int64_t m, int64_t n0, int64_t n1) {
     if constexpr (MR > 0) {
-      if (t.M - m == MR) rows<MR>(t, plan, m, n0, n1);
-      else rest<MR - 1>(t, plan, m, n0, n1);
+      if (t.M - m == MR)
+        rows<MR>(t, plan, m, n0, n1);
+      else
+        rest<MR - 1>(t, plan, m, n0, n1);
     }
   }
   static void run(const MatmulTask& t, int64_t n0, int64_t n1) {
@@ -866,8 +889,10 @@ struct Affine8 {
 template <class Q, int MR, int NR>
 struct KQuantTile {
   static void run(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
-    if constexpr (Q::kType == W_Q6_K) q6k_tile<MR, NR>(t, plan, m0, n0);
-    else k45_tile<Q::kType == W_Q5_K, MR, NR>(t, plan, m0, n0);
+    if constexpr (Q::kType == W_Q6_K)
+      q6k_tile<MR, NR>(t, plan, m0, n0);
+    else
+      k45_tile<Q::kType == W_Q5_K, MR, NR>(t, plan, m0, n0);
   }
 };
 struct Q4_K {
@@ -882,21 +907,40 @@ struct Q6_K {
 
 void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
   switch (t.w->type) {
-    case W_F32: Tiler<DenseTile, LoadF32>::run(t, n0, n1); break;
-    case W_BF16: Tiler<DenseTile, LoadBF16>::run(t, n0, n1); break;
-    case W_F16: Tiler<DenseTile, LoadF16>::run(t, n0, n1); break;
-    case W_Q8_0: Tiler<BlockTile, Q8_0>::run(t, n0, n1); break;
-    case W_Q4_0: Tiler<BlockTile, Q4_0>::run(t, n0, n1); break;
-    case W_AFFINE4: Tiler<BlockTile, Affine4>::run(t, n0, n1); break;
-    case W_AFFINE8: Tiler<BlockTile, Affine8>::run(t, n0, n1); break;
-    case W_Q4_K: Tiler<KQuantTile, Q4_K>::run(t, n0, n1); break;
-    case W_Q5_K: Tiler<KQuantTile, Q5_K>::run(t, n0, n1); break;
-    case W_Q6_K: Tiler<KQuantTile, Q6_K>::run(t, n0, n1); break;
-    default: break;
+    case W_F32:
+      Tiler<DenseTile, LoadF32>::run(t, n0, n1);
+      break;
+    case W_BF16:
+      Tiler<DenseTile, LoadBF16>::run(t, n0, n1);
+      break;
+    case W_F16:
+      Tiler<DenseTile, LoadF16>::run(t, n0, n1);
+      break;
+    case W_Q8_0:
+      Tiler<BlockTile, Q8_0>::run(t, n0, n1);
+      break;
+    case W_Q4_0:
+      Tiler<BlockTile, Q4_0>::run(t, n0, n1);
+      break;
+    case W_AFFINE4:
+      Tiler<BlockTile, Affine4>::run(t, n0, n1);
+      break;
+    case W_AFFINE8:
+      Tiler<BlockTile, Affine8>::run(t, n0, n1);
+      break;
+    case W_Q4_K:
+      Tiler<KQuantTile, Q4_K>::run(t, n0, n1);
+      break;
+    case W_Q5_K:
+      Tiler<KQuantTile, Q5_K>::run(t, n0, n1);
+      break;
+    case W_Q6_K:
+      Tiler<KQuantTile, Q6_K>::run(t, n0, n1);
+      break;
+    default:
+      break;
   }
 }
-
-
 
 float dot(const float* a, const float* b, int64_t n) {
   V acc0 = vzero(), acc1 = vzero();
@@ -992,7 +1036,8 @@ inline V sum_lanes(V a[VW]) {
     c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
   }
   // Then the four 128-bit lanes: pairs of them, twice.
-  for (int i = 0; i < 2; i++) d[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0x88), _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0xdd));
+  for (int i = 0; i < 2; i++)
+    d[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0x88), _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0xdd));
   return _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], 0x88), _mm512_shuffle_f32x4(d[0], d[1], 0xdd));
 #else
   V b[4], c[2];
@@ -1046,7 +1091,8 @@ void accumulate(float* y, float c, const float* values, const float* p, int64_t 
   const V vc = vset1(c);
   int64_t d = 0;
   for (; d + 4 * VW <= D; d += 4 * VW) {
-    V y0 = vmul(vload(y + d), vc), y1 = vmul(vload(y + d + VW), vc), y2 = vmul(vload(y + d + 2 * VW), vc), y3 = vmul(vload(y + d + 3 * VW), vc);
+    V y0 = vmul(vload(y + d), vc), y1 = vmul(vload(y + d + VW), vc), y2 = vmul(vload(y + d + 2 * VW), vc),
+      y3 = vmul(vload(y + d + 3 * VW), vc);
     for (int64_t j = 0; j < n; j++) {
       const V pj = vset1(p[j]);
       const float* v = values + j * D + d;
@@ -1077,12 +1123,14 @@ void accumulate(float* y, float c, const float* values, const float* p, int64_t 
 
 #if defined(__AVX512F__)
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{"avx512", avx512::matmul_rows, avx512::quantize_x, avx512::dot, avx512::scores, avx512::softmax_tile, avx512::accumulate, avx512::silu_mul};
+  static const IsaKernels k{"avx512",       avx512::matmul_rows,  avx512::quantize_x, avx512::dot,
+                            avx512::scores, avx512::softmax_tile, avx512::accumulate, avx512::silu_mul};
   return k;
 }
 #else
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{"avx2", avx2::matmul_rows, avx2::quantize_x, avx2::dot, avx2::scores, avx2::softmax_tile, avx2::accumulate, avx2::silu_mul};
+  static const IsaKernels k{"avx2",       avx2::matmul_rows,  avx2::quantize_x, avx2::dot,
+                            avx2::scores, avx2::softmax_tile, avx2::accumulate, avx2::silu_mul};
   return k;
 }
 #endif

@@ -81,11 +81,15 @@ bool set_isa(const char* name) {
   }
   if (n == "scalar") g_kernels = &scalar_kernels();
 #if defined(TL_X86)
-  else if (n == "avx2" && cpu_features().avx2) g_kernels = &avx2_kernels();
-  else if (n == "avx512" && cpu_features().avx512) g_kernels = &avx512_kernels();
-  else if (n == "amx" && cpu_features().amx) g_kernels = &avx512_kernels();
+  else if (n == "avx2" && cpu_features().avx2)
+    g_kernels = &avx2_kernels();
+  else if (n == "avx512" && cpu_features().avx512)
+    g_kernels = &avx512_kernels();
+  else if (n == "amx" && cpu_features().amx)
+    g_kernels = &avx512_kernels();
 #endif
-  else return false;
+  else
+    return false;
   g_amx = n == "amx";
   return true;
 }
@@ -157,7 +161,8 @@ QuantX quantize_for(const IsaKernels& k, const float* x, int64_t M, const Weight
     }
   };
   // A prompt's rows are quantized by all threads; one row is not worth waking them for.
-  if (M >= 8) pool().parallel_for(M, [&](int64_t m) { quantize_row(m); });
+  if (M >= 8)
+    pool().parallel_for(M, [&](int64_t m) { quantize_row(m); });
   else
     for (int64_t m = 0; m < M; m++) quantize_row(m);
   return {b.q.data(), b.d.data(), b.s.data(), stride, nb, ns, b.g.data(), groups};
@@ -276,7 +281,9 @@ void swiglu(float* out, const float* x, int64_t M, const MatmulOut& gate, const 
   // Each job takes the same rows of both weights: several strips or tiles, whose kernels read
   // ahead within the job's rows, or as many rows as the per-thread buffers hold.
   const bool batched = p.tiles[0] || p.strips[0] || p.tiles[1] || p.strips[1];
-  const int64_t chunk = batched ? kSwigluStripRows : std::min(std::max(p.rows_per_chunk[0], p.rows_per_chunk[1]), std::max<int64_t>(4, kSwigluBufferFloats / M / 4 * 4));
+  const int64_t chunk =
+      batched ? kSwigluStripRows
+              : std::min(std::max(p.rows_per_chunk[0], p.rows_per_chunk[1]), std::max<int64_t>(4, kSwigluBufferFloats / M / 4 * 4));
   const IsaKernels& k = kernels();
   pool().parallel_for((N + chunk - 1) / chunk, [&](int64_t c) {
     thread_local std::vector<float> g, u;
@@ -302,8 +309,8 @@ void swiglu(float* out, const float* x, int64_t M, const MatmulOut& gate, const 
 
 namespace {
 
-constexpr int64_t kKeyTile = 64;    // keys per tile of the online softmax
-constexpr int64_t kQueryBlock = 16; // query rows that share one pass over the keys
+constexpr int64_t kKeyTile = 64;     // keys per tile of the online softmax
+constexpr int64_t kQueryBlock = 16;  // query rows that share one pass over the keys
 
 // Online-softmax state of one (query row, head) pair.
 struct Row {

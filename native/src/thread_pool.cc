@@ -53,8 +53,10 @@ void ThreadPool::run(int64_t chunks, ChunkFn fn, void* ctx) {
   work(gen);
   int spins = 0;
   while (done_.load(std::memory_order_acquire) < chunks) {
-    if (++spins > 1000) std::this_thread::yield();
-    else TL_PAUSE();
+    if (++spins > 1000)
+      std::this_thread::yield();
+    else
+      TL_PAUSE();
   }
 }
 

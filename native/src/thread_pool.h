@@ -31,7 +31,8 @@ class ThreadPool {
 
   template <class F>
   void parallel_for(int64_t chunks, F&& f) {
-    run(chunks, [](void* c, int64_t i) { (*static_cast<F*>(c))(i); }, &f);
+    run(
+        chunks, [](void* c, int64_t i) { (*static_cast<F*>(c))(i); }, &f);
   }
 
  private:

@@ -84,7 +84,7 @@ export function benchmarkPrompt(tokenizer: Tokenizer, embeddingRows: number, n: 
   // Drawn and redrawn rather than picked from a list of all ordinary ids: that list would be a
   // vocabulary-sized array in the heap of the process whose memory is being measured.
   const ids: number[] = [];
-  for (let misses = 0; ids.length < n; ) {
+  for (let misses = 0; ids.length < n;) {
     const id = random.nextUint32() % limit;
     if (ordinary(id)) {
       ids.push(id);

@@ -72,7 +72,8 @@ export async function runGenerate(argv: string[]): Promise<void> {
     process.stdout.write(GENERATE_HELP + "\n");
     return;
   }
-  if (!values.model) throw new UsageError("--model DIR is required (a checkpoint folder with config.json, weights and tokenizer files, or a .gguf file)");
+  if (!values.model)
+    throw new UsageError("--model DIR is required (a checkpoint folder with config.json, weights and tokenizer files, or a .gguf file)");
   if (values.prompt === undefined) throw new UsageError('--prompt TEXT is required (use --prompt "" to start from BOS)');
   if (values.system !== undefined && !values.chat) throw new UsageError("--system needs --chat");
   const maxTokens = parseNumber("max-tokens", values["max-tokens"], true) ?? 256;

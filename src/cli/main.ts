@@ -47,7 +47,11 @@ async function main(argv: string[]): Promise<void> {
     case "-h":
     case "--help":
     case "help": {
-      const [generate, bench, quantize] = await Promise.all([import("./generate-command.js"), import("./bench-command.js"), import("./quantize-command.js")]);
+      const [generate, bench, quantize] = await Promise.all([
+        import("./generate-command.js"),
+        import("./bench-command.js"),
+        import("./quantize-command.js"),
+      ]);
       process.stdout.write(`${HELP}\n\n${generate.GENERATE_HELP}\n\n${bench.BENCH_HELP}\n\n${quantize.QUANTIZE_HELP}\n`);
       return;
     }

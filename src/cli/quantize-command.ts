@@ -85,7 +85,9 @@ export function quantizeCheckpoint(modelDir: string, outDir: string, params: Aff
     for (const [name, entry] of header.tensors) {
       if (!(entry.dtype in FLOAT_DTYPES)) {
         const already = name.endsWith(".scales") || entry.dtype === "U32" ? " (it looks already quantized)" : "";
-        throw new CheckpointError(`${join(modelDir, file)}: tensor "${name}" has dtype ${entry.dtype}; quantize reads F32, F16 and BF16 checkpoints${already}`);
+        throw new CheckpointError(
+          `${join(modelDir, file)}: tensor "${name}" has dtype ${entry.dtype}; quantize reads F32, F16 and BF16 checkpoints${already}`,
+        );
       }
     }
   }
@@ -185,7 +187,8 @@ function quantizedTensors(
   function* codes(): Generator<Uint8Array> {
     const raw = readOne(path, name);
     const { buffer, byteOffset, byteLength } = raw.data;
-    const data = dtype === "f32" ? new Float32Array(buffer, byteOffset, byteLength / 4) : new Uint16Array(buffer, byteOffset, byteLength / 2);
+    const data =
+      dtype === "f32" ? new Float32Array(buffer, byteOffset, byteLength / 4) : new Uint16Array(buffer, byteOffset, byteLength / 2);
     const matrix = new DenseWeight(dtype, shape, data);
     scales = new Uint8Array(groups * scaleBytes);
     biases = new Uint8Array(groups * scaleBytes);
@@ -267,7 +270,9 @@ export function runQuantize(argv: string[]): void {
   const groupSize = parseChoice("group-size", values["group-size"], AFFINE_GROUP_SIZES, 64);
   const s = quantizeCheckpoint(values.model, values.out, { bits, groupSize });
   const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
-  const lines = [`quantized ${s.quantized.length} matrices to ${bits} bits (group size ${groupSize}): ${mb(s.bytesIn)} MB -> ${mb(s.bytesOut)} MB in ${values.out}`];
+  const lines = [
+    `quantized ${s.quantized.length} matrices to ${bits} bits (group size ${groupSize}): ${mb(s.bytesIn)} MB -> ${mb(s.bytesOut)} MB in ${values.out}`,
+  ];
   if (s.unquantized.length > 0) lines.push(`kept in float (input width not a multiple of ${groupSize}): ${s.unquantized.join(", ")}`);
   if (s.skippedFiles.length > 0) lines.push(`not copied (over ${mb(MAX_COPIED_FILE_BYTES)} MB): ${s.skippedFiles.join(", ")}`);
   process.stderr.write(lines.map((l) => `tiny-llm: ${l}\n`).join(""));

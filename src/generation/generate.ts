@@ -42,7 +42,11 @@ export function checkPromptFits(model: LanguageModel, promptLength: number): voi
  * Yields generated tokens one by one; returns why it stopped. Generation ends early at the
  * context length, so a long `maxTokens` never overflows it.
  */
-export function* generate(model: LanguageModel, promptIds: readonly number[], opts: GenerateOptions): Generator<GeneratedToken, FinishReason> {
+export function* generate(
+  model: LanguageModel,
+  promptIds: readonly number[],
+  opts: GenerateOptions,
+): Generator<GeneratedToken, FinishReason> {
   checkPromptFits(model, promptIds.length);
   const stop = new Set(opts.stopIds ?? []);
   const sequence = model.newSequence();

@@ -33,12 +33,30 @@ export interface NativeKernels {
    * outs[i] = x · weights[i]ᵀ + biases[i] for up to 4 weights with the same K, as one job for
    * the threads (x quantized once per weight type).
    */
-  matmulMany(x: Float32Array, M: number, outs: readonly Float32Array[], weights: readonly NativeWeight[], biases: readonly (Float32Array | null)[]): void;
+  matmulMany(
+    x: Float32Array,
+    M: number,
+    outs: readonly Float32Array[],
+    weights: readonly NativeWeight[],
+    biases: readonly (Float32Array | null)[],
+  ): void;
   /**
    * Causal attention of L new query rows (positions S - L .. S - 1) against the cache.
    * out, q: [L, H, D]; k, v: [H_kv, capacity, D].
    */
-  attention(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, L: number, S: number, H: number, Hkv: number, D: number, capacity: number, scale: number): void;
+  attention(
+    out: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    L: number,
+    S: number,
+    H: number,
+    Hkv: number,
+    D: number,
+    capacity: number,
+    scale: number,
+  ): void;
   /** RMSNorm of `rows` rows of n features; out may be x. */
   rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, n: number, eps: number): void;
   /** Rotates x [L, heads, D] in place for positions offset .. offset + L - 1. */
@@ -48,7 +66,15 @@ export interface NativeKernels {
    * shape [N, K]: the gated half of a SwiGLU MLP, made a few rows of N at a time, so neither
    * product is ever held whole.
    */
-  swiglu(out: Float32Array, x: Float32Array, M: number, gate: NativeWeight, gateBias: Float32Array | null, up: NativeWeight, upBias: Float32Array | null): void;
+  swiglu(
+    out: Float32Array,
+    x: Float32Array,
+    M: number,
+    gate: NativeWeight,
+    gateBias: Float32Array | null,
+    up: NativeWeight,
+    upBias: Float32Array | null,
+  ): void;
   /**
    * Gives the pages of these buffers, and of the kernels' own buffers sized for a batch of rows,
    * back to the system: they read as zeros until written again, when they are faulted back in.

@@ -27,12 +27,7 @@ export function causalMask(L: number, S: number): Tensor {
  * query heads shares one key/value head: q is viewed as [B, H_kv, G, L, D] and k, v broadcast
  * over G, so repeated K/V are never materialised.
  */
-export function scaledDotProductAttention(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  opts: { scale: number; mask?: AttentionMask },
-): Tensor {
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: { scale: number; mask?: AttentionMask }): Tensor {
   const [B, H, L, D] = q.shape;
   const [Bk, Hkv, S, Dk] = k.shape;
   if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) throw new RangeError("attention expects 4-d q, k, v ([B, heads, length, D])");

@@ -41,9 +41,7 @@ export function loadCheckpointTensors(dir: string): Map<string, RawTensor> {
   if (existsSync(indexPath)) return loadSharded(dir, indexPath);
   const singlePath = join(dir, SINGLE_FILE);
   if (existsSync(singlePath)) return readSafetensors(singlePath);
-  throw new CheckpointError(
-    `no checkpoint in ${dir}: expected ${SINGLE_FILE}, or ${INDEX_FILE} together with the shard files it lists`,
-  );
+  throw new CheckpointError(`no checkpoint in ${dir}: expected ${SINGLE_FILE}, or ${INDEX_FILE} together with the shard files it lists`);
 }
 
 function loadSharded(dir: string, indexPath: string): Map<string, RawTensor> {
@@ -99,7 +97,10 @@ function readWeightMap(indexPath: string): Map<string, Set<string>> {
 /** A few names for an error message; the full list can run to hundreds. */
 function preview(names: Iterable<string>): string {
   const all = [...names];
-  const shown = all.slice(0, 5).map((n) => `"${n}"`).join(", ");
+  const shown = all
+    .slice(0, 5)
+    .map((n) => `"${n}"`)
+    .join(", ");
   return all.length > 5 ? `${shown} and ${all.length - 5} more` : shown;
 }
 

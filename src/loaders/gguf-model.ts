@@ -16,14 +16,7 @@ import { KQuantWeight } from "../tensor/k-quant.js";
 import { reencodeLegacy } from "../tensor/legacy-quant.js";
 import { Tensor } from "../tensor/tensor.js";
 import { DenseWeight, type WeightMatrix } from "../tensor/weight.js";
-import {
-  metadataNumber,
-  metadataString,
-  metadataStrings,
-  readGgufTensors,
-  type GgufHeader,
-  type GgufTensorInfo,
-} from "./gguf.js";
+import { metadataNumber, metadataString, metadataStrings, readGgufTensors, type GgufHeader, type GgufTensorInfo } from "./gguf.js";
 import { buildTransformer, type StoredTensor } from "./model-loader.js";
 import { CheckpointError } from "./safetensors.js";
 
@@ -78,7 +71,9 @@ export function ggufModelConfig(header: GgufHeader): ModelConfig {
   const positive = (key: string, fallback?: number): number => {
     const v = metadataNumber(header, `${arch}.${key}`) ?? fallback;
     if (v === undefined || !(v > 0)) {
-      throw new ConfigError(`${source}: metadata "${arch}.${key}" must be a positive number, got ${v ?? "nothing"}; the file is incomplete`);
+      throw new ConfigError(
+        `${source}: metadata "${arch}.${key}" must be a positive number, got ${v ?? "nothing"}; the file is incomplete`,
+      );
     }
     return v;
   };
@@ -109,7 +104,8 @@ export function ggufModelConfig(header: GgufHeader): ModelConfig {
   const tokens = metadataStrings(header, "tokenizer.ggml.tokens");
   const embedding = header.tensors.get("token_embd.weight");
   const vocabSize = tokens?.length ?? embedding?.dims[1];
-  if (vocabSize === undefined) throw new CheckpointError(`${source}: has neither tokenizer.ggml.tokens nor token_embd.weight; the file is incomplete`);
+  if (vocabSize === undefined)
+    throw new CheckpointError(`${source}: has neither tokenizer.ggml.tokens nor token_embd.weight; the file is incomplete`);
 
   const has = (name: string): boolean => header.tensors.has(`blk.0.${name}`);
   const bos = metadataNumber(header, "tokenizer.ggml.bos_token_id");
@@ -194,4 +190,3 @@ export function loadGgufModel(header: GgufHeader, config = ggufModelConfig(heade
   }
   return buildTransformer(config, tensors, header.path);
 }
-

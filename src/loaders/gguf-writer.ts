@@ -48,11 +48,7 @@ const BIGINT_RANGES: Partial<Record<GgufValueType, [bigint, bigint]>> = {
  * alignment is `general.alignment` when the metadata sets it, else 32. The file appears under
  * `path` only once complete.
  */
-export function writeGguf(
-  path: string,
-  metadata: Iterable<readonly [string, GgufEntry]>,
-  tensors: readonly GgufTensorToWrite[],
-): void {
+export function writeGguf(path: string, metadata: Iterable<readonly [string, GgufEntry]>, tensors: readonly GgufTensorToWrite[]): void {
   const header = new ByteBuilder();
   header.bytes(Buffer.from(GGUF_MAGIC, "latin1"));
   header.u32(GGUF_WRITE_VERSION);
@@ -78,7 +74,9 @@ export function writeGguf(
     }
     const size = ggmlByteLength(t.type, t.dims);
     if (size === undefined) {
-      throw new RangeError(`tensor "${t.name}" of type ${t.type} needs ne0 (${t.dims[0]}) to be a multiple of ${GGML_TYPES[t.type].blockSize}`);
+      throw new RangeError(
+        `tensor "${t.name}" of type ${t.type} needs ne0 (${t.dims[0]}) to be a multiple of ${GGML_TYPES[t.type].blockSize}`,
+      );
     }
     header.string(t.name);
     header.u32(t.dims.length);

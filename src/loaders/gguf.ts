@@ -353,7 +353,10 @@ class HeaderReader {
     const type = TYPE_BY_CODE.get(code);
     if (type === undefined) {
       const known = OTHER_TYPE_NAMES[code];
-      const what = known === undefined ? `unknown ggml type ${code} (the file may be corrupt or newer than this reader)` : `ggml type ${known} (${code})`;
+      const what =
+        known === undefined
+          ? `unknown ggml type ${code} (the file may be corrupt or newer than this reader)`
+          : `ggml type ${known} (${code})`;
       throw new CheckpointError(
         `${this.path}: tensor "${name}" has ${what}; supported types are ${SUPPORTED_TYPES.join(", ")}: ` +
           "use a GGUF whose weights are in one of those (llama-quantize can convert)",
@@ -362,10 +365,13 @@ class HeaderReader {
     const shape = dims.map(Number);
     const byteLength = ggmlByteLength(type, shape);
     if (byteLength === undefined) {
-      this.fail(`tensor "${name}" of type ${type} has ${shape[0]} values per row, not a multiple of its block size ${GGML_TYPES[type].blockSize}`);
+      this.fail(
+        `tensor "${name}" of type ${type} has ${shape[0]} values per row, not a multiple of its block size ${GGML_TYPES[type].blockSize}`,
+      );
     }
     const offset = this.u64();
-    if (offset > BigInt(this.fileSize)) this.fail(`tensor "${name}" starts at data offset ${offset}, past the end of the ${this.fileSize}-byte file (it is truncated)`);
+    if (offset > BigInt(this.fileSize))
+      this.fail(`tensor "${name}" starts at data offset ${offset}, past the end of the ${this.fileSize}-byte file (it is truncated)`);
     if (Number(offset) % alignment !== 0) {
       this.fail(`tensor "${name}" starts at data offset ${offset}, which is not a multiple of the alignment ${alignment}`);
     }
@@ -426,7 +432,8 @@ class HeaderReader {
   private valueType(): GgufValueType {
     const code = this.u32();
     const type = GGUF_VALUE_TYPES[code];
-    if (type === undefined) this.fail(`${this.context} has unknown value type ${code}; value types are 0 to ${GGUF_VALUE_TYPES.length - 1}`);
+    if (type === undefined)
+      this.fail(`${this.context} has unknown value type ${code}; value types are 0 to ${GGUF_VALUE_TYPES.length - 1}`);
     return type;
   }
 
@@ -471,7 +478,9 @@ class HeaderReader {
     const length = this.u64();
     const left = this.fileSize - this.pos;
     if (length > BigInt(left)) {
-      this.fail(`has a string of ${length} bytes in ${this.context}, but only ${left} bytes are left in the file; it is truncated or corrupt`);
+      this.fail(
+        `has a string of ${length} bytes in ${this.context}, but only ${left} bytes are left in the file; it is truncated or corrupt`,
+      );
     }
     return Number(length);
   }

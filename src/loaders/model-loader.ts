@@ -106,7 +106,8 @@ export function safetensorsTensor(t: RawTensor): StoredTensor {
       return new Tensor(out, t.shape);
     },
     words: () => {
-      if (t.dtype !== "U32") throw new CheckpointError(`${t.file}: tensor "${t.name}" has dtype ${t.dtype}; a quantized weight's packed codes are U32`);
+      if (t.dtype !== "U32")
+        throw new CheckpointError(`${t.file}: tensor "${t.name}" has dtype ${t.dtype}; a quantized weight's packed codes are U32`);
       return new Uint32Array(buffer, byteOffset, byteLength / 4);
     },
   };
@@ -132,7 +133,9 @@ function affineWeight(src: TensorSource, source: string, module: string, rows: n
   }
   for (const part of ["scales", "biases"]) {
     if (!src.has(`${module}.${part}`)) {
-      throw new CheckpointError(`${source}: "${module}" is quantized but tensor "${module}.${part}" is missing; the checkpoint is incomplete or does not match its config`);
+      throw new CheckpointError(
+        `${source}: "${module}" is quantized but tensor "${module}.${part}" is missing; the checkpoint is incomplete or does not match its config`,
+      );
     }
   }
   const packed = src.take(`${module}.weight`, [rows, (cols * p.bits) / 32]);
@@ -140,9 +143,16 @@ function affineWeight(src: TensorSource, source: string, module: string, rows: n
   const biases = src.take(`${module}.biases`, [rows, cols / p.groupSize]).matrix();
   if (!packed.words) throw new CheckpointError(`${packed.file}: "${module}" is MLX-quantized, which this file format cannot hold`);
   if (!(scales instanceof DenseWeight && biases instanceof DenseWeight) || scales.dtype !== biases.dtype) {
-    throw new CheckpointError(`${packed.file}: "${module}.scales" (${scales.dtype}) and "${module}.biases" (${biases.dtype}) must share one float type`);
+    throw new CheckpointError(
+      `${packed.file}: "${module}.scales" (${scales.dtype}) and "${module}.biases" (${biases.dtype}) must share one float type`,
+    );
   }
-  return new AffineQuantWeight(p, [rows, cols], { scaleDType: scales.dtype, packed: packed.words(), scales: scales.data, biases: biases.data });
+  return new AffineQuantWeight(p, [rows, cols], {
+    scaleDType: scales.dtype,
+    packed: packed.words(),
+    scales: scales.data,
+    biases: biases.data,
+  });
 }
 
 /** Builds the model, checking that the tensors are exactly those the config implies. */
@@ -154,7 +164,9 @@ export function buildTransformer(config: ModelConfig, tensors: ReadonlyMap<strin
     if (params) return affineWeight(src, source, module, rows, cols, params);
     if (src.has(`${module}.scales`)) {
       const why = config.quantization ? `its "quantization" entry is false` : `it has no "quantization" section`;
-      throw new CheckpointError(`${source}: "${module}" is stored quantized (it has "${module}.scales") but config.json says it is not: ${why}`);
+      throw new CheckpointError(
+        `${source}: "${module}" is stored quantized (it has "${module}.scales") but config.json says it is not: ${why}`,
+      );
     }
     return src.take(`${module}.weight`, [rows, cols]).matrix();
   };

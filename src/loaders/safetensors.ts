@@ -10,7 +10,6 @@
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { readFully, writeAtomically } from "./file-io.js";
 
-
 /** The element types the compute kernels work in. */
 export type DType = "F32" | "F16" | "BF16";
 
@@ -152,11 +151,7 @@ export function readSafetensors(path: string, names?: Iterable<string>): Map<str
  * tensor's bytes rather than assembling the file in memory. The file appears under `path`
  * only once complete, so an interrupted write never leaves a truncated checkpoint behind.
  */
-export function writeSafetensors(
-  path: string,
-  tensors: readonly TensorToWrite[],
-  metadata?: Readonly<Record<string, string>>,
-): void {
+export function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Readonly<Record<string, string>>): void {
   writeSafetensorsStreamed(
     path,
     tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, chunks: () => [t.data] })),
@@ -327,7 +322,6 @@ function readAll(fd: number, target: Uint8Array, position: number, path: string,
     throw new CheckpointError(`${path}: file ended while reading ${what}; it may have changed during loading; ${REDOWNLOAD}`);
   }
 }
-
 
 function elementCount(shape: readonly number[]): number {
   return shape.reduce((product, dim) => product * dim, 1);

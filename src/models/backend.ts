@@ -36,14 +36,20 @@ export interface BackendOptions {
 }
 
 export function selectBackend(reference: Transformer, opts: BackendOptions = {}): Backend {
-  if (opts.isa !== undefined && opts.isa !== "auto" && opts.backend === "ts") throw new Error(`--isa applies to the native backend, not to --backend ts`);
+  if (opts.isa !== undefined && opts.isa !== "auto" && opts.backend === "ts")
+    throw new Error(`--isa applies to the native backend, not to --backend ts`);
   if (opts.backend === "ts") return { name: "ts", model: reference, threads: 1 };
   const kernels = nativeKernels();
   if (!kernels) {
     const reason = nativeUnavailableReason() ?? "unknown reason";
     if (opts.backend === "native") throw new Error(`the native backend is not available: ${reason}`);
     if (opts.isa !== undefined && opts.isa !== "auto") throw new Error(`--isa needs the native backend, which is not available: ${reason}`);
-    return { name: "ts", model: reference, threads: 1, notice: `native kernels unavailable (${reason}); using the slower TypeScript backend` };
+    return {
+      name: "ts",
+      model: reference,
+      threads: 1,
+      notice: `native kernels unavailable (${reason}); using the slower TypeScript backend`,
+    };
   }
   // Without --isa the kernels keep the set chosen before (the best this CPU has, unless a caller pinned one).
   if (opts.isa !== undefined && !kernels.setIsa(opts.isa)) {
@@ -57,7 +63,12 @@ export function selectBackend(reference: Transformer, opts: BackendOptions = {})
     // Asked for by name, the kernels' refusal (e.g. a weight type they lack) is the error;
     // as the default choice, the TypeScript path runs any model.
     if (opts.backend === "native") throw err;
-    return { name: "ts", model: reference, threads: 1, notice: `native kernels cannot run this model (${(err as Error).message}); using the slower TypeScript backend` };
+    return {
+      name: "ts",
+      model: reference,
+      threads: 1,
+      notice: `native kernels cannot run this model (${(err as Error).message}); using the slower TypeScript backend`,
+    };
   }
   return { name: "native", model, threads };
 }

@@ -157,7 +157,9 @@ function parseQuantization(cfg: Json, source: string): QuantizationConfig | unde
   if (!isObject(section)) throw new ConfigError(`${source}: "quantization" must be an object, got ${JSON.stringify(section)}`);
   // Hugging Face quantizers (GPTQ, AWQ, bitsandbytes, …) name themselves; MLX's section does not.
   if (section.quant_method !== undefined) {
-    throw new ConfigError(`${source}: quantization method ${JSON.stringify(section.quant_method)} is not supported; only MLX affine quantization is`);
+    throw new ConfigError(
+      `${source}: quantization method ${JSON.stringify(section.quant_method)} is not supported; only MLX affine quantization is`,
+    );
   }
   const defaults = affineParams(section, `${source} "quantization"`);
   const modules = new Map<string, AffineParams | false>();
@@ -166,7 +168,10 @@ function parseQuantization(cfg: Json, source: string): QuantizationConfig | unde
     if (value === false) modules.set(key, false);
     else if (value === true) modules.set(key, defaults);
     else if (isObject(value)) modules.set(key, affineParams(value, `${source} "quantization" entry "${key}"`));
-    else throw new ConfigError(`${source}: "quantization" entry "${key}" must be false or {"group_size", "bits"}, got ${JSON.stringify(value)}`);
+    else
+      throw new ConfigError(
+        `${source}: "quantization" entry "${key}" must be false or {"group_size", "bits"}, got ${JSON.stringify(value)}`,
+      );
   }
   return { defaults, modules };
 }

@@ -191,7 +191,8 @@ export class NativeTransformer implements LanguageModel {
     const embed = this.reference.embed.weight;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
-      if (!Number.isInteger(id) || id < 0 || id >= embed.rows) throw new RangeError(`token id ${id} is outside the vocabulary (0..${embed.rows - 1})`);
+      if (!Number.isInteger(id) || id < 0 || id >= embed.rows)
+        throw new RangeError(`token id ${id} is outside the vocabulary (0..${embed.rows - 1})`);
     }
     cache.reserve(S);
     let last = this.decodeScratch.x;
@@ -296,7 +297,9 @@ export class KVCacheNative {
     const storage = new Float32Array(2 * numLayers * Hkv * capacity * D);
     const grow = (old: Float32Array | undefined, at: number): Float32Array => {
       const next = storage.subarray(at * Hkv * capacity * D, (at + 1) * Hkv * capacity * D);
-      if (old) for (let h = 0; h < Hkv; h++) next.set(old.subarray(h * this.capacity * D, (h * this.capacity + this.length) * D), h * capacity * D);
+      if (old)
+        for (let h = 0; h < Hkv; h++)
+          next.set(old.subarray(h * this.capacity * D, (h * this.capacity + this.length) * D), h * capacity * D);
       return next;
     };
     this.keys = Array.from({ length: numLayers }, (_, i) => grow(this.keys[i], 2 * i));

@@ -103,7 +103,8 @@ export function quantizeAffine(values: Float32Array, params: AffineParams & { sc
   checkAffineParams(params);
   const { bits, groupSize } = params;
   const scaleDType = params.scaleDType ?? "f32";
-  if (values.length % groupSize !== 0) throw new RangeError(`affine quantization takes whole groups of ${groupSize} values, got ${values.length}`);
+  if (values.length % groupSize !== 0)
+    throw new RangeError(`affine quantization takes whole groups of ${groupSize} values, got ${values.length}`);
   const groups = values.length / groupSize;
   const top = 2 ** bits - 1;
   const scales = newScaleArray(scaleDType, groups);
@@ -139,7 +140,11 @@ export function quantizeAffine(values: Float32Array, params: AffineParams & { sc
 }
 
 /** Decodes every value of `q`: w = s·q + b per group. */
-export function dequantizeAffine(q: AffineQuantized, params: AffineParams, out = new Float32Array(q.scales.length * params.groupSize)): Float32Array {
+export function dequantizeAffine(
+  q: AffineQuantized,
+  params: AffineParams,
+  out = new Float32Array(q.scales.length * params.groupSize),
+): Float32Array {
   const { bits, groupSize } = params;
   for (let g = 0; g < q.scales.length; g++) {
     const s = loadScale(q.scaleDType, q.scales, g);
@@ -180,19 +185,32 @@ export class AffineQuantWeight implements WeightMatrix {
     this.rowWords = (this.cols * this.bits) / 32;
     this.rowGroups = this.cols / this.groupSize;
     if (this.packed.length !== this.rows * this.rowWords) {
-      throw new RangeError(`${this.dtype} weight of shape [${shape}] needs ${this.rows * this.rowWords} packed words, got ${this.packed.length}`);
+      throw new RangeError(
+        `${this.dtype} weight of shape [${shape}] needs ${this.rows * this.rowWords} packed words, got ${this.packed.length}`,
+      );
     }
-    for (const [what, a] of [["scales", this.scales], ["biases", this.biases]] as const) {
+    for (const [what, a] of [
+      ["scales", this.scales],
+      ["biases", this.biases],
+    ] as const) {
       if (a.length !== this.rows * this.rowGroups) {
-        throw new RangeError(`${this.dtype} weight of shape [${shape}] with group size ${this.groupSize} needs ${this.rows * this.rowGroups} ${what}, got ${a.length}`);
+        throw new RangeError(
+          `${this.dtype} weight of shape [${shape}] with group size ${this.groupSize} needs ${this.rows * this.rowGroups} ${what}, got ${a.length}`,
+        );
       }
-      if ((this.scaleDType === "f32") !== a instanceof Float32Array) throw new TypeError(`${this.scaleDType} ${what} given the wrong array type`);
+      if ((this.scaleDType === "f32") !== a instanceof Float32Array)
+        throw new TypeError(`${this.scaleDType} ${what} given the wrong array type`);
     }
   }
 
   /** Quantizes a row-major float32 [rows, cols] matrix. */
-  static quantize(params: AffineParams & { scaleDType?: DenseDType }, shape: readonly [number, number], values: Float32Array): AffineQuantWeight {
-    if (values.length !== shape[0] * shape[1]) throw new RangeError(`shape [${shape}] needs ${shape[0] * shape[1]} values, got ${values.length}`);
+  static quantize(
+    params: AffineParams & { scaleDType?: DenseDType },
+    shape: readonly [number, number],
+    values: Float32Array,
+  ): AffineQuantWeight {
+    if (values.length !== shape[0] * shape[1])
+      throw new RangeError(`shape [${shape}] needs ${shape[0] * shape[1]} values, got ${values.length}`);
     return new AffineQuantWeight(params, shape, quantizeAffine(values, params));
   }
 

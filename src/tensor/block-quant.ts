@@ -171,7 +171,8 @@ export class BlockQuantWeight implements WeightMatrix {
 
   /** Quantizes a row-major float32 [rows, cols] matrix. */
   static quantize(dtype: BlockQuantDType, shape: readonly [number, number], values: Float32Array): BlockQuantWeight {
-    if (values.length !== shape[0] * shape[1]) throw new RangeError(`shape [${shape}] needs ${shape[0] * shape[1]} values, got ${values.length}`);
+    if (values.length !== shape[0] * shape[1])
+      throw new RangeError(`shape [${shape}] needs ${shape[0] * shape[1]} values, got ${values.length}`);
     return new BlockQuantWeight(dtype, shape, quantize(dtype, values));
   }
 

@@ -448,7 +448,8 @@ export class KQuantWeight implements WeightMatrix {
     readonly data: Uint8Array,
   ) {
     [this.rows, this.cols] = shape;
-    if (this.cols % QK_K !== 0) throw new RangeError(`a ${dtype} weight needs rows of a multiple of ${QK_K} values; shape [${shape}] has ${this.cols}`);
+    if (this.cols % QK_K !== 0)
+      throw new RangeError(`a ${dtype} weight needs rows of a multiple of ${QK_K} values; shape [${shape}] has ${this.cols}`);
     this.rowBytes = kQuantByteLength(dtype, this.cols);
     if (data.byteLength !== this.rows * this.rowBytes) {
       throw new RangeError(`${dtype} weight of shape [${shape}] needs ${this.rows * this.rowBytes} bytes, got ${data.byteLength}`);
@@ -457,7 +458,8 @@ export class KQuantWeight implements WeightMatrix {
 
   /** Quantizes a row-major float32 [rows, cols] matrix. */
   static quantize(dtype: KQuantDType, shape: readonly [number, number], values: Float32Array): KQuantWeight {
-    if (values.length !== shape[0] * shape[1]) throw new RangeError(`shape [${shape}] needs ${shape[0] * shape[1]} values, got ${values.length}`);
+    if (values.length !== shape[0] * shape[1])
+      throw new RangeError(`shape [${shape}] needs ${shape[0] * shape[1]} values, got ${values.length}`);
     return new KQuantWeight(dtype, shape, quantizeK(dtype, values));
   }
 

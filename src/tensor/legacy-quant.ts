@@ -122,12 +122,18 @@ export function quantizeLegacy(dtype: LegacyQuantDType, x: Float32Array): Uint8A
  * A [rows, cols] matrix stored in `dtype` (GGUF block layout), re-encoded exactly: Q5_0 as Q8_0,
  * Q4_1 and Q5_1 as MLX affine 4- and 8-bit weights with groups of 32.
  */
-export function reencodeLegacy(dtype: LegacyQuantDType, shape: readonly [number, number], data: Uint8Array): BlockQuantWeight | AffineQuantWeight {
+export function reencodeLegacy(
+  dtype: LegacyQuantDType,
+  shape: readonly [number, number],
+  data: Uint8Array,
+): BlockQuantWeight | AffineQuantWeight {
   const [rows, cols] = shape;
   const bytes = LEGACY_BLOCK_BYTES[dtype];
   const blocks = (rows * cols) / QUANT_BLOCK_SIZE;
   if (cols % QUANT_BLOCK_SIZE !== 0 || data.byteLength !== blocks * bytes) {
-    throw new RangeError(`${dtype} weight of shape [${shape}] needs ${blocks * bytes} bytes in whole rows of blocks, got ${data.byteLength}`);
+    throw new RangeError(
+      `${dtype} weight of shape [${shape}] needs ${blocks * bytes} bytes in whole rows of blocks, got ${data.byteLength}`,
+    );
   }
   const codes = new Uint8Array(QUANT_BLOCK_SIZE);
   if (dtype === "q5_0") {
@@ -153,5 +159,10 @@ export function reencodeLegacy(dtype: LegacyQuantDType, shape: readonly [number,
     blockCodes(dtype, data, o, codes);
     all.set(codes, b * QUANT_BLOCK_SIZE);
   }
-  return new AffineQuantWeight({ bits, groupSize: QUANT_BLOCK_SIZE }, shape, { scaleDType: "f16", packed: packCodes(all, bits), scales, biases });
+  return new AffineQuantWeight({ bits, groupSize: QUANT_BLOCK_SIZE }, shape, {
+    scaleDType: "f16",
+    packed: packCodes(all, bits),
+    scales,
+    biases,
+  });
 }

@@ -31,7 +31,7 @@ function forEachPair(x: Tensor, y: Tensor, fn: (ox: number, oy: number, i: numbe
   const last = nd - 1;
   let bx = x.offset;
   let by = y.offset;
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     let ox = bx;
     let oy = by;
     for (let k = 0; k < shape[last]; k++, i++, ox += x.strides[last], oy += y.strides[last]) fn(ox, oy, i);
@@ -200,8 +200,7 @@ export const max = (a: Tensor, axis = -1, keepDims = false): Tensor =>
   });
 
 /** Index of the largest value along `axis` (the first one on ties). */
-export const argmax = (a: Tensor, axis = -1, keepDims = false): Tensor =>
-  reduce(a, axis, keepDims, (v, o, n) => argmaxOf(v, o, n));
+export const argmax = (a: Tensor, axis = -1, keepDims = false): Tensor => reduce(a, axis, keepDims, (v, o, n) => argmaxOf(v, o, n));
 
 export function argmaxOf(v: ArrayLike<number>, offset = 0, n = v.length - offset): number {
   let best = 0;

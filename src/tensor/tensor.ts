@@ -214,7 +214,7 @@ export class Tensor {
     const lastDim = this.shape[last];
     const lastStride = this.strides[last];
     let base = this.offset;
-    for (let i = 0; i < n; ) {
+    for (let i = 0; i < n;) {
       let o = base;
       for (let k = 0; k < lastDim; k++, i++, o += lastStride) fn(o, i);
       // Carry into the outer axes.

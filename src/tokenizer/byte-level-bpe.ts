@@ -47,7 +47,15 @@ interface TokenizerJson {
   pre_tokenizer?: { type?: unknown; pretokenizers?: unknown } | null;
   post_processor?: { type?: unknown } | null;
   decoder?: { type?: unknown } | null;
-  added_tokens?: { id: number; content: string; special?: boolean; lstrip?: boolean; rstrip?: boolean; single_word?: boolean; normalized?: boolean }[];
+  added_tokens?: {
+    id: number;
+    content: string;
+    special?: boolean;
+    lstrip?: boolean;
+    rstrip?: boolean;
+    single_word?: boolean;
+    normalized?: boolean;
+  }[];
   model?: {
     type?: unknown;
     vocab?: Record<string, number>;
@@ -69,8 +77,12 @@ interface TokenizerJson {
 export function byteLevelBpeTables(tokenizerJson: object, config: TokenizerConfig, bpe?: BpeTables): ByteLevelBpeTables | undefined {
   const json = tokenizerJson as TokenizerJson;
   const { model } = json;
-  const steps = json.pre_tokenizer?.type === "Sequence" && Array.isArray(json.pre_tokenizer.pretokenizers) ? (json.pre_tokenizer.pretokenizers as unknown[]) : [];
-  const byteLevel = steps.find((step) => (step as { type?: unknown }).type === "ByteLevel") as { add_prefix_space?: unknown; use_regex?: unknown } | undefined;
+  const steps =
+    json.pre_tokenizer?.type === "Sequence" && Array.isArray(json.pre_tokenizer.pretokenizers)
+      ? (json.pre_tokenizer.pretokenizers as unknown[])
+      : [];
+  const byteLevel = steps.find((step) => (step as { type?: unknown }).type === "ByteLevel") as
+    { add_prefix_space?: unknown; use_regex?: unknown } | undefined;
   const split = steps.find((step) => (step as { type?: unknown }).type === "Split") as { behavior?: unknown; invert?: unknown } | undefined;
   const preName = byteLevelPreTokenizerName(json as Record<string, unknown>);
   const plain =
@@ -220,7 +232,7 @@ export class ByteLevelBpe implements TokenizerModel {
   encode(text: string): number[] {
     const ids: number[] = [];
     let start = 0;
-    for (let i = 0; i < text.length; ) {
+    for (let i = 0; i < text.length;) {
       const added = this.addedTokenAt(text, i);
       if (added === undefined) {
         i++;
@@ -357,7 +369,7 @@ function byteLevelDecode(tokens: StringTable, id: number, out: Uint8Array, at: n
   const { data } = tokens;
   const end = tokens.ends[id];
   let o = at;
-  for (let i = tokens.start(id); i < end; ) {
+  for (let i = tokens.start(id); i < end;) {
     const lead = data[i];
     const units = lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
     const code = units === 1 ? lead : units === 2 ? ((lead & 0x1f) << 6) | (data[i + 1] & 0x3f) : -1;

@@ -63,7 +63,9 @@ export function ggufTokenizer(header: GgufHeader): Tokenizer {
     }
     return Tokenizer.fromJson(sentencePieceTokenizer(stored), stored.config(true));
   } catch (err) {
-    throw new CheckpointError(`${header.path}: the tokenizer in its metadata could not be built: ${(err as Error).message}`, { cause: err });
+    throw new CheckpointError(`${header.path}: the tokenizer in its metadata could not be built: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -140,11 +142,16 @@ function preTokenizer(stored: StoredTokenizer): PreTokenizer {
   const name = metadataString(stored.header, "tokenizer.ggml.pre") ?? "(none)";
   return Object.hasOwn(PRE_TOKENIZERS, name)
     ? PRE_TOKENIZERS[name]
-    : stored.fail(`has tokenizer.ggml.pre ${JSON.stringify(name)}, which is not supported; supported values are ${Object.keys(PRE_TOKENIZERS).join(", ")}`);
+    : stored.fail(
+        `has tokenizer.ggml.pre ${JSON.stringify(name)}, which is not supported; supported values are ${Object.keys(PRE_TOKENIZERS).join(", ")}`,
+      );
 }
 
 function storedMerges(stored: StoredTokenizer): StringTable {
-  return metadataStrings(stored.header, "tokenizer.ggml.merges") ?? stored.fail("has a gpt2 tokenizer without tokenizer.ggml.merges; the file is incomplete");
+  return (
+    metadataStrings(stored.header, "tokenizer.ggml.merges") ??
+    stored.fail("has a gpt2 tokenizer without tokenizer.ggml.merges; the file is incomplete")
+  );
 }
 
 /** Control, user-defined and unknown tokens are added tokens (matched whole in the text). */
@@ -184,7 +191,11 @@ interface AddedTokenJson {
  * - special token ids come from tokenizer_config.json, else from `fallbackIds` (Qwen names its
  *   BOS only in config.json).
  */
-export function ggufTokenizerMetadata(files: HfTokenizerFiles, vocabSize: number, fallbackIds: FallbackTokenIds = {}): [string, GgufEntry][] {
+export function ggufTokenizerMetadata(
+  files: HfTokenizerFiles,
+  vocabSize: number,
+  fallbackIds: FallbackTokenIds = {},
+): [string, GgufEntry][] {
   const fail = (problem: string): never => {
     throw new Error(`cannot write the tokenizer as GGUF metadata: ${problem}`);
   };
@@ -197,7 +208,8 @@ export function ggufTokenizerMetadata(files: HfTokenizerFiles, vocabSize: number
 
   const byId = new Map<number, { token: string; type: number }>();
   const place = (token: string, id: number, type: number): void => {
-    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) fail(`token ${JSON.stringify(token)} has id ${id}, outside the model's ${vocabSize} embedding rows`);
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize))
+      fail(`token ${JSON.stringify(token)} has id ${id}, outside the model's ${vocabSize} embedding rows`);
     byId.set(id, { token, type });
   };
   for (const [token, id] of Object.entries(model.vocab)) place(token, id, GGUF_TOKEN_TYPE.NORMAL);
@@ -243,9 +255,11 @@ export function ggufTokenizerMetadata(files: HfTokenizerFiles, vocabSize: number
     if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) fail(`${key} ${id} is outside the model's ${vocabSize} tokens`);
     metadata.push([`tokenizer.ggml.${key}`, { type: "uint32", value: id }]);
   }
-  if (typeof config.add_bos_token === "boolean") metadata.push(["tokenizer.ggml.add_bos_token", { type: "bool", value: config.add_bos_token }]);
+  if (typeof config.add_bos_token === "boolean")
+    metadata.push(["tokenizer.ggml.add_bos_token", { type: "bool", value: config.add_bos_token }]);
   // A list of named templates is stored as the default one plus tokenizer.chat_template.<name>.
-  const templates = typeof config.chat_template === "string" ? [{ name: "default", template: config.chat_template }] : (config.chat_template ?? []);
+  const templates =
+    typeof config.chat_template === "string" ? [{ name: "default", template: config.chat_template }] : (config.chat_template ?? []);
   for (const { name, template } of templates) {
     const key = name === "default" ? "tokenizer.chat_template" : `tokenizer.chat_template.${name}`;
     metadata.push([key, { type: "string", value: template }]);
@@ -297,7 +311,9 @@ function byteLevelTokenizer(stored: StoredTokenizer, pre: PreTokenizer): Record<
       return space > 0 ? [merge.slice(0, space), merge.slice(space + 1)] : stored.fail(`has a malformed merge ${JSON.stringify(merge)}`);
     });
   // llama.cpp pads the vocabulary to the embedding size with unused tokens that Hugging Face lacks.
-  const vocab = Object.fromEntries(stored.tokens.toArray().flatMap((t, id) => (stored.types[id] === GGUF_TOKEN_TYPE.UNUSED ? [] : [[t, id]])));
+  const vocab = Object.fromEntries(
+    stored.tokens.toArray().flatMap((t, id) => (stored.types[id] === GGUF_TOKEN_TYPE.UNUSED ? [] : [[t, id]])),
+  );
   const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
   return {
     version: "1.0",
@@ -329,7 +345,8 @@ function byteLevelTokenizer(stored: StoredTokenizer, pre: PreTokenizer): Record<
 function sentencePieceTokenizer(stored: StoredTokenizer): Record<string, unknown> {
   const tokens = stored.tokens.toArray();
   const scores = metadataNumbers(stored.header, "tokenizer.ggml.scores") ?? tokens.map(() => 0);
-  if (scores.length !== tokens.length) stored.fail(`has ${scores.length} tokenizer.ggml.scores for ${tokens.length} tokens; the file is corrupt`);
+  if (scores.length !== tokens.length)
+    stored.fail(`has ${scores.length} tokenizer.ggml.scores for ${tokens.length} tokens; the file is corrupt`);
   const addSpacePrefix = metadataBool(stored.header, "tokenizer.ggml.add_space_prefix") ?? true;
   const spaceToMeta = { type: "Replace", pattern: { String: " " }, content: "▁" };
   const decoders: object[] = [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }];

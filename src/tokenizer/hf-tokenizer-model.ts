@@ -9,7 +9,8 @@ type HfTokenizer = HfTokenizers.Tokenizer;
  * (byte-level-bpe.ts runs theirs), and its code would otherwise take room in every process.
  */
 let library: typeof HfTokenizers | undefined;
-const hfTokenizers = (): typeof HfTokenizers => (library ??= createRequire(import.meta.url)("@huggingface/tokenizers") as typeof HfTokenizers);
+const hfTokenizers = (): typeof HfTokenizers =>
+  (library ??= createRequire(import.meta.url)("@huggingface/tokenizers") as typeof HfTokenizers);
 
 /** Any tokenizer.json, through @huggingface/tokenizers. */
 export class HfTokenizerModel implements TokenizerModel {
@@ -20,7 +21,10 @@ export class HfTokenizerModel implements TokenizerModel {
   constructor(tokenizerJson: object, config: TokenizerConfig) {
     // The library cleans up spaces (" ." becomes ".") unless the config says not to; llama.cpp and
     // the Rust tokenizers never do, and that rewrite would make streamed text differ from a decode.
-    this.hf = new (hfTokenizers().Tokenizer)(tokenizerJson, { ...config, clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false });
+    this.hf = new (hfTokenizers().Tokenizer)(tokenizerJson, {
+      ...config,
+      clean_up_tokenization_spaces: config.clean_up_tokenization_spaces ?? false,
+    });
     let maxId = -1;
     for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;

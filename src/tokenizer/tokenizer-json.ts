@@ -87,7 +87,8 @@ export function bpeTablesOf(model: { vocab?: unknown; merges?: unknown }): BpeTa
   if (typeof vocab !== "object" || vocab === null || Array.isArray(vocab) || !Array.isArray(merges)) return undefined;
   const entries = Object.entries(vocab as Record<string, unknown>);
   if (!entries.every(([, id]) => Number.isInteger(id) && (id as number) >= 0 && (id as number) < MAX_TOKEN_ID)) return undefined;
-  if (!merges.every((m) => typeof m === "string" || (Array.isArray(m) && m.length === 2 && m.every((s) => typeof s === "string")))) return undefined;
+  if (!merges.every((m) => typeof m === "string" || (Array.isArray(m) && m.length === 2 && m.every((s) => typeof s === "string"))))
+    return undefined;
   return {
     vocab: { texts: StringTable.of(entries.map(([text]) => text)), ids: Int32Array.from(entries, ([, id]) => id as number) },
     merges: StringTable.of((merges as (string | string[])[]).map((m) => (Array.isArray(m) ? m.join(" ") : m))),
@@ -228,7 +229,8 @@ class Scanner {
     let n = 0;
     while (this.bytes[this.pos] >= 0x30 && this.bytes[this.pos] <= 0x39 && n < MAX_TOKEN_ID) n = n * 10 + this.bytes[this.pos++] - 0x30;
     const digits = this.pos - start;
-    if (digits === 0 || n >= MAX_TOKEN_ID || (digits > 1 && this.bytes[start] === 0x30) || !isDelimiter(this.bytes[this.pos] ?? SPACE)) throw new NotReadable();
+    if (digits === 0 || n >= MAX_TOKEN_ID || (digits > 1 && this.bytes[start] === 0x30) || !isDelimiter(this.bytes[this.pos] ?? SPACE))
+      throw new NotReadable();
     return n;
   }
 

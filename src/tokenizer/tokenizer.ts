@@ -76,7 +76,10 @@ export class Tokenizer {
   static fromDir(dir: string): Tokenizer {
     const tokenizerPath = join(dir, "tokenizer.json");
     const file = splitTokenizerJson(readFile(tokenizerPath), (text) => parseJsonObject(tokenizerPath, text));
-    const config = parseJsonObject(join(dir, "tokenizer_config.json"), readFile(join(dir, "tokenizer_config.json")).toString("utf8")) as TokenizerConfig;
+    const config = parseJsonObject(
+      join(dir, "tokenizer_config.json"),
+      readFile(join(dir, "tokenizer_config.json")).toString("utf8"),
+    ) as TokenizerConfig;
     try {
       return Tokenizer.fromFile(file, config);
     } catch (err) {
@@ -100,7 +103,10 @@ export class Tokenizer {
    */
   private static fromFile(file: TokenizerJsonFile, config: TokenizerConfig): Tokenizer {
     const tables = byteLevelBpeTables(file.json, config, file.bpe);
-    return new Tokenizer(tables ? new ByteLevelBpe(tables) : new HfTokenizerModel(file.bpe ? file.parseWhole() : file.json, config), config);
+    return new Tokenizer(
+      tables ? new ByteLevelBpe(tables) : new HfTokenizerModel(file.bpe ? file.parseWhole() : file.json, config),
+      config,
+    );
   }
 
   constructor(model: TokenizerModel, config: TokenizerConfig) {

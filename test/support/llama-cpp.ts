@@ -23,7 +23,9 @@ export async function loadLlamaCpp(t: TestContext): Promise<Llama | undefined> {
 export async function nextLogProbs(model: LlamaModel, ids: readonly number[], vocabSize: number): Promise<Float64Array> {
   const context = await model.createContext({ contextSize: Math.max(128, ids.length + 1) });
   try {
-    const input: ControlledEvaluateInputItem[] = ids.map((id, i) => (i < ids.length - 1 ? (id as Token) : [id as Token, { generateNext: { probabilities: true } }]));
+    const input: ControlledEvaluateInputItem[] = ids.map((id, i) =>
+      i < ids.length - 1 ? (id as Token) : [id as Token, { generateNext: { probabilities: true } }],
+    );
     const output = await context.getSequence().controlledEvaluate(input);
     const probabilities = output[ids.length - 1]?.next.probabilities as Map<number, number>;
     assert.equal(probabilities.size, vocabSize, "llama.cpp reports every token's probability");
