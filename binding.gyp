@@ -10,9 +10,14 @@
       "target_name": "tiny_llm_native",
       "sources": [
         "native/src/addon.cc",
+        "native/src/context.cc",
         "native/src/cpu_features.cc",
+        "native/src/flash_attention.cc",
         "native/src/kernels_scalar.cc",
-        "native/src/ops.cc",
+        "native/src/matmul.cc",
+        "native/src/memory.cc",
+        "native/src/norm_rope.cc",
+        "native/src/paged_attention.cc",
         "native/src/thread_pool.cc"
       ],
       "conditions": [

@@ -1,18 +1,25 @@
 /**
  * Every native kernel against the week-1 TypeScript op on random inputs, for each instruction
- * set this CPU offers (AMX, AVX-512, AVX2, portable scalar), including awkward shapes.
+ * set this CPU offers (AMX, AVX-512, AVX2, portable scalar), including awkward shapes. The
+ * contexts here are not batch-invariant, so prompts-sized M reach the batched kernels (AMX tiles,
+ * VNNI strips) as well as the one-row ones; native-batch-invariance.test.ts covers the other mode.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { NativeWeightType, nativeKernels, nativeUnavailableReason, type NativeKernels } from "../src/kernels/native.js";
-import { causalMask, scaledDotProductAttention } from "../src/layers/attention.js";
+import {
+  NativeWeightType,
+  nativeKernels,
+  nativeUnavailableReason,
+  type NativeAddon,
+  type NativeContext,
+  type NativeWeight,
+} from "../src/kernels/native.js";
 import { Linear } from "../src/layers/linear.js";
 import { RMSNorm } from "../src/layers/rms-norm.js";
 import { RoPE } from "../src/layers/rope.js";
 import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { mul, silu } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
-import { availableIsas } from "../src/models/backend.js";
 import { toNativeWeight } from "../src/models/native-transformer.js";
 import { AffineQuantWeight } from "../src/tensor/affine-quant.js";
 import { BlockQuantWeight } from "../src/tensor/block-quant.js";
@@ -22,7 +29,10 @@ import { assertClose, randomTensor } from "./support/numeric.js";
 
 const native = nativeKernels();
 const skip = native ? false : `native kernels unavailable: ${nativeUnavailableReason()}`;
-const isas = native ? availableIsas(native) : [];
+const isas = native ? native.availableIsas() : [];
+/** A context on one ISA with the batched prompt kernels allowed. */
+const contextFor = (isa: string, threads = 0): NativeContext =>
+  (native as NativeAddon).createContext({ isa, threads, batchInvariant: false });
 
 /** Relative tolerance for f32 kernels: they sum in a different order than the float64 reference. */
 const F32_TOL = 1e-5;
@@ -94,7 +104,7 @@ function assertWithinSplitBf16Bound(out: Float32Array, expected: Float32Array, x
   assertPerOutput(out, expected, x, w, what, bound, 1e-6);
 }
 
-function denseWeight(dtype: "f32" | "bf16" | "f16", t: Tensor): { ref: DenseWeight; native: Parameters<NativeKernels["matmul"]>[3] } {
+function denseWeight(dtype: "f32" | "bf16" | "f16", t: Tensor): { ref: DenseWeight; native: NativeWeight } {
   const values = t.toFloat32Array();
   const data = dtype === "f32" ? values : Uint16Array.from(values, dtype === "bf16" ? numberToBf16 : numberToF16);
   const ref = new DenseWeight(dtype, [t.shape[0], t.shape[1]], data);
@@ -103,8 +113,9 @@ function denseWeight(dtype: "f32" | "bf16" | "f16", t: Tensor): { ref: DenseWeig
 
 for (const isa of isas) {
   describe(`native kernels (${isa})`, { skip }, () => {
-    const k = native as NativeKernels;
-    const useIsa = (): void => assert.ok(k.setIsa(isa));
+    const k = native ? contextFor(isa) : (undefined as unknown as NativeContext);
+    const addon = native as NativeAddon;
+    const useIsa = (): void => assert.equal(k.info().isa, isa);
 
     for (const dtype of ["f32", "bf16", "f16"] as const) {
       test(`matmul with ${dtype} weights equals Linear, for awkward shapes`, () => {
@@ -154,7 +165,7 @@ for (const isa of isas) {
           const values = randomTensor([N, K], M * 100 + K).toFloat32Array();
           const ref = BlockQuantWeight.quantize(dtype, [N, K], values);
           const w = BlockQuantWeight.quantize(dtype, [N, K], values);
-          w.useRowLayout((d, data, rows, cols) => k.regroupRows(NativeWeightType[d], data, rows, cols));
+          w.useRowLayout((d, data, rows, cols) => addon.regroupRows(NativeWeightType[d], data, rows, cols));
           const x = randomTensor([M, K], K + 1, 3);
           const bias = randomTensor([N], 3);
           const expected = new Linear(ref, bias).forward(x).toFloat32Array();
@@ -184,7 +195,7 @@ for (const isa of isas) {
           const bias = randomTensor([N], 5);
           const expected = new Linear(w, bias).forward(x).toFloat32Array();
           const out = new Float32Array(M * N);
-          k.matmul(out, x.toFloat32Array(), M, toNativeWeight(w, k), bias.toFloat32Array());
+          k.matmul(out, x.toFloat32Array(), M, toNativeWeight(w, addon), bias.toFloat32Array());
           assertWithinQuantBound(out, expected, x, w, `${dtype} M=${M} K=${K} N=${N}`, 256);
         }
       });
@@ -209,7 +220,7 @@ for (const isa of isas) {
         const x = randomTensor([M, K], K + 7, 3);
         const expected = new Linear(w).forward(x).toFloat32Array();
         const out = new Float32Array(M * N);
-        k.matmul(out, x.toFloat32Array(), M, toNativeWeight(w, k), null);
+        k.matmul(out, x.toFloat32Array(), M, toNativeWeight(w, addon), null);
         const xs = x.toFloat32Array();
         const wf = weightToTensor(w).toFloat32Array();
         const what = `affine${bits} g${groupSize} ${scaleDType} M=${M} K=${K} N=${N}`;
@@ -239,7 +250,7 @@ for (const isa of isas) {
       const K = 128;
       const quantized = (dtype: "q8_0" | "q4_0", N: number, seed: number) => {
         const w = BlockQuantWeight.quantize(dtype, [N, K], randomTensor([N, K], seed).toFloat32Array());
-        w.useRowLayout((d, data, rows, cols) => k.regroupRows(NativeWeightType[d], data, rows, cols));
+        w.useRowLayout((d, data, rows, cols) => addon.regroupRows(NativeWeightType[d], data, rows, cols));
         return { type: NativeWeightType[dtype], data: w.data, rows: N, cols: K };
       };
       const weights = [
@@ -273,41 +284,6 @@ for (const isa of isas) {
       assert.throws(() => k.matmulMany(new Float32Array(K), 1, [], [], []), /1 to 4 weights/);
     });
 
-    test("attention equals scaledDotProductAttention: decode and prefill, GQA ratios 1, 2 and 7", () => {
-      useIsa();
-      for (const [L, S, Hkv, G, D] of [
-        [1, 1, 2, 1, 8],
-        [1, 300, 2, 7, 64],
-        [5, 5, 1, 2, 16],
-        [20, 33, 2, 7, 24],
-        [17, 17, 3, 1, 64],
-        [3, 200, 2, 2, 128],
-      ]) {
-        const H = Hkv * G;
-        const capacity = S + 5;
-        const q = randomTensor([L, H, D], L + S);
-        const keys = randomTensor([Hkv, S, D], 2 * S);
-        const values = randomTensor([Hkv, S, D], 3 * S);
-        const scale = 1 / Math.sqrt(D);
-        const expected = scaledDotProductAttention(q.transpose(0, 1).expandDims(0), keys.expandDims(0), values.expandDims(0), {
-          scale,
-          mask: causalMask(L, S),
-        })
-          .reshape([H, L, D])
-          .transpose(0, 1)
-          .toFloat32Array();
-        // The cache has room for more positions than are filled: pad each head to capacity.
-        const pad = (t: Tensor): Float32Array => {
-          const out = new Float32Array(Hkv * capacity * D).fill(NaN);
-          for (let h = 0; h < Hkv; h++) out.set(t.slice(0, h, h + 1).toFloat32Array(), h * capacity * D);
-          return out;
-        };
-        const out = new Float32Array(L * H * D);
-        k.attention(out, q.toFloat32Array(), pad(keys), pad(values), L, S, H, Hkv, D, capacity, scale);
-        relClose(out, expected, 1e-5, `L=${L} S=${S} Hkv=${Hkv} G=${G} D=${D}`);
-      }
-    });
-
     test("rmsNorm and rope (both layouts) equal the TypeScript layers", () => {
       useIsa();
       const n = 37;
@@ -321,10 +297,31 @@ for (const isa of isas) {
         const [L, heads, D] = [4, 3, 10];
         const r = randomTensor([L, heads, D], 3);
         const data = r.toFloat32Array().slice();
-        k.rope(data, L, heads, D, 17, 10000, traditional);
+        k.rope(
+          data,
+          L,
+          heads,
+          D,
+          Int32Array.from({ length: L }, (_, l) => 17 + l),
+          10000,
+          traditional,
+        );
         const expected = new RoPE(D, 10000, traditional).forward(r.transpose(0, 1), 17).transpose(0, 1).toFloat32Array();
         relClose(data, expected, 1e-5, `rope traditional=${traditional}`);
       }
+      // Each row at a position of its own, in any order, including positions past the cached table.
+      const positions = Int32Array.from([5, 0, 300_000, 42, 5, 131_072]);
+      const [heads, D] = [2, 16];
+      const r = randomTensor([positions.length, heads, D], 9);
+      const data = r.toFloat32Array().slice();
+      k.rope(data, positions.length, heads, D, positions, 1e6, false);
+      positions.forEach((pos, t) => {
+        const row = r.slice(0, t, t + 1).transpose(0, 1); // [heads, 1, D]
+        const expected = new RoPE(D, 1e6, false).forward(row, pos).toFloat32Array();
+        relClose(data.subarray(t * heads * D, (t + 1) * heads * D), expected, 1e-5, `rope row ${t} at position ${pos}`);
+      });
+      assert.throws(() => k.rope(data, 1, heads, D, Int32Array.of(-1), 1e6, false), /negative/);
+      assert.throws(() => k.rope(data, 2, heads, D, Int32Array.of(1), 1e6, false), /positions is too small/);
     });
 
     test("swiglu equals silu(x·gateᵀ) ⊙ x·upᵀ from matmul, for every weight type and for mixed types", () => {
@@ -332,24 +329,24 @@ for (const isa of isas) {
       const K = 512;
       const blockQuant = (dtype: "q8_0" | "q4_0", N: number, seed: number) => {
         const w = BlockQuantWeight.quantize(dtype, [N, K], randomTensor([N, K], seed).toFloat32Array());
-        return toNativeWeight(w, k);
+        return toNativeWeight(w, addon);
       };
       const makers: Record<string, (N: number, seed: number) => ReturnType<typeof toNativeWeight>> = {
         f32: (N, seed) => denseWeight("f32", randomTensor([N, K], seed)).native,
         bf16: (N, seed) => denseWeight("bf16", randomTensor([N, K], seed)).native,
         q8_0: (N, seed) => blockQuant("q8_0", N, seed),
         q4_0: (N, seed) => blockQuant("q4_0", N, seed),
-        q4_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q4_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
-        q6_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q6_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), k),
+        q4_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q4_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), addon),
+        q6_k: (N, seed) => toNativeWeight(KQuantWeight.quantize("q6_k", [N, K], randomTensor([N, K], seed).toFloat32Array()), addon),
         affine4: (N, seed) =>
           toNativeWeight(
             AffineQuantWeight.quantize({ bits: 4, groupSize: 64, scaleDType: "f16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()),
-            k,
+            addon,
           ),
         affine8: (N, seed) =>
           toNativeWeight(
             AffineQuantWeight.quantize({ bits: 8, groupSize: 32, scaleDType: "bf16" }, [N, K], randomTensor([N, K], seed).toFloat32Array()),
-            k,
+            addon,
           ),
       };
       const pairs = [...Object.keys(makers).map((t) => [t, t]), ["q4_0", "q8_0"], ["q4_k", "q6_k"], ["bf16", "q4_0"]];
@@ -385,7 +382,7 @@ for (const isa of isas) {
 }
 
 test("releaseScratch leaves buffers that read as zeros and take writes again", { skip }, () => {
-  const k = native as NativeKernels;
+  const k = contextFor("auto");
   // Pages wholly inside each buffer go back; a buffer smaller than a page keeps its contents.
   const big = new Float32Array(300_000).fill(3);
   const small = new Float32Array(100).fill(5);
@@ -400,7 +397,7 @@ test("releaseScratch leaves buffers that read as zeros and take writes again", {
 });
 
 test("native kernels reject arrays too small for the shapes given", { skip }, () => {
-  const k = native as NativeKernels;
+  const k = contextFor("auto");
   const w = { type: NativeWeightType.f32, data: new Float32Array(12), rows: 3, cols: 4 };
   assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(3), 1, w, null), /x is too small/);
   assert.throws(() => k.matmul(new Float32Array(3), new Float32Array(4), 1, { ...w, rows: 4 }, null), /too small/);
@@ -412,7 +409,7 @@ test("native kernels reject arrays too small for the shapes given", { skip }, ()
 test("jobs of different sizes in quick succession each run every chunk exactly once", { skip }, () => {
   // A worker finishing one job must not claim chunks of the next, which is larger: mixing small
   // and large weights (and, with AMX, the two jobs of each batched matmul) checks the hand-over.
-  const k = native as NativeKernels;
+  const k = contextFor("auto");
   const small = denseWeight("bf16", randomTensor([8, 64], 1));
   const large = denseWeight("bf16", randomTensor([600, 64], 2));
   const x = randomTensor([16, 64], 3).toFloat32Array();
@@ -429,17 +426,16 @@ test("jobs of different sizes in quick succession each run every chunk exactly o
   }
 });
 
-test("the thread count can be changed and results do not depend on it", { skip }, () => {
-  const k = native as NativeKernels;
+test("results do not depend on the thread count", { skip }, () => {
   const w = denseWeight("f32", randomTensor([300, 64], 1));
   const x = randomTensor([2, 64], 2).toFloat32Array();
   const run = (threads: number): Float32Array => {
-    assert.equal(k.setThreads(threads), threads);
+    const k = contextFor("auto", threads);
+    assert.equal(k.info().threads, threads);
     const out = new Float32Array(600);
     k.matmul(out, x, 2, w.native, null);
     return out;
   };
   const one = run(1);
   assert.deepEqual(run(3), one);
-  k.setThreads(0);
 });

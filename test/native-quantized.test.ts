@@ -13,7 +13,7 @@ import { generate } from "../src/generation/generate.js";
 import { Sampler } from "../src/generation/sampler.js";
 import { nativeKernels } from "../src/kernels/native.js";
 import { loadModel } from "../src/loaders/model-loader.js";
-import { availableIsas, selectBackend } from "../src/models/backend.js";
+import { selectBackend } from "../src/models/backend.js";
 import { sharedPath } from "./support/shared.js";
 import { relativeRms } from "./support/numeric.js";
 
@@ -23,17 +23,17 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 const stories = sharedPath("models", "stories260k-qwen2");
 const skip = stories.skip || (nativeKernels() ? false : "native kernels unavailable");
 
-const kernels = nativeKernels();
-const isas = kernels ? availableIsas(kernels) : [];
+const isas = nativeKernels()?.availableIsas() ?? [];
 
 for (const bits of [8, 4])
   for (const isa of isas) {
     test(`MLX ${bits}-bit (${isa}): native logits follow the TypeScript reference step by step`, { skip }, () => {
       const dir = join(tmp, `q${bits}`);
       if (isa === isas[0]) quantizeCheckpoint(stories.path, dir, { bits, groupSize: 32 });
-      assert.ok(kernels?.setIsa(isa));
       const ts = selectBackend(loadModel(dir), { backend: "ts" }).model;
-      const native = selectBackend(loadModel(dir), { backend: "native" }).model;
+      const backend = selectBackend(loadModel(dir), { backend: "native", isa });
+      assert.equal(backend.context?.info().isa, isa);
+      const native = backend.model;
       // Teacher-force both with the reference's greedy tokens and compare every step's logits.
       const ids = [...generate(ts, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens: 40 })].map((t) => t.id);
       const a = ts.newSequence();
@@ -43,7 +43,6 @@ for (const bits of [8, 4])
         const ref = a.forward([input]).slice();
         worst = Math.max(worst, relativeRms(b.forward([input]), ref));
       }
-      kernels?.setIsa("auto");
       // The scalar kernels keep activations in f32: only summation order differs. The SIMD kernels
       // round activations to int8 per block of 32 (as llama.cpp does), which on this 64-wide model
       // moves logits by 5-12 % RMS at some steps, and by a different amount whenever any rounding
@@ -52,9 +51,7 @@ for (const bits of [8, 4])
       assert.ok(worst < tolerance, `largest relative RMS logit difference ${worst} (tolerance ${tolerance})`);
       // With f32 activations the 8-bit model's greedy story is the reference's, token for token.
       if (bits === 8 && isa === "scalar") {
-        assert.ok(kernels?.setIsa(isa));
         const nativeIds = [...generate(native, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens: 40 })].map((t) => t.id);
-        kernels?.setIsa("auto");
         assert.deepEqual(nativeIds, ids);
       }
     });

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace tl {
 
@@ -26,6 +27,17 @@ enum WeightType : int {
 // a 4-bit row's byte k holds element 2k (low nibble) and 2k + 1 (high nibble); per group of
 // group_size columns w = scale * q + bias, scales and biases stored as f32, f16 or bf16.
 enum ScaleType : int { S_F32 = 0, S_F16 = 1, S_BF16 = 2 };
+
+// The names the TypeScript side knows these by (src/kernels/native.ts checks its own lists
+// against these when it loads the addon).
+struct TypeName {
+  const char* name;
+  int id;
+};
+constexpr TypeName kWeightTypeNames[] = {{"f32", W_F32},   {"f16", W_F16},         {"bf16", W_BF16},       {"q8_0", W_Q8_0},
+                                         {"q4_0", W_Q4_0}, {"affine4", W_AFFINE4}, {"affine8", W_AFFINE8}, {"q4_k", W_Q4_K},
+                                         {"q6_k", W_Q6_K}, {"q5_k", W_Q5_K}};
+constexpr TypeName kScaleTypeNames[] = {{"f32", S_F32}, {"f16", S_F16}, {"bf16", S_BF16}};
 
 inline bool is_affine(int type) { return type == W_AFFINE4 || type == W_AFFINE8; }
 inline bool is_kquant(int type) { return type == W_Q4_K || type == W_Q5_K || type == W_Q6_K; }
@@ -122,8 +134,12 @@ struct IsaKernels {
   float (*softmax_tile)(float* s, int64_t n, float scale, float running_max, float* sum);
   // y = y · c + Σ_j p[j] · values[j] over the n rows of values (D floats each).
   void (*accumulate)(float* y, float c, const float* values, const float* p, int64_t n, int64_t D);
-  // out = silu(gate) * up over n elements
+  // out = silu(gate) * up over n elements, each computed the same way wherever it falls in the
+  // n (no separate path for a tail), so that how a caller cuts a row into pieces cannot change it.
   void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n);
+  // n f16 or bf16 values (raw bits) widened to f32, exactly: K/V cache tiles for attention.
+  void (*widen_f16)(const uint16_t* src, float* dst, int64_t n);
+  void (*widen_bf16)(const uint16_t* src, float* dst, int64_t n);
 };
 
 const IsaKernels& scalar_kernels();
@@ -161,5 +177,11 @@ void matmul_strip(const MatmulTask& t, int64_t n0);
 void decode_row(const Weight& w, int64_t n, float* out);
 
 float f16_to_f32(uint16_t h);
+inline float bf16_to_f32(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
 
 }  // namespace tl

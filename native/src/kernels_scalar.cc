@@ -87,17 +87,6 @@ void regroup_rows(int type, uint8_t* data, int64_t rows, int64_t cols) {
   delete[] tmp;
 }
 
-namespace {
-
-float bf16_to_f32(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
-
-}  // namespace
-
 void decode_row(const Weight& w, int64_t n, float* out) {
   const uint8_t* row = w.data + n * weight_row_bytes(w.type, w.cols);
   const int64_t K = w.cols;
@@ -248,10 +237,18 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void widen_f16(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
+}
+
+void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+}
+
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scores, softmax_tile, accumulate, silu_mul};
+  static const IsaKernels k{"scalar", matmul_rows, nullptr, dot, scores, softmax_tile, accumulate, silu_mul, widen_f16, widen_bf16};
   return k;
 }
 

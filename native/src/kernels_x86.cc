@@ -982,19 +982,39 @@ inline V vexp(V x) {
 #endif
 }
 
-void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
-  const V one = vset1(1.0f);
-  int64_t i = 0;
-  for (; i + VW <= n; i += VW) {
-    const V g = vload(gate + i);
-    const V e = vexp(vsub(vzero(), g));
+inline V silu_mul_vector(V g, V u) {
+  const V e = vexp(vsub(vzero(), g));
 #if defined(__AVX512F__)
-    vstore(out + i, vmul(_mm512_div_ps(g, vadd(one, e)), vload(up + i)));
+  return vmul(_mm512_div_ps(g, vadd(vset1(1.0f), e)), u);
 #else
-    vstore(out + i, vmul(_mm256_div_ps(g, vadd(one, e)), vload(up + i)));
+  return vmul(_mm256_div_ps(g, vadd(vset1(1.0f), e)), u);
 #endif
+}
+
+void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
+  for (; i + VW <= n; i += VW) vstore(out + i, silu_mul_vector(vload(gate + i), vload(up + i)));
+  if (i < n) {
+    // The tail through the same vector code, so an element's value does not depend on where
+    // the caller's piece of the row ends.
+    alignas(64) float g[VW] = {}, u[VW] = {}, o[VW];
+    std::memcpy(g, gate + i, (n - i) * sizeof(float));
+    std::memcpy(u, up + i, (n - i) * sizeof(float));
+    vstore(o, silu_mul_vector(vload(g), vload(u)));
+    std::memcpy(out + i, o, (n - i) * sizeof(float));
   }
-  for (; i < n; i++) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void widen_f16(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + VW <= n; i += VW) vstore(dst + i, vload_f16(src + i));
+  for (; i < n; i++) dst[i] = f16(src[i]);
+}
+
+void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + VW <= n; i += VW) vstore(dst + i, vload_bf16(src + i));
+  for (; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }
 
 // One tile of the online softmax: s *= scale; m = max(running_max, max s); s = e^(s − m); *sum = Σ s.
@@ -1123,14 +1143,15 @@ void accumulate(float* y, float c, const float* values, const float* p, int64_t 
 
 #if defined(__AVX512F__)
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{"avx512",       avx512::matmul_rows,  avx512::quantize_x, avx512::dot,
-                            avx512::scores, avx512::softmax_tile, avx512::accumulate, avx512::silu_mul};
+  static const IsaKernels k{"avx512",          avx512::matmul_rows,  avx512::quantize_x, avx512::dot,
+                            avx512::scores,    avx512::softmax_tile, avx512::accumulate, avx512::silu_mul,
+                            avx512::widen_f16, avx512::widen_bf16};
   return k;
 }
 #else
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{"avx2",       avx2::matmul_rows,  avx2::quantize_x, avx2::dot,
-                            avx2::scores, avx2::softmax_tile, avx2::accumulate, avx2::silu_mul};
+  static const IsaKernels k{"avx2",           avx2::matmul_rows, avx2::quantize_x, avx2::dot,       avx2::scores, avx2::softmax_tile,
+                            avx2::accumulate, avx2::silu_mul,    avx2::widen_f16,  avx2::widen_bf16};
   return k;
 }
 #endif

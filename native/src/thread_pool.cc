@@ -19,7 +19,7 @@ constexpr uint64_t kChunkMask = 0xffffffffu;
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; i++) workers_.emplace_back([this] { worker_loop(); });
+  for (int i = 1; i < threads; i++) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -34,7 +34,7 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::run(int64_t chunks, ChunkFn fn, void* ctx) {
   if (chunks <= 0) return;
   if (workers_.empty() || chunks == 1) {
-    for (int64_t i = 0; i < chunks; i++) fn(ctx, i);
+    for (int64_t i = 0; i < chunks; i++) fn(ctx, i, 0);
     return;
   }
   // Close the previous job before touching its fields: a worker that still holds its generation
@@ -50,7 +50,7 @@ void ThreadPool::run(int64_t chunks, ChunkFn fn, void* ctx) {
     { std::lock_guard<std::mutex> lock(mu_); }
     cv_.notify_all();
   }
-  work(gen);
+  work(gen, 0);
   int spins = 0;
   while (done_.load(std::memory_order_acquire) < chunks) {
     if (++spins > 1000)
@@ -60,21 +60,21 @@ void ThreadPool::run(int64_t chunks, ChunkFn fn, void* ctx) {
   }
 }
 
-void ThreadPool::work(uint64_t gen) {
+void ThreadPool::work(uint64_t gen, int worker) {
   uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
     if ((s >> 32) != gen) return;
     const int64_t chunk = static_cast<int64_t>(s & kChunkMask);
     if (chunk >= chunks_.load(std::memory_order_relaxed)) return;
     if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
-      fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), chunk);
+      fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), chunk, worker);
       done_.fetch_add(1, std::memory_order_release);
       s = state_.load(std::memory_order_acquire);
     }
   }
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int worker) {
   uint64_t seen = 0;
   for (;;) {
     auto start = std::chrono::steady_clock::now();
@@ -93,7 +93,7 @@ void ThreadPool::worker_loop() {
       TL_PAUSE();
     }
     seen = gen;
-    work(gen);
+    work(gen, worker);
   }
 }
 

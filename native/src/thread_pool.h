@@ -11,13 +11,16 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace tl {
 
 class ThreadPool {
  public:
-  using ChunkFn = void (*)(void* ctx, int64_t chunk);
+  // `worker` is 0 for the calling thread and 1 .. threads() - 1 for the pool's own, so that a
+  // job can give each thread a scratch buffer of its own.
+  using ChunkFn = void (*)(void* ctx, int64_t chunk, int worker);
 
   explicit ThreadPool(int threads);
   ~ThreadPool();
@@ -26,19 +29,28 @@ class ThreadPool {
 
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Runs fn(ctx, i) for i in [0, chunks), returning when all are done.
+  // Runs fn(ctx, i, worker) for i in [0, chunks), returning when all are done.
   void run(int64_t chunks, ChunkFn fn, void* ctx);
 
+  // f(i) or f(i, worker) for i in [0, chunks).
   template <class F>
   void parallel_for(int64_t chunks, F&& f) {
+    using Fn = std::remove_reference_t<F>;
     run(
-        chunks, [](void* c, int64_t i) { (*static_cast<F*>(c))(i); }, &f);
+        chunks,
+        [](void* c, int64_t i, int worker) {
+          if constexpr (std::is_invocable_v<Fn&, int64_t, int>)
+            (*static_cast<Fn*>(c))(i, worker);
+          else
+            (*static_cast<Fn*>(c))(i);
+        },
+        &f);
   }
 
  private:
-  void worker_loop();
+  void worker_loop(int worker);
   // Claims and runs chunks of job `gen` until none are left.
-  void work(uint64_t gen);
+  void work(uint64_t gen, int worker);
 
   std::vector<std::thread> workers_;
   // Job generation in the high 32 bits, next unclaimed chunk in the low 32 bits: a claim is one

@@ -2,7 +2,7 @@
  * Chooses what runs a loaded model: the native kernels where they built (the default), or the
  * TypeScript reference.
  */
-import { nativeKernels, nativeUnavailableReason, type NativeKernels } from "../kernels/native.js";
+import { nativeKernels, nativeUnavailableReason, type NativeAddon, type NativeContext } from "../kernels/native.js";
 import type { LanguageModel } from "./language-model.js";
 import { NativeTransformer } from "./native-transformer.js";
 import type { Transformer } from "./transformer.js";
@@ -16,16 +16,16 @@ export interface Backend {
   notice?: string;
   /** Threads the native kernels use (1 for the TypeScript path). */
   threads: number;
+  /** The native kernels' context the model runs on (native backend only). */
+  context?: NativeContext;
 }
 
 /** Instruction sets the native kernels can be pinned to; "auto" takes the best this CPU has. */
 export const ISAS = ["auto", "amx", "avx512", "avx2", "scalar"] as const;
 
-/** The instruction sets this CPU offers the kernels, best first; leaves the kernels on "auto". */
-export function availableIsas(kernels: NativeKernels): string[] {
-  const here = ISAS.filter((name) => name !== "auto" && kernels.setIsa(name));
-  kernels.setIsa("auto");
-  return here;
+/** The instruction sets this CPU offers the kernels, best first. */
+export function availableIsas(kernels: NativeAddon): string[] {
+  return kernels.availableIsas();
 }
 
 export interface BackendOptions {
@@ -51,14 +51,15 @@ export function selectBackend(reference: Transformer, opts: BackendOptions = {})
       notice: `native kernels unavailable (${reason}); using the slower TypeScript backend`,
     };
   }
-  // Without --isa the kernels keep the set chosen before (the best this CPU has, unless a caller pinned one).
-  if (opts.isa !== undefined && !kernels.setIsa(opts.isa)) {
+  if (opts.isa !== undefined && opts.isa !== "auto" && !kernels.availableIsas().includes(opts.isa)) {
     throw new Error(`instruction set "${opts.isa}" is not available on this CPU (available: ${availableIsas(kernels).join(", ")})`);
   }
-  const threads = kernels.setThreads(opts.threads ?? 0);
+  // One sequence at a time: there is no batch to be invariant to, so prompts keep the batched kernels.
+  const context = kernels.createContext({ threads: opts.threads ?? 0, isa: opts.isa, batchInvariant: false });
+  const threads = context.info().threads;
   let model: NativeTransformer;
   try {
-    model = new NativeTransformer(reference, kernels);
+    model = new NativeTransformer(reference, kernels, context);
   } catch (err) {
     // Asked for by name, the kernels' refusal (e.g. a weight type they lack) is the error;
     // as the default choice, the TypeScript path runs any model.
@@ -70,5 +71,5 @@ export function selectBackend(reference: Transformer, opts: BackendOptions = {})
       notice: `native kernels cannot run this model (${(err as Error).message}); using the slower TypeScript backend`,
     };
   }
-  return { name: "native", model, threads };
+  return { name: "native", model, threads, context };
 }

@@ -1,11 +1,18 @@
 /**
  * The same transformer as transformer.ts, run by the native kernels for one sequence at a time:
  * weights stay in their stored type and are passed to C++ without copies, activations live in
- * buffers allocated once and reused, and the KV cache is preallocated per layer as
- * [H_kv, capacity, D] and grown by doubling. The TypeScript Transformer is the reference this is
- * tested against.
+ * buffers allocated once and reused, and the KV cache is one sequence's paged cache whose blocks
+ * are contiguous (block table 0, 1, 2, …), preallocated and grown by doubling. The TypeScript
+ * Transformer is the reference this is tested against.
  */
-import { NativeScaleType, NativeWeightType, type NativeKernels, type NativeWeight } from "../kernels/native.js";
+import {
+  NativeKvType,
+  NativeScaleType,
+  NativeWeightType,
+  type NativeAddon,
+  type NativeContext,
+  type NativeWeight,
+} from "../kernels/native.js";
 import type { Linear } from "../layers/linear.js";
 import type { RMSNorm } from "../layers/rms-norm.js";
 import { AffineQuantWeight } from "../tensor/affine-quant.js";
@@ -43,7 +50,7 @@ interface NativeLayer {
  * The native view of a weight matrix, or an error naming a storage type the kernels lack.
  * Block-quantized weights are switched to the "rows" layout the kernels read, in place.
  */
-export function toNativeWeight(w: WeightMatrix, kernels: NativeKernels): NativeWeight {
+export function toNativeWeight(w: WeightMatrix, kernels: Pick<NativeAddon, "regroupRows">): NativeWeight {
   if (w instanceof AffineQuantWeight && (w.bits === 4 || w.bits === 8)) {
     const { buffer, byteOffset, byteLength } = w.packed;
     return {
@@ -72,11 +79,11 @@ export function toNativeWeight(w: WeightMatrix, kernels: NativeKernels): NativeW
   return { type, data, rows: w.rows, cols: w.cols };
 }
 
-function nativeLinear(l: Linear, kernels: NativeKernels): NativeLinear {
+function nativeLinear(l: Linear, kernels: Pick<NativeAddon, "regroupRows">): NativeLinear {
   return { weight: toNativeWeight(l.weight, kernels), bias: l.bias ? l.bias.toFloat32Array() : null };
 }
 
-function nativeLinears(ls: Linear[], kernels: NativeKernels): NativeLinears {
+function nativeLinears(ls: Linear[], kernels: Pick<NativeAddon, "regroupRows">): NativeLinears {
   const each = ls.map((l) => nativeLinear(l, kernels));
   return { weights: each.map((l) => l.weight), biases: each.map((l) => l.bias) };
 }
@@ -99,6 +106,8 @@ class Scratch {
   readonly hidden: Float32Array;
   /** The outputs of the q, k, v matmulMany call. */
   readonly qkv: Float32Array[];
+  /** Each row's position (for RoPE), which is also its cache slot. */
+  readonly positions: Int32Array;
   /** The allocations behind the views above. */
   readonly buffers: Float32Array[];
 
@@ -119,6 +128,7 @@ class Scratch {
     this.attn = take(H * D);
     this.hidden = shared.subarray(0, rows * I);
     this.qkv = [this.q, this.k, this.v];
+    this.positions = new Int32Array(rows);
     this.buffers = [this.x, this.xn, this.proj, shared];
   }
 
@@ -145,25 +155,26 @@ export class NativeTransformer implements LanguageModel {
 
   constructor(
     private readonly reference: Transformer,
-    private readonly kernels: NativeKernels,
+    addon: Pick<NativeAddon, "regroupRows">,
+    private readonly kernels: NativeContext,
   ) {
     this.config = reference.config;
     this.layers = reference.layers.map((layer) => {
       const a = layer.attention.w;
       return {
         inputNorm: normWeight(layer.inputNorm),
-        qkv: nativeLinears([a.qProj, a.kProj, a.vProj], kernels),
-        o: nativeLinear(a.oProj, kernels),
+        qkv: nativeLinears([a.qProj, a.kProj, a.vProj], addon),
+        o: nativeLinear(a.oProj, addon),
         qNorm: a.qNorm && normWeight(a.qNorm),
         kNorm: a.kNorm && normWeight(a.kNorm),
         postAttentionNorm: normWeight(layer.postAttentionNorm),
-        gate: nativeLinear(layer.mlp.gateProj, kernels),
-        up: nativeLinear(layer.mlp.upProj, kernels),
-        down: nativeLinear(layer.mlp.downProj, kernels),
+        gate: nativeLinear(layer.mlp.gateProj, addon),
+        up: nativeLinear(layer.mlp.upProj, addon),
+        down: nativeLinear(layer.mlp.downProj, addon),
       };
     });
     this.finalNorm = normWeight(reference.norm);
-    this.lmHead = toNativeWeight(reference.lmHead ? reference.lmHead.weight : reference.embed.weight, kernels);
+    this.lmHead = toNativeWeight(reference.lmHead ? reference.lmHead.weight : reference.embed.weight, addon);
     this.logits = new Float32Array(this.config.vocabSize);
     this.decodeScratch = new Scratch(1, this.config);
     const weights = this.layers.flatMap((l) => [...l.qkv.weights, l.o.weight, l.gate.weight, l.up.weight, l.down.weight]);
@@ -224,6 +235,8 @@ export class NativeTransformer implements LanguageModel {
 
     const embed = this.reference.embed.weight;
     for (let l = 0; l < L; l++) embed.decodeRow(ids[from + l], x, l * E);
+    const positions = s.positions.subarray(0, L);
+    for (let l = 0; l < L; l++) positions[l] = offset + l;
 
     for (let i = 0; i < this.layers.length; i++) {
       const layer = this.layers[i];
@@ -235,10 +248,26 @@ export class NativeTransformer implements LanguageModel {
         k.rmsNorm(s.q, s.q, layer.qNorm, L * H, D, eps);
         k.rmsNorm(s.k, s.k, layer.kNorm, L * Hkv, D, eps);
       }
-      k.rope(s.q, L, H, D, offset, c.ropeTheta, c.ropeTraditional);
-      k.rope(s.k, L, Hkv, D, offset, c.ropeTheta, c.ropeTraditional);
-      cache.write(i, s.k, s.v, offset, L);
-      k.attention(s.attn, s.q, cache.keys[i], cache.values[i], L, S, H, Hkv, D, cache.capacity, 1 / Math.sqrt(D));
+      k.rope(s.q, L, H, D, positions, c.ropeTheta, c.ropeTraditional);
+      k.rope(s.k, L, Hkv, D, positions, c.ropeTheta, c.ropeTraditional);
+      // The positions are the slots: the sequence's blocks are the cache's, in order.
+      k.storeKV(cache.keys[i], cache.values[i], NativeKvType.f32, s.k, s.v, positions, L, Hkv, D, KV_BLOCK);
+      cache.seq[1] = L;
+      cache.seq[2] = S;
+      k.pagedAttention(
+        s.attn,
+        s.q,
+        cache.keys[i],
+        cache.values[i],
+        NativeKvType.f32,
+        cache.seq,
+        cache.blockTable,
+        H,
+        Hkv,
+        D,
+        KV_BLOCK,
+        1 / Math.sqrt(D),
+      );
       k.matmul(s.proj, s.attn, L, layer.o.weight, layer.o.bias);
       addInPlace(x, s.proj, L * E);
       // x = a + MLP(RMSNorm(a))
@@ -280,48 +309,42 @@ function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) x[i] += y[i];
 }
 
-/** Per-layer keys and values as [H_kv, capacity, D], grown by doubling up to the context length. */
+/** Tokens per block of KVCacheNative. */
+const KV_BLOCK = 16;
+
+/**
+ * Per-layer keys and values of one sequence as a paged cache [capacity / KV_BLOCK, H_kv,
+ * KV_BLOCK, D] whose block table is 0, 1, 2, …, grown by doubling up to the context length.
+ * Growing keeps the blocks in order, so the old cache is the start of the new one.
+ */
 export class KVCacheNative {
   keys: Float32Array[] = [];
   values: Float32Array[] = [];
   capacity = 0;
   length = 0;
+  /** The one sequence pagedAttention sees: qStart 0, qLen, kvLen (set per call), tableStart 0. */
+  readonly seq = new Int32Array(4);
+  blockTable = new Int32Array(0);
 
   constructor(private readonly config: ModelConfig) {}
 
   reserve(positions: number): void {
     if (positions <= this.capacity) return;
     const { numLayers, numKvHeads: Hkv, headDim: D, maxPositionEmbeddings } = this.config;
-    const capacity = Math.min(maxPositionEmbeddings, Math.max(positions, 2 * this.capacity, 256));
+    const wanted = Math.min(maxPositionEmbeddings, Math.max(positions, 2 * this.capacity, 256));
+    const capacity = Math.ceil(wanted / KV_BLOCK) * KV_BLOCK;
+    const size = Hkv * capacity * D;
     // One allocation for all layers: a buffer per layer would carry an allocator's page each.
-    const storage = new Float32Array(2 * numLayers * Hkv * capacity * D);
+    const storage = new Float32Array(2 * numLayers * size);
     const grow = (old: Float32Array | undefined, at: number): Float32Array => {
-      const next = storage.subarray(at * Hkv * capacity * D, (at + 1) * Hkv * capacity * D);
-      if (old)
-        for (let h = 0; h < Hkv; h++)
-          next.set(old.subarray(h * this.capacity * D, (h * this.capacity + this.length) * D), h * capacity * D);
+      const next = storage.subarray(at * size, (at + 1) * size);
+      if (old) next.set(old);
       return next;
     };
     this.keys = Array.from({ length: numLayers }, (_, i) => grow(this.keys[i], 2 * i));
     this.values = Array.from({ length: numLayers }, (_, i) => grow(this.values[i], 2 * i + 1));
     this.capacity = capacity;
-  }
-
-  /** Stores k, v ([L, H_kv, D]) of layer i at positions offset .. offset + L - 1. */
-  write(i: number, k: Float32Array, v: Float32Array, offset: number, L: number): void {
-    const { numKvHeads: Hkv, headDim: D } = this.config;
-    const keys = this.keys[i];
-    const values = this.values[i];
-    for (let l = 0; l < L; l++) {
-      for (let h = 0; h < Hkv; h++) {
-        const src = (l * Hkv + h) * D;
-        const dst = (h * this.capacity + offset + l) * D;
-        for (let d = 0; d < D; d++) {
-          keys[dst + d] = k[src + d];
-          values[dst + d] = v[src + d];
-        }
-      }
-    }
+    this.blockTable = Int32Array.from({ length: capacity / KV_BLOCK }, (_, b) => b);
   }
 }
 

@@ -1,0 +1,209 @@
+#include "matmul.h"
+
+#include <algorithm>
+
+namespace tl {
+
+namespace {
+
+int64_t row_chunk(const Context& ctx, int64_t rows) {
+  // Many small chunks of rows (multiples of 4, the tile height) so threads balance dynamically.
+  const int threads = ctx.threads();
+  const int64_t r = (rows + threads * 8 - 1) / (threads * 8);
+  return std::max<int64_t>(4, (r + 3) / 4 * 4);
+}
+
+#if defined(TL_X86)
+
+// From this many rows of x on, decoding weights to bf16 for the tiles costs less than it saves.
+// f32 weights stay on the f32 kernels: they are the precise reference.
+constexpr int64_t kAmxMinRows = 16;
+
+bool uses_tiles(const Context& ctx, const Weight& w, int64_t M) { return ctx.amx_tiles() && M >= kAmxMinRows && w.type != W_F32; }
+
+// From this many rows of x on, rearranging a strip of weights for the VNNI strip kernel costs
+// less than it saves (k-quants later: the per-row tiles unpack them with fewer steps).
+inline int64_t strip_min_rows(int type) { return is_kquant(type) ? 12 : 8; }
+
+bool uses_strips(const Context& ctx, const Weight& w, int64_t M) {
+  return ctx.vnni_strips() && is_int8_type(w.type) && M >= strip_min_rows(w.type);
+}
+
+// x [M, K] packed for the tiles in `parts` parts, each part_stride values long.
+const uint16_t* pack_for_tiles(Context& ctx, const float* x, int64_t M, int64_t K, int parts, int64_t* part_stride) {
+  const int64_t blocks = (M + amx::kTokens - 1) / amx::kTokens;
+  *part_stride = blocks * amx::kTokens * amx::padded_k(K);
+  uint16_t* xb = ctx.packed_x(parts * *part_stride);
+  const int64_t stride = *part_stride;
+  ctx.pool().parallel_for(blocks, [&](int64_t b) { amx::pack_x(x, M, K, b, parts, stride, xb); });
+  return xb;
+}
+
+#endif
+
+// x quantized for w's kernels into b, described by the returned QuantX. Each row on its own,
+// so a row's codes and scales never depend on the others.
+QuantX quantize_for(Context& ctx, const float* x, int64_t M, const Weight& w, QuantBuffers& b) {
+  const IsaKernels& k = ctx.kernels();
+  const int64_t nb = w.cols / kBlock;
+  const int64_t ns = nb * sums_per_block(w.type);
+  const int64_t stride = (w.cols + 127) / 128 * 128;
+  const int64_t groups = is_affine(w.type) ? w.cols / w.group_size : 0;
+  if (static_cast<int64_t>(b.q.size()) < M * stride) b.q.resize(M * stride);
+  if (static_cast<int64_t>(b.d.size()) < M * nb) b.d.resize(M * nb);
+  if (static_cast<int64_t>(b.s.size()) < M * ns) b.s.resize(M * ns);
+  if (static_cast<int64_t>(b.g.size()) < M * groups) b.g.resize(M * groups);
+  auto quantize_row = [&](int64_t m) {
+    const float* xm = x + m * w.cols;
+    k.quantize_x(w.type, xm, w.cols, b.q.data() + m * stride, b.d.data() + m * nb, b.s.data() + m * ns);
+    float* gm = b.g.data() + m * groups;
+    for (int64_t g = 0; g < groups; g++) {
+      // Eight running sums (group sizes are multiples of 8), which the compiler keeps in a vector.
+      float part[8] = {};
+      for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j += 8)
+        for (int u = 0; u < 8; u++) part[u] += xm[j + u];
+      gm[g] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    }
+  };
+  // A prompt's rows are quantized by all threads; one row is not worth waking them for.
+  if (M >= 8)
+    ctx.pool().parallel_for(M, [&](int64_t m) { quantize_row(m); });
+  else
+    for (int64_t m = 0; m < M; m++) quantize_row(m);
+  return {b.q.data(), b.d.data(), b.s.data(), stride, nb, ns, b.g.data(), groups};
+}
+
+// What matmul_many and swiglu prepare for their weights before the threads start: x quantized
+// once per weight type (or packed once for the tiles), and how each weight's rows are cut into jobs.
+struct Plan {
+  MatmulTask tasks[kMaxMatmuls];
+  bool tiles[kMaxMatmuls] = {};
+  bool strips[kMaxMatmuls] = {};
+  int64_t rows_per_chunk[kMaxMatmuls] = {};
+  const uint16_t* xb = nullptr;
+  int64_t part_stride = 0;
+};
+
+Plan plan_for(Context& ctx, const float* x, int64_t M, const MatmulOut* outs, int n) {
+  const IsaKernels& k = ctx.kernels();
+  Plan p;
+#if defined(TL_X86)
+  int parts = 0;
+  for (int i = 0; i < n; i++) {
+    p.tiles[i] = uses_tiles(ctx, *outs[i].w, M);
+    p.strips[i] = uses_strips(ctx, *outs[i].w, M);
+    if (p.tiles[i]) parts = std::max(parts, amx::x_parts(outs[i].w->type));
+  }
+  // Weights on the tiles share x packed once, in as many parts as the most demanding needs.
+  if (parts > 0) p.xb = pack_for_tiles(ctx, x, M, outs[0].w->cols, parts, &p.part_stride);
+#endif
+  for (int i = 0; i < n; i++) {
+    const Weight& w = *outs[i].w;
+    p.tasks[i] = {&w, x, {}, M, outs[i].bias, outs[i].out};
+    if (!p.tiles[i] && is_int8_type(w.type) && k.quantize_x) {
+      int same = -1;
+      for (int j = 0; j < i && same < 0; j++) {
+        if (p.tasks[j].xq.q && outs[j].w->type == w.type) same = j;
+      }
+      p.tasks[i].xq = same >= 0 ? p.tasks[same].xq : quantize_for(ctx, x, M, w, ctx.quant(i));
+    }
+#if defined(TL_X86)
+    p.rows_per_chunk[i] = p.tiles[i] ? amx::kStrip : p.strips[i] ? vnni::kStrip : row_chunk(ctx, w.rows);
+#else
+    p.rows_per_chunk[i] = row_chunk(ctx, w.rows);
+#endif
+  }
+  return p;
+}
+
+// Rows [n0, n1) of t, which is plan p's task i or that task over a view of its weight's rows.
+void run_rows(const Context& ctx, const Plan& p, int i, const MatmulTask& t, int64_t n0, int64_t n1) {
+#if defined(TL_X86)
+  if (p.tiles[i]) {
+    for (int64_t n = n0; n < n1; n += amx::kStrip) amx::matmul_strip(t, p.xb, amx::x_parts(t.w->type), p.part_stride, n);
+    return;
+  }
+  if (p.strips[i]) {
+    for (int64_t n = n0; n < n1; n += vnni::kStrip) vnni::matmul_strip(t, n);
+    return;
+  }
+#else
+  (void)p;
+  (void)i;
+#endif
+  ctx.kernels().matmul_rows(t, n0, n1);
+}
+
+// Rows [n0, n0 + rows) of w as a weight of their own: every storage type keeps each row's bytes
+// (and an affine row's scales and biases) together, rows one after another.
+Weight row_view(const Weight& w, int64_t n0, int64_t rows) {
+  Weight v = w;
+  v.data = w.data + n0 * weight_row_bytes(w.type, w.cols);
+  v.rows = rows;
+  if (is_affine(w.type)) {
+    const int64_t param_bytes = n0 * (w.cols / w.group_size) * (w.scale_type == S_F32 ? 4 : 2);
+    v.scales = static_cast<const uint8_t*>(w.scales) + param_bytes;
+    v.biases = static_cast<const uint8_t*>(w.biases) + param_bytes;
+  }
+  return v;
+}
+
+// Rows per swiglu job on the strip and tile kernels (a multiple of both strips).
+constexpr int64_t kSwigluStripRows = 64;
+// Floats per thread for each of swiglu's two row buffers, where the kernels leave the rows per job free.
+constexpr int64_t kSwigluBufferFloats = 16384;
+
+}  // namespace
+
+void matmul(Context& ctx, float* out, const float* x, int64_t M, const Weight& w, const float* bias) {
+  const MatmulOut o{&w, out, bias};
+  matmul_many(ctx, x, M, &o, 1);
+}
+
+void matmul_many(Context& ctx, const float* x, int64_t M, const MatmulOut* outs, int n) {
+  if (M == 0) return;
+  // One task per weight, and all their rows one job for the threads.
+  const Plan p = plan_for(ctx, x, M, outs, n);
+  int64_t first_chunk[kMaxMatmuls + 1] = {0};
+  for (int i = 0; i < n; i++) first_chunk[i + 1] = first_chunk[i] + (outs[i].w->rows + p.rows_per_chunk[i] - 1) / p.rows_per_chunk[i];
+  ctx.pool().parallel_for(first_chunk[n], [&](int64_t c) {
+    int i = 0;
+    while (c >= first_chunk[i + 1]) i++;
+    const int64_t n0 = (c - first_chunk[i]) * p.rows_per_chunk[i];
+    run_rows(ctx, p, i, p.tasks[i], n0, std::min(outs[i].w->rows, n0 + p.rows_per_chunk[i]));
+  });
+}
+
+void swiglu(Context& ctx, float* out, const float* x, int64_t M, const MatmulOut& gate, const MatmulOut& up) {
+  if (M == 0) return;
+  const MatmulOut outs[2] = {gate, up};
+  const Plan p = plan_for(ctx, x, M, outs, 2);
+  const int64_t N = gate.w->rows;
+  // Each job takes the same rows of both weights: several strips or tiles, whose kernels read
+  // ahead within the job's rows, or as many rows as the per-thread buffers hold. Where a job's
+  // rows start changes no result: the row kernels and silu_mul compute each element alone.
+  const bool batched = p.tiles[0] || p.strips[0] || p.tiles[1] || p.strips[1];
+  const int64_t chunk =
+      batched ? kSwigluStripRows
+              : std::min(std::max(p.rows_per_chunk[0], p.rows_per_chunk[1]), std::max<int64_t>(4, kSwigluBufferFloats / M / 4 * 4));
+  const IsaKernels& k = ctx.kernels();
+  ctx.pool().parallel_for((N + chunk - 1) / chunk, [&](int64_t c, int worker) {
+    const int64_t n0 = c * chunk;
+    const int64_t rows = std::min(chunk, N - n0);
+    float* g = ctx.worker_buffer(worker, 0, M * chunk);
+    float* u = ctx.worker_buffer(worker, 1, M * chunk);
+    const Weight wg = row_view(*gate.w, n0, rows), wu = row_view(*up.w, n0, rows);
+    MatmulTask tg = p.tasks[0], tu = p.tasks[1];
+    tg.w = &wg;
+    tu.w = &wu;
+    tg.bias = gate.bias ? gate.bias + n0 : nullptr;
+    tu.bias = up.bias ? up.bias + n0 : nullptr;
+    tg.out = g;
+    tu.out = u;
+    run_rows(ctx, p, 0, tg, 0, rows);
+    run_rows(ctx, p, 1, tu, 0, rows);
+    for (int64_t m = 0; m < M; m++) k.silu_mul(out + m * N + n0, g + m * rows, u + m * rows, rows);
+  });
+}
+
+}  // namespace tl

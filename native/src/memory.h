@@ -1,0 +1,30 @@
+// Memory the kernels do not compute on: pages given back, files mapped, a bandwidth probe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tl {
+
+class Context;
+
+// Gives the pages wholly inside [data, data + bytes) back to the system: they read as zeros
+// until written again, when they are faulted back in. For buffers whose contents are dead.
+void release_pages(void* data, size_t bytes);
+
+// Bytes [offset, offset + length) of a file as a private (copy-on-write) memory map, so they are
+// read from the page cache on first use rather than copied, and in-place rewrites (regroupRows)
+// copy only the pages they touch. The map starts at the page that holds `offset`: the bytes
+// begin bytes − length into it. False where the range cannot be mapped.
+struct Mapping {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+bool map_file(const char* path, int64_t offset, int64_t length, Mapping* out);
+void unmap_file(void* data, size_t bytes);
+
+// Reads n floats with every thread of the context and returns their sum: a probe of
+// streaming-read bandwidth.
+double read_probe(Context& ctx, const float* data, int64_t n);
+
+}  // namespace tl
