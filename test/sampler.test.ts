@@ -84,3 +84,16 @@ test("candidates on a large vocabulary: the far tail is left out but the nucleus
   // With a very high temperature the tail is no longer negligible and stays in.
   assert.equal(new Sampler({ temperature: 100 }).candidates(logits).ids.length, V);
 });
+
+// Probabilities 0.5, 0.25, 0.25 exactly (e^-ln2 is 0.5 in floating point): cutoffs that land on them.
+test("top-p stops at the token whose cumulative probability reaches p exactly", () => {
+  const logits = [0, -Math.LN2, -Math.LN2];
+  assert.deepEqual(new Sampler({ temperature: 1, topP: 0.75 }).candidates(logits).ids, [0, 1]);
+  assert.deepEqual(new Sampler({ temperature: 1, topP: 0.7500001 }).candidates(logits).ids, [0, 1, 2]);
+});
+
+test("min-p keeps a token exactly at minP · pmax and drops one just below", () => {
+  const logits = [0, -Math.LN2, -Math.LN2];
+  assert.deepEqual(new Sampler({ temperature: 1, minP: 0.5 }).candidates(logits).ids, [0, 1, 2]);
+  assert.deepEqual(new Sampler({ temperature: 1, minP: 0.5000001 }).candidates(logits).ids, [0]);
+});

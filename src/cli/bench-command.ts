@@ -8,14 +8,14 @@ import { Random } from "../generation/random.js";
 import { Sampler } from "../generation/sampler.js";
 import { loadCheckpoint } from "../generation/load-checkpoint.js";
 import { nativeKernels } from "../kernels/native.js";
-import { selectBackend, type BackendName, type BackendOptions } from "../models/backend.js";
-import type { Transformer } from "../models/transformer.js";
+import { selectBackend, type BackendName, type BackendOptions } from "../engine/backend.js";
+import { decodeMatrices } from "../engine/batch-forward.js";
+import { SingleSequenceModel } from "../engine/single-sequence.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { UsageError } from "./errors.js";
 import { peakRssBytes } from "./peak-rss.js";
 import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
-import { AffineQuantWeight } from "../tensor/affine-quant.js";
 
 export const BENCH_HELP = `Usage: tiny-llm bench --model M [options]
 
@@ -94,35 +94,17 @@ export function benchmarkPrompt(tokenizer: Tokenizer, embeddingRows: number, n: 
   return ids;
 }
 
-function storedBytes(w: WeightMatrix): number {
-  // MLX affine weights keep packed codes, scales and biases apart; every other kind holds `data`.
-  if (w instanceof AffineQuantWeight) return w.packed.byteLength + w.scales.byteLength + w.biases.byteLength;
-  const data = (w as { data?: unknown }).data;
-  if (!ArrayBuffer.isView(data)) throw new Error(`cannot tell the size of ${w.dtype} weights`);
-  return data.byteLength;
-}
-
-/** The matrices one decode step reads in full; the embedding counts only as the tied LM head. */
-function decodeMatrices(model: Transformer): WeightMatrix[] {
-  const matrices = model.layers.flatMap((layer) => {
-    const a = layer.attention.w;
-    return [a.qProj, a.kProj, a.vProj, a.oProj, layer.mlp.gateProj, layer.mlp.upProj, layer.mlp.downProj].map((l) => l.weight);
-  });
-  matrices.push(model.lmHead ? model.lmHead.weight : model.embed.weight);
-  return matrices;
-}
-
 function weightTypesByBytes(matrices: readonly WeightMatrix[]): string[] {
   const bytes = new Map<string, number>();
-  for (const w of matrices) bytes.set(w.dtype, (bytes.get(w.dtype) ?? 0) + storedBytes(w));
+  for (const w of matrices) bytes.set(w.dtype, (bytes.get(w.dtype) ?? 0) + w.byteLength);
   return [...bytes].sort((a, b) => b[1] - a[1]).map(([dtype]) => dtype);
 }
 
 /** Best-of-runs streaming-read bandwidth in bytes/s on `threads` threads, or null without the kernels. */
 function probeBandwidth(threads: number): number | null {
-  const kernels = nativeKernels();
-  if (!kernels) return null;
-  kernels.setThreads(threads);
+  const addon = nativeKernels();
+  if (!addon) return null;
+  const kernels = addon.createContext({ threads });
   // Filled, not left zero: untouched pages all map to one zero page and would read from cache.
   const buffer = new Float32Array(PROBE_BYTES / 4).fill(1);
   let best = Infinity;
@@ -145,7 +127,8 @@ export function benchmark(opts: BenchOptions): BenchResult {
   const { model: reference, tokenizer } = loadCheckpoint(opts.model);
   const backend = selectBackend(reference, opts);
   if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
-  const model = backend.model;
+  // The engine's forward pass and paged cache, one sequence, f16 K/V on the native kernels as the server stores them.
+  const model = new SingleSequenceModel(backend.forward, backend.name === "native" ? "f16" : "f32");
   const loadMs = performance.now() - started;
 
   const context = model.config.maxPositionEmbeddings;
@@ -173,7 +156,7 @@ export function benchmark(opts: BenchOptions): BenchResult {
   const peakRss = peakRssBytes();
 
   const matrices = decodeMatrices(reference);
-  const weightBytesPerToken = matrices.reduce((sum, w) => sum + storedBytes(w), 0);
+  const weightBytesPerToken = matrices.reduce((sum, w) => sum + w.byteLength, 0);
   const decodeTokensPerSecond = opts.genTokens / ((t3 - t2) / 1000);
   const decodeBytesPerSecond = weightBytesPerToken * decodeTokensPerSecond;
   // Right after decode, so both see the host in the same bandwidth state.
@@ -184,7 +167,7 @@ export function benchmark(opts: BenchOptions): BenchResult {
     architecture: model.config.modelType,
     weightTypes: weightTypesByBytes(matrices),
     backend: backend.name,
-    isa: backend.name === "native" ? nativeKernels()?.info().isa : undefined,
+    isa: backend.name === "native" ? backend.isa : undefined,
     threads: backend.threads,
     promptTokens: opts.promptTokens,
     genTokens: opts.genTokens,

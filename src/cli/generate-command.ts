@@ -2,10 +2,11 @@
  * `tiny-llm generate`: load a checkpoint, build the prompt, stream the generated text.
  */
 import { parseArgs } from "node:util";
-import { checkPromptFits, generate } from "../generation/generate.js";
+import { checkPromptFits } from "../generation/generate.js";
 import { Sampler, type SamplerOptions } from "../generation/sampler.js";
 import { loadCheckpoint } from "../generation/load-checkpoint.js";
-import { selectBackend } from "../models/backend.js";
+import { DEFAULT_SAMPLING, type FinishReason } from "../engine/api.js";
+import { createEngine } from "../engine/create-engine.js";
 import type { ChatMessage } from "../tokenizer/chat-template.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import { UsageError } from "./errors.js";
@@ -82,10 +83,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
   const backendOptions = parseBackendOptions(values);
   checkModelExists(values.model);
   const started = performance.now();
-  const { model: reference, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
-  const backend = selectBackend(reference, backendOptions);
-  if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
-  const model = backend.model;
+  const { model, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
   const loaded = performance.now();
 
   let promptIds: number[];
@@ -112,29 +110,41 @@ export async function runGenerate(argv: string[]): Promise<void> {
   };
   const options = { ...sampling };
   for (const [key, value] of Object.entries(flags)) if (value !== undefined) Object.assign(options, { [key]: value });
-  let sampler: Sampler;
   try {
-    sampler = new Sampler(options);
+    new Sampler(options);
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
 
+  // One request on the serving engine, with a KV pool just large enough for it.
+  const context = model.config.maxPositionEmbeddings;
+  const budget = Math.min(maxTokens, context - promptIds.length);
+  const { engine, backend } = createEngine(model, { ...backendOptions, kvCacheSize: `${promptIds.length + budget + 16}t` });
+  if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
   const stopIds = values["ignore-eos"] ? [] : eosTokenIds;
+  engine.add("generate", { promptIds, maxTokens: budget, stopIds, sampling: { ...DEFAULT_SAMPLING, ...options } });
   const stream = new StreamDecoder(tokenizer, { skipSpecialTokens: true, context: promptIds });
+  const submitted = performance.now();
   let firstToken = 0;
   let count = 0;
-  const gen = generate(model, promptIds, { sampler, maxTokens, stopIds });
-  for (let step = gen.next(); !step.done; step = gen.next()) {
-    if (count === 0) firstToken = performance.now();
-    count++;
-    process.stdout.write(stream.push(step.value.id));
+  let finish: FinishReason | undefined;
+  while (!finish) {
+    for (const event of engine.step().events) {
+      for (const token of event.tokens) {
+        if (count === 0) firstToken = performance.now();
+        count++;
+        process.stdout.write(stream.push(token.id));
+      }
+      if (event.finish === "error") throw new Error(event.message);
+      finish = event.finish;
+    }
   }
   process.stdout.write(stream.flush() + "\n");
   if (values.verbose) {
     const end = performance.now();
     const decodeRate = count > 1 ? ((count - 1) / (end - firstToken)) * 1000 : 0;
     process.stderr.write(
-      `${backend.name} backend, ${backend.threads} thread(s) | load ${(loaded - started).toFixed(0)} ms | prompt ${promptIds.length} tokens, first token after ${(firstToken - loaded).toFixed(0)} ms | ` +
+      `${backend.name} backend, ${backend.threads} thread(s) | load ${(loaded - started).toFixed(0)} ms | prompt ${promptIds.length} tokens, first token after ${(firstToken - submitted).toFixed(0)} ms | ` +
         `${count} tokens generated, decode ${decodeRate.toFixed(1)} tokens/s | peak RSS ${(peakRssBytes() / 1e6).toFixed(0)} MB\n`,
     );
   }

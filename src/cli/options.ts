@@ -3,7 +3,7 @@
  * (--backend, --threads, --isa) and the --model path.
  */
 import { existsSync } from "node:fs";
-import type { BackendName, BackendOptions } from "../models/backend.js";
+import type { BackendName, BackendOptions } from "../engine/backend.js";
 import { UsageError } from "./errors.js";
 
 /** parseArgs declarations of --backend, --threads and --isa. */

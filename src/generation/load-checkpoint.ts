@@ -11,7 +11,7 @@ import { ggufTokenizer } from "../tokenizer/gguf-tokenizer.js";
 import { Tokenizer } from "../tokenizer/tokenizer.js";
 import { metadataNumber, readGgufHeader, type GgufHeader } from "../loaders/gguf.js";
 import { ggufModelConfig, loadGgufModel } from "../loaders/gguf-model.js";
-import { loadModel } from "../loaders/model-loader.js";
+import { loadModel, readModelConfig } from "../loaders/model-loader.js";
 import { nativeKernels } from "../kernels/native.js";
 import { CheckpointError } from "../loaders/safetensors.js";
 
@@ -33,18 +33,32 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
   return statSync(path).isDirectory() ? loadFolder(path) : loadGguf(path);
 }
 
-function loadFolder(dir: string): LoadedCheckpoint {
+export type LoadedTokenizer = Omit<LoadedCheckpoint, "model">;
+
+/**
+ * The tokenizer, stop tokens and sampling defaults of a checkpoint folder or GGUF file, without
+ * its weights: for a process that tokenizes while another thread runs the model.
+ */
+export function loadTokenizer(path: string): LoadedTokenizer {
+  if (!existsSync(path)) throw new CheckpointError(`${path} does not exist; expected a checkpoint folder or a .gguf file`);
+  if (!statSync(path).isDirectory()) {
+    const { tokenizer, eosTokenIds } = readGgufHead(path);
+    return { tokenizer, eosTokenIds, sampling: { temperature: 0 } };
+  }
+  return folderTokenizer(path, readModelConfig(path).eosTokenIds);
+}
+
+function folderTokenizer(dir: string, configEosIds: readonly number[]): LoadedTokenizer {
   const tokenizer = Tokenizer.fromDir(dir);
   const generationConfig = readGenerationConfig(dir);
-  const model = loadModel(dir);
   // generation_config.json's list is authoritative; config.json's is the fallback.
-  const configured = generationConfig.eosTokenIds.length > 0 ? generationConfig.eosTokenIds : model.config.eosTokenIds;
-  return {
-    model,
-    tokenizer,
-    eosTokenIds: [...new Set([...configured, ...tokenizer.eosIds])],
-    sampling: generationConfig.sampling,
-  };
+  const configured = generationConfig.eosTokenIds.length > 0 ? generationConfig.eosTokenIds : configEosIds;
+  return { tokenizer, eosTokenIds: [...new Set([...configured, ...tokenizer.eosIds])], sampling: generationConfig.sampling };
+}
+
+function loadFolder(dir: string): LoadedCheckpoint {
+  const model = loadModel(dir);
+  return { model, ...folderTokenizer(dir, model.config.eosTokenIds) };
 }
 
 function loadGguf(path: string): LoadedCheckpoint {

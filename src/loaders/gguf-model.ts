@@ -11,6 +11,7 @@
  */
 import { ConfigError, SUPPORTED_MODEL_TYPES, type ModelConfig, type ModelType } from "../models/config.js";
 import type { Transformer } from "../models/transformer.js";
+import { nativeKernels, NativeWeightType } from "../kernels/native.js";
 import { BlockQuantWeight } from "../tensor/block-quant.js";
 import { KQuantWeight } from "../tensor/k-quant.js";
 import { reencodeLegacy } from "../tensor/legacy-quant.js";
@@ -133,6 +134,17 @@ export function ggufModelConfig(header: GgufHeader): ModelConfig {
   };
 }
 
+/**
+ * Q8_0 / Q4_0 blocks regrouped at load, in place, into the row layout that every kernel set reads
+ * (the bytes are the process's own: readGgufTensors reads these types rather than mapping them).
+ */
+function rowLayoutBlocks(dtype: "q8_0" | "q4_0", rows: number, cols: number, data: Uint8Array): BlockQuantWeight {
+  const w = new BlockQuantWeight(dtype, [rows, cols], data);
+  const addon = nativeKernels();
+  w.useRowLayout(addon ? (d, bytes, r, c) => addon.regroupRows(NativeWeightType[d], bytes, r, c) : undefined);
+  return w;
+}
+
 /** A GGUF tensor as a StoredTensor, with its shape in Hugging Face order. */
 export function ggufStoredTensor(info: GgufTensorInfo, data: Uint8Array<ArrayBuffer>, file: string): StoredTensor {
   const shape = [...info.dims].reverse();
@@ -146,9 +158,8 @@ export function ggufStoredTensor(info: GgufTensorInfo, data: Uint8Array<ArrayBuf
       case "BF16":
         return new DenseWeight("bf16", [rows, cols], new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2));
       case "Q8_0":
-        return new BlockQuantWeight("q8_0", [rows, cols], data);
       case "Q4_0":
-        return new BlockQuantWeight("q4_0", [rows, cols], data);
+        return rowLayoutBlocks(info.type === "Q8_0" ? "q8_0" : "q4_0", rows, cols, data);
       case "Q4_1":
         return reencodeLegacy("q4_1", [rows, cols], data);
       case "Q5_0":

@@ -207,10 +207,15 @@ export function buildTransformer(config: ModelConfig, tensors: ReadonlyMap<strin
   return new Transformer(config, embed, layers, finalNorm, lmHead);
 }
 
+/** A checkpoint folder's config.json. */
+export function readModelConfig(dir: string): ModelConfig {
+  const configPath = join(dir, "config.json");
+  return parseModelConfig(readJson(configPath, "model config") as Record<string, unknown>, configPath);
+}
+
 /** Reads config.json and the safetensors weights of a checkpoint folder. */
 export function loadModel(dir: string): Transformer {
-  const configPath = join(dir, "config.json");
-  const config = parseModelConfig(readJson(configPath, "model config") as Record<string, unknown>, configPath);
+  const config = readModelConfig(dir);
   const tensors = new Map([...loadCheckpointTensors(dir)].map(([name, t]) => [name, safetensorsTensor(t)]));
   return buildTransformer(config, tensors, dir);
 }

@@ -173,6 +173,10 @@ export class AffineQuantWeight implements WeightMatrix {
   readonly rowWords: number;
   readonly rowGroups: number;
 
+  get byteLength(): number {
+    return this.packed.byteLength + this.scales.byteLength + this.biases.byteLength;
+  }
+
   constructor(params: AffineParams, shape: readonly [number, number], data: AffineQuantized) {
     checkAffineParams(params);
     ({ bits: this.bits, groupSize: this.groupSize } = params);

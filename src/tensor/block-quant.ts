@@ -176,6 +176,10 @@ export class BlockQuantWeight implements WeightMatrix {
     return new BlockQuantWeight(dtype, shape, quantize(dtype, values));
   }
 
+  get byteLength(): number {
+    return this.data.byteLength;
+  }
+
   get layout(): BlockLayout {
     return this.currentLayout;
   }
@@ -185,6 +189,14 @@ export class BlockQuantWeight implements WeightMatrix {
     if (this.currentLayout === "rows") return;
     regroup(this.dtype, this.data, this.rows, this.cols);
     this.currentLayout = "rows";
+  }
+
+  /** This matrix in the "rows" layout: itself if it is in it already, else a regrouped copy. */
+  inRowLayout(regroup: RowRegrouper = regroupRows): BlockQuantWeight {
+    if (this.currentLayout === "rows") return this;
+    const copy = new BlockQuantWeight(this.dtype, [this.rows, this.cols], this.data.slice());
+    copy.useRowLayout(regroup);
+    return copy;
   }
 
   decodeRow(r: number, out: Float32Array, outOffset = 0): void {

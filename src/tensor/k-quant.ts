@@ -456,6 +456,10 @@ export class KQuantWeight implements WeightMatrix {
     }
   }
 
+  get byteLength(): number {
+    return this.data.byteLength;
+  }
+
   /** Quantizes a row-major float32 [rows, cols] matrix. */
   static quantize(dtype: KQuantDType, shape: readonly [number, number], values: Float32Array): KQuantWeight {
     if (values.length !== shape[0] * shape[1])

@@ -14,6 +14,8 @@ export interface WeightMatrix {
   readonly cols: number;
   /** Storage type, for messages and for kernels that specialise on it. */
   readonly dtype: string;
+  /** Bytes of the stored matrix (data, scales and biases). */
+  readonly byteLength: number;
   /** Writes row r as float32 into out[outOffset .. outOffset + cols). */
   decodeRow(r: number, out: Float32Array, outOffset?: number): void;
 }
@@ -35,6 +37,10 @@ export class DenseWeight implements WeightMatrix {
       throw new RangeError(`weight of shape [${shape}] needs ${this.rows * this.cols} values, got ${data.length}`);
     }
     if ((dtype === "f32") !== data instanceof Float32Array) throw new TypeError(`${dtype} weight given the wrong array type`);
+  }
+
+  get byteLength(): number {
+    return this.data.byteLength;
   }
 
   static fromTensor(t: Tensor): DenseWeight {

@@ -1,0 +1,69 @@
+/**
+ * Chooses the kernels that run a loaded model (the native addon where it built, the TypeScript
+ * kernels otherwise or when asked) and builds the batch-first forward pass on them.
+ */
+import type { Kernels } from "../kernels/kernels.js";
+import { nativeKernels, nativeUnavailableReason } from "../kernels/native.js";
+import { NativeKernels } from "../kernels/native-kernels.js";
+import { TsKernels } from "../kernels/ts-kernels.js";
+import type { Transformer } from "../models/transformer.js";
+import { BatchForward } from "./batch-forward.js";
+
+export type BackendName = "ts" | "native";
+
+/** Instruction sets the native kernels can be pinned to; "auto" takes the best this CPU has. */
+export const ISAS = ["auto", "amx", "avx512", "avx2", "scalar"] as const;
+
+export interface BackendOptions {
+  backend?: BackendName;
+  threads?: number;
+  /** One of ISAS (native backend only). */
+  isa?: string;
+  /** See EngineOptions.batchInvariant (default true). */
+  batchInvariant?: boolean;
+}
+
+export interface Backend {
+  name: BackendName;
+  forward: BatchForward;
+  /** A one-line notice for the user when the choice fell back to the TypeScript kernels. */
+  notice?: string;
+  isa: string;
+  threads: number;
+}
+
+export function selectBackend(reference: Transformer, opts: BackendOptions = {}): Backend {
+  const pinned = opts.isa !== undefined && opts.isa !== "auto";
+  if (pinned && opts.backend === "ts") throw new Error(`--isa applies to the native backend, not to --backend ts`);
+  const ts = (notice?: string): Backend => ({
+    name: "ts",
+    forward: new BatchForward(reference, new TsKernels()),
+    notice,
+    isa: "typescript",
+    threads: 1,
+  });
+  if (opts.backend === "ts") return ts();
+  const addon = nativeKernels();
+  if (!addon) {
+    const reason = nativeUnavailableReason() ?? "unknown reason";
+    if (opts.backend === "native") throw new Error(`the native backend is not available: ${reason}`);
+    if (pinned) throw new Error(`--isa needs the native backend, which is not available: ${reason}`);
+    return ts(`native kernels unavailable (${reason}); using the slower TypeScript backend`);
+  }
+  if (pinned && !addon.availableIsas().includes(opts.isa!)) {
+    throw new Error(`instruction set "${opts.isa}" is not available on this CPU (available: ${addon.availableIsas().join(", ")})`);
+  }
+  let kernels: Kernels;
+  let forward: BatchForward;
+  try {
+    kernels = new NativeKernels(addon, { threads: opts.threads, isa: opts.isa, batchInvariant: opts.batchInvariant ?? true });
+    forward = new BatchForward(reference, kernels);
+  } catch (err) {
+    // Asked for by name, the kernels' refusal (e.g. a weight type they lack) is the error;
+    // as the default choice, the TypeScript kernels run any model.
+    if (opts.backend === "native") throw err;
+    return ts(`native kernels cannot run this model (${(err as Error).message}); using the slower TypeScript backend`);
+  }
+  const { isa, threads } = kernels.info();
+  return { name: "native", forward, isa, threads };
+}
