@@ -22,6 +22,7 @@ Commands:
   generate    generate text from a prompt (tiny-llm generate --help)
   bench       measure prefill, decode speed and memory on one model (tiny-llm bench --help)
   quantize    write an MLX-layout 4- or 8-bit copy of a checkpoint (tiny-llm quantize --help)
+  serve       serve the model over HTTP with OpenAI's API (tiny-llm serve --help)
 
 Options:
   -h, --help     show this help
@@ -43,16 +44,21 @@ async function main(argv: string[]): Promise<void> {
       return (await import("./bench-command.js")).runBench(rest);
     case "quantize":
       return (await import("./quantize-command.js")).runQuantize(rest);
+    case "serve":
+      return (await import("./serve-command.js")).runServe(rest);
     case undefined:
     case "-h":
     case "--help":
     case "help": {
-      const [generate, bench, quantize] = await Promise.all([
+      const [generate, bench, quantize, serve] = await Promise.all([
         import("./generate-command.js"),
         import("./bench-command.js"),
         import("./quantize-command.js"),
+        import("./serve-command.js"),
       ]);
-      process.stdout.write(`${HELP}\n\n${generate.GENERATE_HELP}\n\n${bench.BENCH_HELP}\n\n${quantize.QUANTIZE_HELP}\n`);
+      process.stdout.write(
+        `${HELP}\n\n${generate.GENERATE_HELP}\n\n${bench.BENCH_HELP}\n\n${quantize.QUANTIZE_HELP}\n\n${serve.SERVE_HELP}\n`,
+      );
       return;
     }
     case "--version":

@@ -1,0 +1,210 @@
+/**
+ * `tiny-llm serve`: an OpenAI-compatible HTTP server over the serving engine. It listens at
+ * once (GET /health answers 503 while the model loads in the engine's worker thread), prints
+ * one line when ready, and on SIGTERM or SIGINT stops taking requests, lets those running finish
+ * within --shutdown-timeout seconds, aborts the rest and exits 0.
+ */
+import { createWriteStream, type WriteStream } from "node:fs";
+import { parseArgs } from "node:util";
+import type { EngineOptions } from "../engine/engine-options.js";
+import { kvCacheTokens } from "../engine/kv-cache.js";
+import { buildApp } from "../server/app.js";
+import { DEFAULT_MAX_QUEUE, ServerState } from "../server/serving.js";
+import { gracefulShutdown } from "../server/shutdown.js";
+import { UsageError } from "./errors.js";
+import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
+
+export const SERVE_HELP = `Usage: tiny-llm serve --model DIR [options]
+
+Serves the model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models),
+plus /health, /metrics, /tokenize and /detokenize.
+
+Options:
+  --model DIR             Hugging Face checkpoint folder or .gguf file
+  --host H                address to listen on (default 127.0.0.1: this machine only)
+  --port P                port (default 8000; 0 picks a free one)
+  --api-key KEY           require "Authorization: Bearer KEY" (all routes but /health)
+  --max-num-seqs N        most sequences running at once (default 64)
+  --max-batch-tokens N    most tokens one engine step computes (default 256)
+  --kv-cache-size S       KV pool: bytes ("2GB", "512MiB") or tokens ("16384t")
+  --kv-dtype T            f32, f16 or bf16 (default f16 on the native kernels)
+  --max-queue N           requests that may wait beyond --max-num-seqs before 429 (default ${DEFAULT_MAX_QUEUE})
+  --shutdown-timeout S    seconds running requests get to finish on SIGTERM/SIGINT (default 30)
+  --trace-steps FILE      write one JSON line per engine step to FILE
+  --backend B             native (C++ kernels, the default where they built) or ts
+  --threads N             threads for the native kernels (default: one per core)
+  --isa I                 pin the native kernels to amx, avx512, avx2 or scalar
+  -h, --help              show this help`;
+
+type KvDtype = NonNullable<EngineOptions["kvDtype"]>;
+const KV_DTYPES: readonly KvDtype[] = ["f32", "f16", "bf16"];
+
+export interface ServeSettings {
+  model: string;
+  host: string;
+  port: number;
+  apiKey?: string;
+  maxQueue: number;
+  shutdownTimeoutMs: number;
+  traceSteps?: string;
+  engine: EngineOptions;
+}
+
+/** The command line as settings; throws a UsageError (one line) for anything wrong. */
+export function parseServeArgs(argv: string[]): ServeSettings | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        model: { type: "string" },
+        host: { type: "string", default: "127.0.0.1" },
+        port: { type: "string", default: "8000" },
+        "api-key": { type: "string" },
+        "max-num-seqs": { type: "string" },
+        "max-batch-tokens": { type: "string" },
+        "kv-cache-size": { type: "string" },
+        "kv-dtype": { type: "string" },
+        "max-queue": { type: "string" },
+        "shutdown-timeout": { type: "string" },
+        "trace-steps": { type: "string" },
+        ...BACKEND_OPTIONS,
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}; run tiny-llm serve --help for the options`);
+  }
+  if (values.help) return "help";
+  if (!values.model)
+    throw new UsageError("--model DIR is required (a checkpoint folder with config.json, weights and tokenizer files, or a .gguf file)");
+  const port = parseWholeNumber("port", values.port, 0) as number;
+  if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  if (values.host.trim() === "") throw new UsageError("--host must not be empty");
+  const apiKey = values["api-key"];
+  if (apiKey !== undefined && apiKey.trim() === "") throw new UsageError("--api-key must not be empty");
+  const kvDtype = values["kv-dtype"];
+  if (kvDtype !== undefined && !KV_DTYPES.includes(kvDtype as KvDtype)) {
+    throw new UsageError(`--kv-dtype must be f32, f16 or bf16, got "${kvDtype}"`);
+  }
+  const kvCacheSize = values["kv-cache-size"];
+  if (kvCacheSize !== undefined) {
+    try {
+      if (kvCacheTokens(kvCacheSize, 1) < 1) throw new RangeError(`--kv-cache-size must be more than 0, got "${kvCacheSize}"`);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
+  const shutdownTimeout = values["shutdown-timeout"];
+  let shutdownTimeoutMs = 30_000;
+  if (shutdownTimeout !== undefined) {
+    const seconds = Number(shutdownTimeout);
+    if (shutdownTimeout.trim() === "" || !Number.isFinite(seconds) || seconds < 0) {
+      throw new UsageError(`--shutdown-timeout expects seconds (0 or more), got "${shutdownTimeout}"`);
+    }
+    shutdownTimeoutMs = seconds * 1000;
+  }
+  const backend = parseBackendOptions(values);
+  const engine: EngineOptions = {};
+  if (backend.backend !== undefined) engine.backend = backend.backend;
+  if (backend.threads !== undefined) engine.threads = backend.threads;
+  if (backend.isa !== undefined) engine.isa = backend.isa;
+  const maxNumSeqs = parseWholeNumber("max-num-seqs", values["max-num-seqs"], 1);
+  if (maxNumSeqs !== undefined) engine.maxNumSeqs = maxNumSeqs;
+  const maxBatchTokens = parseWholeNumber("max-batch-tokens", values["max-batch-tokens"], 1);
+  if (maxBatchTokens !== undefined) engine.maxBatchTokens = maxBatchTokens;
+  if (kvCacheSize !== undefined) engine.kvCacheSize = kvCacheSize;
+  if (kvDtype !== undefined) engine.kvDtype = kvDtype as KvDtype;
+  const settings: ServeSettings = {
+    model: values.model,
+    host: values.host,
+    port,
+    maxQueue: parseWholeNumber("max-queue", values["max-queue"], 0) ?? DEFAULT_MAX_QUEUE,
+    shutdownTimeoutMs,
+    engine,
+  };
+  if (apiKey !== undefined) settings.apiKey = apiKey;
+  if (values["trace-steps"] !== undefined) settings.traceSteps = values["trace-steps"];
+  return settings;
+}
+
+function formatBytes(bytes: number): string {
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/** A URL for the address, with IPv6 hosts in brackets. */
+function urlOf(host: string, port: number): string {
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+export async function runServe(argv: string[]): Promise<void> {
+  const settings = parseServeArgs(argv);
+  if (settings === "help") {
+    process.stdout.write(SERVE_HELP + "\n");
+    return;
+  }
+  checkModelExists(settings.model);
+  const state = new ServerState(settings.maxQueue);
+  const app = buildApp(state, {
+    apiKey: settings.apiKey,
+    onServerError: (err) => {
+      const message = err instanceof Error ? err.message : String(err);
+      process.stderr.write(`tiny-llm: request failed: ${message}\n`);
+      if (process.env.TINY_LLM_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    },
+  });
+  const shutdown = gracefulShutdown(app, state, settings.shutdownTimeoutMs);
+  let stopping = false;
+  const stopped = new Promise<void>((resolve, reject) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (!stopping)
+        process.stderr.write(`tiny-llm: ${signal}: shutting down (running requests get ${settings.shutdownTimeoutMs / 1000} s)\n`);
+      stopping = true;
+      shutdown.shutdown().then(resolve, reject);
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+
+  await app.listen({ host: settings.host, port: settings.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address !== null ? address.port : settings.port;
+  const url = urlOf(settings.host, port);
+  process.stderr.write(`tiny-llm: listening on ${url}, loading ${settings.model}\n`);
+
+  let trace: WriteStream | undefined;
+  try {
+    // The tokenizer runs on this thread; the weights load in the engine's worker.
+    const [{ loadTokenizer }, { AsyncEngine }] = await Promise.all([
+      import("../generation/load-checkpoint.js"),
+      import("../engine/async-engine.js"),
+    ]);
+    const { tokenizer, eosTokenIds, sampling } = loadTokenizer(settings.model);
+    const engine = await AsyncEngine.start(settings.model, settings.engine);
+    if (stopping) {
+      await engine.close();
+    } else {
+      state.setModel({ engine, tokenizer, eosTokenIds, sampling, name: settings.model });
+      if (settings.traceSteps !== undefined) {
+        const out = createWriteStream(settings.traceSteps, { flags: "w" });
+        trace = out;
+        out.on("error", (err) => process.stderr.write(`tiny-llm: --trace-steps ${settings.traceSteps}: ${err.message}\n`));
+        engine.onStep((step) => out.write(JSON.stringify(step) + "\n"));
+      }
+      const { info } = engine;
+      process.stdout.write(
+        `tiny-llm: serving ${settings.model} at ${url} | ${info.backend} backend (${info.isa}, ${info.threads} thread(s)) | ` +
+          `KV pool ${info.kv.blocks} blocks × ${info.kv.blockSize} tokens ${info.kv.dtype} (${formatBytes(info.kv.bytes)}) | ` +
+          `max ${info.maxNumSeqs} sequences, ${info.maxBatchTokens} tokens per step\n`,
+      );
+    }
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
+  await stopped;
+  if (trace) await new Promise<void>((resolve) => trace?.end(resolve));
+  process.stderr.write("tiny-llm: stopped\n");
+}
