@@ -124,6 +124,28 @@ for (const k of kernelSets()) {
       assert.equal(engine.stats().prefixHits, 4);
     });
 
+    test("n choices of one prompt share its blocks: the first computes them, the others find them cached", () => {
+      const prompt = randomPrompt(new Random(11), 40, V());
+      const choice = (seed: number) => params(prompt, 6, { sampling: { ...DEFAULT_SAMPLING, temperature: 1, seed } });
+      const engine = engineOn(forward);
+      const results = drain(
+        withRequests(
+          engine,
+          [0, 1, 2].map((i) => [`c${i}`, choice(i)] as [string, RequestParams]),
+        ),
+      );
+      // 40 tokens: two full blocks before the block with the last token.
+      assert.deepEqual(
+        [0, 1, 2].map((i) => results.get(`c${i}`)!.cachedTokens),
+        [0, 32, 32],
+      );
+      assert.equal(engine.stats().prefixHits, 4);
+      for (const i of [0, 1, 2]) {
+        const alone = drain(withRequests(engineOn(forward), [["a", choice(i)]])).get("a")!;
+        assert.deepEqual(results.get(`c${i}`)!.tokens, alone.tokens);
+      }
+    });
+
     test("a pool too small for all: the newest are preempted, recomputed, and finish as they would alone", () => {
       const random = new Random(9);
       const requests: [string, RequestParams][] = Array.from({ length: 6 }, (_, i) => [

@@ -11,7 +11,7 @@ import { generate } from "../src/generation/generate.js";
 import { Sampler } from "../src/generation/sampler.js";
 import { loadModel } from "../src/loaders/model-loader.js";
 import { nativeKernels } from "../src/kernels/native.js";
-import { selectBackend, type BackendName } from "../src/models/backend.js";
+import { selectBackend, type BackendName } from "../src/engine/backend.js";
 import { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { projectRoot, sharedPath } from "./support/shared.js";
 import { logSumExp } from "./support/numeric.js";

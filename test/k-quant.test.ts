@@ -24,7 +24,7 @@ import { GGML_TYPES, metadataNumber, readGgufHeader, readGgufTensors } from "../
 import { ggufStoredTensor } from "../src/loaders/gguf-model.js";
 import { writeGguf } from "../src/loaders/gguf-writer.js";
 import { nativeKernels } from "../src/kernels/native.js";
-import { selectBackend } from "../src/models/backend.js";
+import { selectBackend } from "../src/engine/backend.js";
 import { dequantizeQ4_0, quantizeQ4_0 } from "../src/tensor/block-quant.js";
 import {
   dequantizeK,

@@ -12,7 +12,7 @@ import { loadCheckpoint } from "../src/generation/load-checkpoint.js";
 import { Random } from "../src/generation/random.js";
 import { GGML_TYPES, readGgufHeader, readGgufTensors } from "../src/loaders/gguf.js";
 import { writeGguf } from "../src/loaders/gguf-writer.js";
-import { selectBackend } from "../src/models/backend.js";
+import { selectBackend } from "../src/engine/backend.js";
 import { AffineQuantWeight } from "../src/tensor/affine-quant.js";
 import { BlockQuantWeight } from "../src/tensor/block-quant.js";
 import { numberToF16 } from "../src/tensor/dtype.js";

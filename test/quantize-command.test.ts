@@ -11,7 +11,7 @@ import { nativeKernels } from "../src/kernels/native.js";
 import { CheckpointError } from "../src/loaders/checkpoint.js";
 import { loadModel } from "../src/loaders/model-loader.js";
 import { readSafetensors, readSafetensorsHeader, writeSafetensors, type RawTensor } from "../src/loaders/safetensors.js";
-import { selectBackend } from "../src/models/backend.js";
+import { selectBackend } from "../src/engine/backend.js";
 import { ConfigError, parseModelConfig } from "../src/models/config.js";
 import type { Transformer } from "../src/models/transformer.js";
 import { AffineQuantWeight, quantizeAffine, unpackCode } from "../src/tensor/affine-quant.js";

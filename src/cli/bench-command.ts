@@ -15,7 +15,7 @@ import type { WeightMatrix } from "../tensor/weight.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { UsageError } from "./errors.js";
 import { peakRssBytes } from "./peak-rss.js";
-import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
+import { BACKEND_OPTIONS, BATCH_INVARIANT_HELP, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
 
 export const BENCH_HELP = `Usage: tiny-llm bench --model M [options]
 
@@ -29,6 +29,7 @@ Options:
   --threads N         threads for the native kernels and the bandwidth probe (default: one per core)
   --backend B         native (the default where the kernels built) or ts
   --isa I             pin the native kernels to amx, avx512, avx2 or scalar (default: the best here)
+${BATCH_INVARIANT_HELP}
   --json              print one JSON object instead of a report
   -h, --help          show this help`;
 

@@ -11,7 +11,7 @@ import type { ChatMessage } from "../tokenizer/chat-template.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import { UsageError } from "./errors.js";
 import { peakRssBytes } from "./peak-rss.js";
-import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions } from "./options.js";
+import { BACKEND_OPTIONS, BATCH_INVARIANT_HELP, checkModelExists, parseBackendOptions } from "./options.js";
 
 export const GENERATE_HELP = `Usage: tiny-llm generate --model DIR --prompt TEXT [options]
 
@@ -33,6 +33,7 @@ Options:
   --backend B         native (C++ kernels, the default where they built) or ts (the TypeScript reference)
   --threads N         threads for the native kernels (default: one per core)
   --isa I             pin the native kernels to amx, avx512, avx2 or scalar (default: the best here)
+${BATCH_INVARIANT_HELP}
   --verbose           print token counts, speed and peak memory to stderr
   -h, --help          show this help
 

@@ -33,6 +33,8 @@ export class Engine {
   readonly pool: BlockPool;
   private readonly scheduler: Scheduler;
   private readonly byId = new Map<string, Sequence>();
+  /** The latest live sequence of each prompt (by a hash of its tokens), for n > 1 choices. */
+  private readonly byPrompt = new Map<string, Sequence>();
   /** Events of requests that ended between steps (aborted, rejected), sent with the next step's. */
   private pending: RequestEvent[] = [];
   private arrivals = 0;
@@ -84,6 +86,10 @@ export class Engine {
     this.check(params);
     if (this.byId.has(id)) throw new RequestRejectedError(`request id ${id} is already in flight`);
     const seq = new Sequence(id, params, this.arrivals++);
+    const prompt = blockKey(undefined, params.promptIds);
+    const leader = this.byPrompt.get(prompt);
+    if (leader && !leader.finished) seq.leader = leader;
+    this.byPrompt.set(prompt, seq);
     this.byId.set(id, seq);
     if (params.maxTokens === 0) {
       this.finish(seq, "length");
@@ -225,6 +231,9 @@ export class Engine {
   private finish(seq: Sequence, reason: "stop" | "length" | "abort" | "error", message?: string, event?: RequestEvent): void {
     this.scheduler.remove(seq);
     this.byId.delete(seq.id);
+    seq.finished = true;
+    const prompt = blockKey(undefined, seq.params.promptIds);
+    if (this.byPrompt.get(prompt) === seq) this.byPrompt.delete(prompt);
     if (event) {
       event.finish = reason;
       if (message) event.message = message;

@@ -75,11 +75,19 @@ export class Scheduler {
       used += n;
     }
     // A step that had to preempt admits no one: the pool is short already.
-    while (this.preemptions === preempted && this.waiting.length > 0 && this.running.length < maxNumSeqs && used < maxBatchTokens) {
-      const seq = this.waiting[0];
+    for (
+      let i = 0;
+      this.preemptions === preempted && i < this.waiting.length && this.running.length < maxNumSeqs && used < maxBatchTokens;
+    ) {
+      const seq = this.waiting[i];
+      // Another choice of the same prompt waits for the first one's blocks instead of computing its own.
+      if (seq.waitsForLeader) {
+        i++;
+        continue;
+      }
       const n = this.admit(seq, maxBatchTokens - used);
       if (n === 0) break;
-      this.waiting.shift();
+      this.waiting.splice(i, 1);
       this.running.push(seq);
       chunks.push({ seq, tokens: n });
       used += n;

@@ -19,6 +19,12 @@ export class Sequence {
   /** Prompt tokens found in the prefix cache at first admission. */
   cachedTokens = 0;
   admitted = false;
+  /**
+   * An earlier live sequence with the same prompt (another choice of the same request): this one
+   * starts once that one's prompt blocks are in the prefix cache, and shares them.
+   */
+  leader?: Sequence;
+  finished = false;
   /** Whether the first event (seed, prompt counts) went out. */
   reported = false;
   readonly sampler: RequestSampler;
@@ -34,6 +40,12 @@ export class Sequence {
     this.promptLength = params.promptIds.length;
     this.sampler = new RequestSampler(params.sampling, params.promptIds);
     this.stopIds = new Set(params.stopIds);
+  }
+
+  /** Whether it must wait for its leader's prompt to be computed. */
+  get waitsForLeader(): boolean {
+    const l = this.leader;
+    return l !== undefined && !l.finished && l.computed < l.promptLength;
   }
 
   /** Tokens still to run through the model before the next one can be sampled. */
