@@ -1,0 +1,482 @@
+/**
+ * `npm run bench:serve`: a load generator for OpenAI-compatible servers. It starts our server and
+ * llama.cpp's llama-server on the same GGUF with the same threads, one after the other (never
+ * both at once: they would share the cores), sends streaming /v1/completions requests at fixed
+ * concurrency levels or at a Poisson rate, with seeded random prompts, and reports output and
+ * total tokens/s, requests/s, TTFT, TPOT and inter-token latency (p50/p99), and for our server
+ * the peak KV blocks used and the prefix-cache hits. The results, the command and an SVG plot of
+ * throughput and TPOT against concurrency go into docs/benchmarks.md.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Random } from "../src/generation/random.js";
+import { llamaCppTool } from "./llama-cpp-paths.js";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const docs = join(root, "docs", "benchmarks.md");
+const plotFile = join(root, "docs", "serving.svg");
+const BEGIN = "<!-- bench:serve begin -->";
+const END = "<!-- bench:serve end -->";
+
+/** Common English words: prompts of N of them are about 1.1 N tokens for a GPT-style BPE. */
+const WORDS = (
+  "the of and to in is was for on that with as it by at from his he this be are an which or had have one not but all " +
+  "were they there been their has more time would will can when who into only other new some could these two may then first " +
+  "any like now my such make over our even most me state after also made many did must before back see through way where get " +
+  "much go well your know should down work year because come people just say each those take day good how long little very " +
+  "own still might great old world here life both between under last never place same another while house part found again " +
+  "small every city three always hand high left light along water school thought country number point children night story"
+).split(" ");
+
+interface Workload {
+  name: string;
+  /** Random words per prompt, after the shared prefix. */
+  promptWords: number;
+  /** Words of a system-prompt-like prefix: shared by every request ("warm"), or each its own ("cold"). */
+  prefixWords?: number;
+  sharedPrefix?: boolean;
+  genTokens: number;
+  concurrency: number[];
+  requestsPerClient: number;
+}
+
+interface RequestResult {
+  ttftMs: number;
+  /** Gaps between streamed chunks after the first. */
+  itlMs: number[];
+  tpotMs: number;
+  promptTokens: number;
+  outputTokens: number;
+  endMs: number;
+}
+
+interface LevelResult {
+  engine: string;
+  workload: string;
+  concurrency: number;
+  requests: number;
+  seconds: number;
+  outputPerSecond: number;
+  totalPerSecond: number;
+  requestsPerSecond: number;
+  ttft: [number, number];
+  tpot: [number, number];
+  itl: [number, number];
+  peakKvBlocks?: number;
+  prefixHitRate?: number;
+  failed: number;
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function words(random: Random, n: number): string {
+  return Array.from({ length: n }, () => WORDS[random.nextUint32() % WORDS.length]).join(" ");
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve_, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve_(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+async function waitHealthy(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`the server exited (code ${child.exitCode}) before it was healthy`);
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url}/health did not answer 200 within ${timeoutMs / 1000} s`);
+}
+
+/** One streaming completion; times its first chunk, the gaps between chunks, and reads the usage. */
+async function completion(url: string, model: string, prompt: string, maxTokens: number): Promise<RequestResult> {
+  const started = performance.now();
+  const response = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      model,
+      prompt,
+      max_tokens: maxTokens,
+      temperature: 0,
+      stream: true,
+      ignore_eos: true,
+      stream_options: { include_usage: true },
+    }),
+  });
+  if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let first = 0;
+  let last = 0;
+  const itl: number[] = [];
+  let usage: { prompt_tokens: number; completion_tokens: number } | undefined;
+  for await (const bytes of response.body) {
+    buffer += decoder.decode(bytes, { stream: true });
+    let at: number;
+    while ((at = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, at);
+      buffer = buffer.slice(at + 2);
+      const data = event.replace(/^data: /, "");
+      if (data === "[DONE]" || data === "") continue;
+      const chunk = JSON.parse(data) as { choices?: { text?: string }[]; usage?: typeof usage; error?: { message: string } };
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.usage) usage = chunk.usage;
+      if (chunk.choices?.some((c) => (c.text ?? "") !== "")) {
+        const now = performance.now();
+        if (first === 0) first = now;
+        else itl.push(now - last);
+        last = now;
+      }
+    }
+  }
+  if (!usage) throw new Error("the stream ended without usage");
+  const end = performance.now();
+  return {
+    ttftMs: first - started,
+    itlMs: itl,
+    tpotMs: usage.completion_tokens > 1 ? (last - first) / (usage.completion_tokens - 1) : 0,
+    promptTokens: usage.prompt_tokens,
+    outputTokens: usage.completion_tokens,
+    endMs: end,
+  };
+}
+
+/** Our server's KV blocks in use and prefix-cache hit rate, from /metrics (undefined elsewhere). */
+async function kvMetrics(url: string): Promise<{ used: number; hitRate: number } | undefined> {
+  try {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const read = (name: string): number | undefined => {
+      const m = new RegExp(`^${name} ([0-9.eE+-]+)$`, "m").exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    const used = read("tiny_llm_kv_blocks_used");
+    return used === undefined ? undefined : { used, hitRate: read("tiny_llm_prefix_cache_hit_rate") ?? 0 };
+  } catch {
+    return undefined;
+  }
+}
+
+async function runLevel(engine: string, url: string, model: string, w: Workload, concurrency: number, seed: number): Promise<LevelResult> {
+  const random = new Random(seed);
+  const shared = w.prefixWords ? words(random, w.prefixWords) : "";
+  const prompts = Array.from({ length: concurrency * w.requestsPerClient }, () => {
+    const prefix = w.prefixWords ? (w.sharedPrefix ? shared : words(random, w.prefixWords)) : "";
+    return (prefix ? prefix + "\n\n" : "") + words(random, w.promptWords);
+  });
+  if (w.sharedPrefix) await completion(url, model, prompts[0], 1); // the prefix is cached once, as a running server's would be
+  let peak = 0;
+  let polling = true;
+  const poll = (async () => {
+    while (polling) {
+      const m = await kvMetrics(url);
+      if (m) peak = Math.max(peak, m.used);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const results: RequestResult[] = [];
+  let failed = 0;
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < prompts.length) {
+        const prompt = prompts[next++];
+        try {
+          results.push(await completion(url, model, prompt, w.genTokens));
+        } catch (err) {
+          failed++;
+          process.stderr.write(`bench:serve: ${engine}: ${(err as Error).message}\n`);
+        }
+      }
+    }),
+  );
+  const seconds = (Math.max(...results.map((r) => r.endMs), started) - started) / 1000;
+  polling = false;
+  await poll;
+  const metrics = await kvMetrics(url);
+  const output = results.reduce((s, r) => s + r.outputTokens, 0);
+  const prompt = results.reduce((s, r) => s + r.promptTokens, 0);
+  return {
+    engine,
+    workload: w.name,
+    concurrency,
+    requests: results.length,
+    seconds,
+    outputPerSecond: output / seconds,
+    totalPerSecond: (output + prompt) / seconds,
+    requestsPerSecond: results.length / seconds,
+    ttft: [
+      percentile(
+        results.map((r) => r.ttftMs),
+        50,
+      ),
+      percentile(
+        results.map((r) => r.ttftMs),
+        99,
+      ),
+    ],
+    tpot: [
+      percentile(
+        results.map((r) => r.tpotMs),
+        50,
+      ),
+      percentile(
+        results.map((r) => r.tpotMs),
+        99,
+      ),
+    ],
+    itl: [
+      percentile(
+        results.flatMap((r) => r.itlMs),
+        50,
+      ),
+      percentile(
+        results.flatMap((r) => r.itlMs),
+        99,
+      ),
+    ],
+    peakKvBlocks: metrics ? peak : undefined,
+    prefixHitRate: metrics?.hitRate,
+    failed,
+  };
+}
+
+interface Server {
+  name: string;
+  command: string;
+  args: string[];
+}
+
+async function withServer<T>(server: Server, port: number, body: (url: string) => Promise<T>): Promise<T> {
+  const child = spawn(server.command, server.args, { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitHealthy(url, child, 300_000);
+    return await body(url);
+  } catch (err) {
+    throw new Error(`${server.name}: ${(err as Error).message}\n${stderr}`);
+  } finally {
+    child.kill("SIGTERM");
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once("exit", r)));
+  }
+}
+
+const fmt = (x: number | undefined, digits = 1): string => (x === undefined || Number.isNaN(x) ? "–" : x.toFixed(digits));
+
+function table(rows: LevelResult[]): string {
+  const lines = [
+    "| engine | workload | C | requests | output tok/s | total tok/s | req/s | TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms | peak KV blocks | prefix hit rate | failed |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    lines.push(
+      `| ${r.engine} | ${r.workload} | ${r.concurrency} | ${r.requests} | ${fmt(r.outputPerSecond)} | ${fmt(r.totalPerSecond)} | ${fmt(r.requestsPerSecond, 2)} | ` +
+        `${fmt(r.ttft[0], 0)} / ${fmt(r.ttft[1], 0)} | ${fmt(r.tpot[0], 0)} / ${fmt(r.tpot[1], 0)} | ${fmt(r.itl[0], 0)} / ${fmt(r.itl[1], 0)} | ` +
+        `${r.peakKvBlocks ?? "–"} | ${r.prefixHitRate === undefined ? "–" : (100 * r.prefixHitRate).toFixed(0) + " %"} | ${r.failed} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Output tokens/s (left) and TPOT p50 (right) against concurrency for each engine, as SVG, from the measured rows. */
+function plot(rows: LevelResult[], workload: string): string {
+  const W = 640;
+  const H = 300;
+  const pad = { l: 60, r: 60, t: 30, b: 40 };
+  const data = rows.filter((r) => r.workload === workload);
+  const levels = [...new Set(data.map((r) => r.concurrency))].sort((a, b) => a - b);
+  const engines = [...new Set(data.map((r) => r.engine))];
+  const maxOut = Math.max(1, ...data.map((r) => r.outputPerSecond)) * 1.1;
+  const maxTpot = Math.max(1, ...data.map((r) => r.tpot[0])) * 1.1;
+  const x = (c: number): number => pad.l + (levels.length < 2 ? 0 : (levels.indexOf(c) / (levels.length - 1)) * (W - pad.l - pad.r));
+  const yOut = (v: number): number => H - pad.b - (v / maxOut) * (H - pad.t - pad.b);
+  const yTpot = (v: number): number => H - pad.b - (v / maxTpot) * (H - pad.t - pad.b);
+  const colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="18" text-anchor="middle">${workload}: output tokens/s (solid, left) and TPOT p50 ms (dashed, right) against concurrency</text>`,
+    `<line x1="${pad.l}" y1="${H - pad.b}" x2="${W - pad.r}" y2="${H - pad.b}" stroke="black"/>`,
+    `<line x1="${pad.l}" y1="${pad.t}" x2="${pad.l}" y2="${H - pad.b}" stroke="black"/>`,
+    `<line x1="${W - pad.r}" y1="${pad.t}" x2="${W - pad.r}" y2="${H - pad.b}" stroke="black"/>`,
+  ];
+  for (const c of levels) parts.push(`<text x="${x(c)}" y="${H - pad.b + 16}" text-anchor="middle">${c}</text>`);
+  for (let i = 0; i <= 4; i++) {
+    parts.push(`<text x="${pad.l - 6}" y="${yOut((maxOut * i) / 4) + 4}" text-anchor="end">${((maxOut * i) / 4).toFixed(0)}</text>`);
+    parts.push(`<text x="${W - pad.r + 6}" y="${yTpot((maxTpot * i) / 4) + 4}">${((maxTpot * i) / 4).toFixed(0)}</text>`);
+  }
+  engines.forEach((engine, e) => {
+    const rowsOf = levels.map((c) => data.find((r) => r.engine === engine && r.concurrency === c)).filter((r) => r !== undefined);
+    const colour = colours[e % colours.length];
+    parts.push(
+      `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${rowsOf.map((r) => `${x(r.concurrency)},${yOut(r.outputPerSecond)}`).join(" ")}"/>`,
+    );
+    parts.push(
+      `<polyline fill="none" stroke="${colour}" stroke-width="2" stroke-dasharray="6 4" points="${rowsOf.map((r) => `${x(r.concurrency)},${yTpot(r.tpot[0])}`).join(" ")}"/>`,
+    );
+    parts.push(`<text x="${pad.l + 10}" y="${pad.t + 16 + 16 * e}" fill="${colour}">${engine}</text>`);
+  });
+  parts.push(`<text x="${W / 2}" y="${H - 8}" text-anchor="middle">concurrent clients</text>`, "</svg>");
+  return parts.join("\n") + "\n";
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string", default: join(root, "bench-models", "qwen2-0.5b-gguf-q4_0.gguf") },
+      threads: { type: "string", default: "2" },
+      concurrency: { type: "string", default: "1,4,16,64" },
+      quick: { type: "boolean", default: false },
+      "no-llama": { type: "boolean", default: false },
+      "no-write": { type: "boolean", default: false },
+    },
+  });
+  const model = resolve(values.model!);
+  if (!existsSync(model)) {
+    throw new Error(`${model} does not exist: run npm run bench once (it writes bench-models/), or pass --model FILE.gguf`);
+  }
+  const levels = values.concurrency!.split(",").map(Number);
+  const threads = values.threads!;
+  const perClient = values.quick ? 1 : 2;
+  const workloads: Workload[] = [
+    { name: "prompt ≈110, 64 generated", promptWords: 100, genTokens: 64, concurrency: levels, requestsPerClient: perClient },
+    {
+      name: "prompt ≈14, 128 generated",
+      promptWords: 12,
+      genTokens: 128,
+      concurrency: levels.filter((c) => c === 1 || c === 16),
+      requestsPerClient: perClient,
+    },
+    {
+      name: "500-word prefix, cold",
+      prefixWords: 500,
+      sharedPrefix: false,
+      promptWords: 20,
+      genTokens: 16,
+      concurrency: [16],
+      requestsPerClient: 1,
+    },
+    {
+      name: "500-word prefix, shared",
+      prefixWords: 500,
+      sharedPrefix: true,
+      promptWords: 20,
+      genTokens: 16,
+      concurrency: [16],
+      requestsPerClient: 1,
+    },
+  ];
+  const servers: Server[] = [];
+  const ours = (port: number): Server => ({
+    name: "tiny-llm",
+    command: process.execPath,
+    args: [
+      join(root, "dist", "src", "cli", "main.js"),
+      "serve",
+      "--model",
+      model,
+      "--port",
+      String(port),
+      "--threads",
+      threads,
+      "--max-num-seqs",
+      "64",
+    ],
+  });
+  const llamaServer = values["no-llama"] ? undefined : llamaCppTool("llama-server");
+  if (!values["no-llama"] && !llamaServer)
+    process.stderr.write("bench:serve: llama-server is not built (npm run build:llama-cpp); measuring tiny-llm alone\n");
+  const rows: LevelResult[] = [];
+  for (const make of [
+    ours,
+    ...(llamaServer
+      ? [
+          (port: number): Server => ({
+            name: "llama-server",
+            command: llamaServer,
+            args: [
+              "-m",
+              model,
+              "-t",
+              threads,
+              "-tb",
+              threads,
+              "-np",
+              "16",
+              "-c",
+              "16384",
+              "-cb",
+              "--port",
+              String(port),
+              "--host",
+              "127.0.0.1",
+            ],
+          }),
+        ]
+      : []),
+  ]) {
+    const port = await freePort();
+    const server = make(port);
+    servers.push(server);
+    await withServer(server, port, async (url) => {
+      // The name the server gives its model: ours checks it, as vLLM does.
+      const modelId = ((await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] }).data[0].id;
+      for (const w of workloads) {
+        for (const c of w.concurrency) {
+          const r = await runLevel(server.name, url, modelId, w, c, 1000 + c);
+          process.stdout.write(
+            `${server.name} | ${w.name} | C=${c}: ${r.outputPerSecond.toFixed(1)} output tok/s, TTFT p50 ${r.ttft[0].toFixed(0)} ms, TPOT p50 ${r.tpot[0].toFixed(0)} ms\n`,
+          );
+          rows.push(r);
+        }
+      }
+    });
+  }
+  process.stdout.write("\n" + table(rows) + "\n");
+  if (values["no-write"]) return;
+  writeFileSync(plotFile, plot(rows, workloads[0].name));
+  const command = ["npm run bench:serve", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" ");
+  const section = [
+    BEGIN,
+    `Run ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, \`${command}\`, ${threads} threads, model \`${model.replace(root + "/", "")}\`; servers one after the other on the same file (llama-server \`-np 16 -c 16384 -cb\`). Streaming /v1/completions, greedy, \`ignore_eos\`; each client sends its requests one after another. TTFT is to the first streamed text; TPOT is (last − first chunk) / (tokens − 1) per request; ITL the gaps between chunks.`,
+    "",
+    table(rows),
+    "",
+    "![throughput and TPOT against concurrency](serving.svg)",
+    END,
+  ].join("\n");
+  const old = existsSync(docs) ? readFileSync(docs, "utf8") : "";
+  const next = old.includes(BEGIN)
+    ? old.slice(0, old.indexOf(BEGIN)) + section + old.slice(old.indexOf(END) + END.length)
+    : `${old.trimEnd()}\n\n## Serving\n\n${section}\n`;
+  writeFileSync(docs, next);
+  process.stdout.write(`wrote ${docs} and ${plotFile}\n`);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`bench:serve: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+});
