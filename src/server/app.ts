@@ -55,6 +55,9 @@ export function buildApp(state: ServerState, opts: AppOptions = {}): FastifyInst
     if (!sameKey(match[1].trim(), opts.apiKey)) throw unauthorized("the API key is not valid");
   });
 
+  // Bodies are JSON only: anything else is a 415.
+  app.removeContentTypeParser("text/plain");
+
   // While draining, kept-alive connections are closed after their response.
   app.addHook("onSend", async (_request, reply) => {
     if (state.isDraining) void reply.header("connection", "close");

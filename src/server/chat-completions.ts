@@ -36,7 +36,7 @@ export function chatPromptIds(model: LoadedModel, messages: ChatMessageBody[], a
   const { tokenizer } = model;
   if (!tokenizer.config.chat_template) {
     throw invalidRequest(
-      "this model has no chat template (its tokenizer_config.json has no chat_template): use /v1/completions with a plain prompt",
+      "messages need a chat template and this model has none (its tokenizer_config.json has no chat_template): use /v1/completions with a plain prompt",
       "messages",
     );
   }
