@@ -28,6 +28,7 @@ test("bad flags are one line on stderr and exit 1", () => {
     [["--model", model, "--max-num-seqs", "0"], /--max-num-seqs must be at least 1/],
     [["--model", model, "--shutdown-timeout", "soon"], /--shutdown-timeout expects seconds/],
     [["--model", model, "--backend", "gpu"], /--backend must be "native" or "ts"/],
+    [["--model", model, "--batch-invariant", "maybe"], /--batch-invariant must be "on" or "off"/],
     [["--model", model, "--bogus"], /Unknown option '--bogus'/],
     [["--model", "/nonexistent/model"], /does not exist/],
   ];

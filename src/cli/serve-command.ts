@@ -34,6 +34,9 @@ Options:
   --backend B             native (C++ kernels, the default where they built) or ts
   --threads N             threads for the native kernels (default: one per core)
   --isa I                 pin the native kernels to amx, avx512, avx2 or scalar
+  --batch-invariant on|off
+                          on (default): a request's tokens and log-probabilities do not depend on
+                          what shares its batch; off: prompts use the faster batched kernels
   -h, --help              show this help`;
 
 type KvDtype = NonNullable<EngineOptions["kvDtype"]>;
@@ -111,6 +114,7 @@ export function parseServeArgs(argv: string[]): ServeSettings | "help" {
   if (backend.backend !== undefined) engine.backend = backend.backend;
   if (backend.threads !== undefined) engine.threads = backend.threads;
   if (backend.isa !== undefined) engine.isa = backend.isa;
+  if (backend.batchInvariant !== undefined) engine.batchInvariant = backend.batchInvariant;
   const maxNumSeqs = parseWholeNumber("max-num-seqs", values["max-num-seqs"], 1);
   if (maxNumSeqs !== undefined) engine.maxNumSeqs = maxNumSeqs;
   const maxBatchTokens = parseWholeNumber("max-batch-tokens", values["max-batch-tokens"], 1);
