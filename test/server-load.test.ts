@@ -166,4 +166,59 @@ describe("disconnects", { skip: randomModel.skip }, () => {
     const next = await postJson(`${server.url}/v1/completions`, { prompt: "Hi", max_tokens: 3 });
     assert.equal(next.status, 200);
   });
+
+  test("while a 4000-token prompt is prefilled, /health answers quickly and another stream keeps flowing", async (t) => {
+    const controller = new AbortController();
+    const streaming = await fetch(`${server.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 3000, temperature: 0, ignore_eos: true, stream: true }),
+      signal: controller.signal,
+    });
+    const reader = (streaming.body as ReadableStream<Uint8Array>).getReader();
+    await withTimeout(reader.read(), 10_000, "the first chunk");
+    let prefilling = true;
+    let lastChunk = performance.now();
+    let maxGap = 0;
+    const reading = (async () => {
+      while (prefilling) {
+        const { done } = await reader.read();
+        if (done) break;
+        const now = performance.now();
+        maxGap = Math.max(maxGap, now - lastChunk);
+        lastChunk = now;
+      }
+    })();
+    const ids = Array.from({ length: 4000 }, (_, i) => 100 + ((i * 37) % 900));
+    const started = performance.now();
+    const long = postJson(`${server.url}/v1/completions`, { prompt: ids, max_tokens: 1 }).then(async (r) => {
+      assert.equal(r.status, 200, await r.text());
+      return performance.now() - started;
+    });
+    let finished = false;
+    void long.finally(() => (finished = true));
+    const latencies: number[] = [];
+    while (!finished) {
+      const t = performance.now();
+      assert.equal((await fetch(`${server.url}/health`)).status, 200);
+      latencies.push(performance.now() - t);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const elapsed = await long;
+    prefilling = false;
+    controller.abort();
+    await reading.catch(() => {});
+    // Were the event loop blocked by the forward passes, a poll would wait for the whole prefill.
+    assert.ok(latencies.length >= 5, `${latencies.length} polls in ${elapsed.toFixed(0)} ms`);
+    const worst = Math.max(...latencies);
+    t.diagnostic(
+      `prefill ${elapsed.toFixed(0)} ms; /health at most ${worst.toFixed(0)} ms; longest pause of the other stream ${maxGap.toFixed(0)} ms`,
+    );
+    assert.ok(worst < Math.min(150, elapsed / 2), `/health took up to ${worst.toFixed(0)} ms during a ${elapsed.toFixed(0)} ms prefill`);
+    assert.ok(
+      maxGap < Math.min(300, elapsed / 2),
+      `the other stream paused ${maxGap.toFixed(0)} ms during a ${elapsed.toFixed(0)} ms prefill`,
+    );
+    await waitFor(() => server.engine.inFlight === 0, 5000, "the engine to be idle");
+  });
 });
