@@ -174,26 +174,32 @@ export function launch(
   state.track(group, reply);
   onClientGone(reply, () => group.abort("the client disconnected"));
   const metrics = state.metrics;
-  prompts.forEach(({ settings }, p) => {
-    for (let j = 0; j < settings.n; j++) {
-      const index = p * n + j;
-      const own = observe(index);
-      const params: RequestParams = paramsForChoice(settings.params, j);
-      group.runs.push(
-        new ChoiceRun(model.engine, model.tokenizer, `${idPrefix}-${index}`, params, settings.stops, {
-          onDelta: own.onDelta,
-          onFirstToken: (seconds) => {
-            metrics.observeFirstToken(seconds);
-            own.onFirstToken?.(seconds);
-          },
-          onFinish: (result, perToken) => {
-            metrics.observeFinish(result.finish, perToken);
-            own.onFinish?.(result, perToken);
-          },
-        }),
-      );
-    }
-  });
+  try {
+    prompts.forEach(({ settings }, p) => {
+      for (let j = 0; j < settings.n; j++) {
+        const index = p * n + j;
+        const own = observe(index);
+        const params: RequestParams = paramsForChoice(settings.params, j);
+        group.runs.push(
+          new ChoiceRun(model.engine, model.tokenizer, `${idPrefix}-${index}`, params, settings.stops, {
+            onDelta: own.onDelta,
+            onFirstToken: (seconds) => {
+              metrics.observeFirstToken(seconds);
+              own.onFirstToken?.(seconds);
+            },
+            onFinish: (result, perToken) => {
+              metrics.observeFinish(result.finish, perToken);
+              own.onFinish?.(result, perToken);
+            },
+          }),
+        );
+      }
+    });
+  } catch (err) {
+    // Choices already started would run on with no one to answer.
+    group.abort("another choice of this request could not start");
+    throw err;
+  }
   return group;
 }
 
