@@ -103,6 +103,11 @@ export class AsyncEngine {
     if (this.listeners.has(id)) this.post({ type: "abort", id });
   }
 
+  /** Why the engine stopped working (its worker died), or undefined while it works. */
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
   /** Requests submitted and not finished. */
   get inFlight(): number {
     return this.listeners.size;

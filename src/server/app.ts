@@ -77,6 +77,8 @@ export function buildApp(state: ServerState, opts: AppOptions = {}): FastifyInst
   app.get("/health", { config: { public: true } }, async (_request, reply) => {
     if (state.isDraining) return reply.status(503).send({ status: "shutting_down" });
     if (!state.model) return reply.status(503).send({ status: "loading" });
+    const failed = state.model.engine.failed;
+    if (failed) return reply.status(503).send({ status: "failed", message: failed.message });
     return { status: "ok" };
   });
 

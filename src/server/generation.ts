@@ -12,7 +12,7 @@ import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 
 /** What the server needs of the engine (AsyncEngine, or a stand-in in tests). */
-export type ServingEngine = Pick<AsyncEngine, "info" | "check" | "submit" | "abort" | "inFlight" | "stats" | "onStep" | "close">;
+export type ServingEngine = Pick<AsyncEngine, "info" | "check" | "submit" | "abort" | "inFlight" | "stats" | "onStep" | "close" | "failed">;
 
 /** A generated token, released with its text. */
 export interface ReleasedToken {
