@@ -7,6 +7,7 @@ import { BatchForward, passRows } from "../src/engine/batch-forward.js";
 import { PagedKvCache } from "../src/engine/kv-cache.js";
 import { SingleSequenceModel } from "../src/engine/single-sequence.js";
 import { loadCheckpoint } from "../src/generation/load-checkpoint.js";
+import { Random } from "../src/generation/random.js";
 import { SEQ_FIELDS } from "../src/kernels/kernels.js";
 import { kernelSets } from "./support/engine-kernels.js";
 import { assertSameSteps, greedySteps } from "./support/greedy-steps.js";
@@ -40,6 +41,30 @@ for (const k of kernelSets()) {
       seq.forward(prompt.concat(Array.from({ length: steps }, () => 1)));
       assert.equal(seq.length, context);
       assert.throws(() => seq.forward([1]), /exceed the model's context of 512/);
+    });
+
+    for (const name of ["stories260k-qwen2", "tiny-random-qwen3"]) {
+      const m = sharedPath("models", name);
+      test(`${name}: a prompt longer than two passes over the layers gives the reference's greedy steps`, { skip: m.skip }, () => {
+        const { model } = loadCheckpoint(m.path);
+        const forward = new BatchForward(model, k.make());
+        const random = new Random(7);
+        // Past two passes and ending inside the third, within the 512-token context of stories260k.
+        const prompt = Array.from({ length: 2 * forward.passRows + 45 }, () => 3 + (random.nextUint32() % (model.config.vocabSize - 3)));
+        assertSameSteps(greedySteps(new SingleSequenceModel(forward, "f32"), prompt, 8), greedySteps(model, prompt, 8));
+      });
+    }
+
+    test("each prompt after the first, on buffers given back in between, gives the reference's logits", { skip: stories.skip }, () => {
+      const { model } = loadCheckpoint(stories.path);
+      const ours = new SingleSequenceModel(new BatchForward(model, k.make()), "f32");
+      const random = new Random(11);
+      // A long prompt sizes the buffers; shorter ones then reuse them.
+      for (const length of [200, 37, 120, 2]) {
+        const prompt = Array.from({ length }, () => 3 + (random.nextUint32() % (model.config.vocabSize - 3)));
+        assertSameSteps(greedySteps(ours, prompt, 4), greedySteps(model, prompt, 4));
+      }
+      assert.throws(() => ours.newSequence().forward([]), /at least one token/);
     });
 
     test("each sequence of a mixed batch gets the logits it gets alone, bit for bit", { skip: stories.skip }, () => {

@@ -20,7 +20,7 @@ import { RoPE } from "../src/layers/rope.js";
 import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { mul, silu } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
-import { toNativeWeight } from "../src/models/native-transformer.js";
+import { toNativeWeight } from "../src/kernels/native-kernels.js";
 import { AffineQuantWeight } from "../src/tensor/affine-quant.js";
 import { BlockQuantWeight } from "../src/tensor/block-quant.js";
 import { KQuantWeight } from "../src/tensor/k-quant.js";

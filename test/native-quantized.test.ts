@@ -13,7 +13,7 @@ import { generate } from "../src/generation/generate.js";
 import { Sampler } from "../src/generation/sampler.js";
 import { nativeKernels } from "../src/kernels/native.js";
 import { loadModel } from "../src/loaders/model-loader.js";
-import { selectBackend } from "../src/models/backend.js";
+import { selectBackend } from "../src/engine/backend.js";
 import { sharedPath } from "./support/shared.js";
 import { relativeRms } from "./support/numeric.js";
 
@@ -32,7 +32,7 @@ for (const bits of [8, 4])
       if (isa === isas[0]) quantizeCheckpoint(stories.path, dir, { bits, groupSize: 32 });
       const ts = selectBackend(loadModel(dir), { backend: "ts" }).model;
       const backend = selectBackend(loadModel(dir), { backend: "native", isa });
-      assert.equal(backend.context?.info().isa, isa);
+      assert.equal(backend.isa, isa);
       const native = backend.model;
       // Teacher-force both with the reference's greedy tokens and compare every step's logits.
       const ids = [...generate(ts, [1], { sampler: new Sampler({ temperature: 0 }), maxTokens: 40 })].map((t) => t.id);
