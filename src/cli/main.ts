@@ -4,8 +4,7 @@
  * stderr with a non-zero exit.
  *
  * V8's memory settings are turned down, since weights, caches and activations live in native
- * buffers and V8's heap holds little more than code: together 3 to 4 MB less resident memory
- * (Qwen2-0.5B at Q4_0, 265 MB of weights) at no measured cost in speed. The first line's take
+ * buffers and V8's heap holds little more than code (docs/benchmarks.md has what they save). The first line's take
  * effect only at start-up, so they apply when this runs as `tiny-llm`: V8's builtins run from the
  * executable rather than from a copy in fresh memory, and one helper thread instead of four does
  * its background work. The one below can be set at run time, so it applies however this starts:

@@ -11,7 +11,7 @@ export interface EngineOptions {
   threads?: number;
   /** Pins the native kernels to one instruction set ("auto" by default). */
   isa?: string;
-  /** The KV pool: bytes ("2GB", "512MiB", a number) or tokens ("16384t"); default: see defaultKvBytes. */
+  /** The KV pool: bytes ("2GB", "512MiB", a number) or tokens ("16384t"); the default is create-engine.ts's. */
   kvCacheSize?: string | number;
   /** How K/V are stored: f16 by default on the native kernels, f32 on the TypeScript ones. */
   kvDtype?: KvDtype;

@@ -164,10 +164,7 @@ export function readGgufHeader(path: string): GgufHeader {
   }
 }
 
-/**
- * A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a
- * copy (a Qwen2 GGUF's 121 norms and biases take 0.3 MB as copies, 0.75 MB as maps).
- */
+/** A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a copy. */
 const MAP_MIN_BYTES = 64 * 1024;
 
 /**

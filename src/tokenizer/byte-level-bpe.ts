@@ -1,9 +1,9 @@
 /**
  * Byte-level BPE (GPT-2, Qwen, Llama 3) over compact tables, for the tokenizers stored in GGUF
- * metadata and plain byte-level tokenizer.json files. A 150k-token vocabulary with its merges
- * takes about 4 MB here, against about 100 MB as @huggingface/tokenizers' objects and maps: a
- * fixed cost that would exceed the weights' 20 % headroom on a 300 MB quantized model. Tests
- * hold its ids and text equal to that library's.
+ * metadata and plain byte-level tokenizer.json files. A large vocabulary with its merges takes a
+ * few percent of what @huggingface/tokenizers' objects and maps take (docs/benchmarks.md): a
+ * fixed cost that would otherwise exceed a small quantized model's memory headroom. Tests hold
+ * its ids and text equal to that library's.
  *
  * Encoding: the text is cut at added tokens (the longest one that matches, left to right); each
  * stretch between them is NFC-normalized when the pre-tokenizer asks, split into words by the

@@ -1,8 +1,8 @@
 /**
  * Reads a tokenizer.json. A BPE model's vocabulary and merges (150k entries each for Qwen) are read
  * from the file's bytes straight into StringTables; only the rest goes through JSON.parse. Parsing
- * the whole 11 MB file makes 300k strings and a 150k-key object, a passing heap of about 60 MB
- * that also leaves V8's young generation at its largest for good.
+ * the whole file would make a string per entry and an object keyed by the vocabulary, a passing
+ * heap many times the tables' size that also leaves V8's young generation at its largest for good.
  */
 import { isUtf8 } from "node:buffer";
 import { StringIndex, StringTable, StringTableBuilder } from "../loaders/string-table.js";

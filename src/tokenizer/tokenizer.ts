@@ -98,8 +98,8 @@ export class Tokenizer {
   }
 
   /**
-   * Plain byte-level BPE (Qwen's) runs on compact tables, about 4 MB where the library keeps
-   * about 65 MB; anything else runs on @huggingface/tokenizers, which takes the whole file.
+   * Plain byte-level BPE (Qwen's) runs on compact tables, a fraction of the library's memory
+   * (docs/benchmarks.md); anything else runs on @huggingface/tokenizers, which takes the whole file.
    */
   private static fromFile(file: TokenizerJsonFile, config: TokenizerConfig): Tokenizer {
     const tables = byteLevelBpeTables(file.json, config, file.bpe);
