@@ -135,11 +135,13 @@ export class ChoiceGroup implements ActiveRequest {
 }
 
 /**
- * Everything that can still turn a request away before its response begins: the queue limit,
- * then whether the engine can ever serve each prompt (context and KV pool).
+ * Everything that can still turn a request away before its response begins: an engine that has
+ * failed, the queue limit, then whether the engine can ever serve each prompt (context and KV pool).
  */
 export function admit(state: ServerState, model: LoadedModel, prompts: PromptRun[], maxTokensField: string): void {
   const { engine } = model;
+  const failed = engine.failed;
+  if (failed) throw unavailable(`the engine failed and serves no more requests: ${failed.message}; restart the server`);
   const choices = prompts.reduce((sum, p) => sum + p.settings.n, 0);
   const limit = engine.info.maxNumSeqs + state.maxQueue;
   if (engine.inFlight + choices > limit) {
