@@ -20,11 +20,14 @@ function messageText(message: ChatMessageBody, index: number): string {
   if (typeof content === "string") return content;
   return content
     .map((part, p) => {
-      if (part.type !== "text" || typeof part.text !== "string") {
+      if (part.type !== "text") {
         throw invalidRequest(
           `messages.${index}.content.${p}: only text parts are supported, got type "${part.type}"`,
           `messages.${index}.content`,
         );
+      }
+      if (typeof part.text !== "string") {
+        throw invalidRequest(`messages.${index}.content.${p}: a text part needs a "text" string`, `messages.${index}.content`);
       }
       return part.text;
     })

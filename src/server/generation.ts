@@ -11,7 +11,7 @@ import { StopStringMatcher } from "../generation/stop-strings.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 
-/** What the server needs of the engine (AsyncEngine, or a stand-in in tests). */
+/** What the server needs of the engine (AsyncEngine). */
 export type ServingEngine = Pick<AsyncEngine, "info" | "check" | "submit" | "abort" | "inFlight" | "stats" | "onStep" | "close" | "failed">;
 
 /** A generated token, released with its text. */

@@ -36,13 +36,13 @@ export async function listen(state: ServerState, opts: AppOptions = {}): Promise
   return { app, url: `http://127.0.0.1:${address.port}` };
 }
 
-/** Serves `modelPath`; `engine` takes the place of a real engine when given. */
+/** Serves `modelPath` on a real engine with these options. */
 export async function startServer(
   modelPath: string,
-  opts: { engine?: EngineOptions; app?: AppOptions; maxQueue?: number; fakeEngine?: ServingEngine; graceMs?: number } = {},
+  opts: { engine?: EngineOptions; app?: AppOptions; maxQueue?: number; graceMs?: number } = {},
 ): Promise<TestServer & { shutdown(): Promise<void> }> {
   const { tokenizer, eosTokenIds, sampling } = loadTokenizer(modelPath);
-  const engine = opts.fakeEngine ?? (await withTimeout(AsyncEngine.start(modelPath, opts.engine ?? {}), 60_000, "engine start"));
+  const engine = await withTimeout(AsyncEngine.start(modelPath, opts.engine ?? {}), 60_000, "engine start");
   const state = new ServerState(opts.maxQueue);
   state.setModel({ engine, tokenizer, eosTokenIds, sampling, name: modelPath });
   let app: FastifyInstance;
