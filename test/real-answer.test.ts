@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { loadCheckpoint, type LoadedCheckpoint } from "../src/generation/load-checkpoint.js";
 import { nativeKernels } from "../src/kernels/native.js";
-import { selectBackend, type BackendName } from "../src/models/backend.js";
+import { selectBackend, type BackendName } from "../src/engine/backend.js";
 import { renderChatTemplate } from "../src/tokenizer/chat-template.js";
 import { greedySteps } from "./support/greedy-steps.js";
 import { KNOWN_GAPS, testModel, testModelNames } from "./support/test-models.js";

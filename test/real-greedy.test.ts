@@ -23,7 +23,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { loadCheckpoint, type LoadedCheckpoint } from "../src/generation/load-checkpoint.js";
 import { nativeKernels } from "../src/kernels/native.js";
-import { selectBackend, type BackendName } from "../src/models/backend.js";
+import { selectBackend, type BackendName } from "../src/engine/backend.js";
 import type { LanguageModel } from "../src/models/language-model.js";
 import { llamaCppSkip } from "../scripts/llama-cpp-paths.js";
 import { greedySteps } from "./support/greedy-steps.js";

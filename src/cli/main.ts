@@ -45,6 +45,8 @@ async function main(argv: string[]): Promise<void> {
       return (await import("./quantize-command.js")).runQuantize(rest);
     case "serve":
       return (await import("./serve-command.js")).runServe(rest);
+    case "perplexity":
+      return (await import("./perplexity-command.js")).runPerplexity(rest);
     case undefined:
     case "-h":
     case "--help":
