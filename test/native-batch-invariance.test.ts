@@ -3,12 +3,20 @@
  * matmulMany and swiglu is the same bits whether x has 1 row or r is one of 5, 6, 7, 16, 37 or
  * 64, for every weight type and every instruction set this CPU has, on 1 and 2 threads. Those
  * sizes put a row in every tile height of the one-row kernels (4 + 1, 2 and 3 rows at the end)
- * and past the thresholds where a context without batch invariance switches to AMX tiles or
- * VNNI strips; swiglu's wide weight makes its per-thread row chunks depend on M.
+ * and past the thresholds where prompts switch to the VNNI strips (int8 weights, in both modes)
+ * or, without batch invariance, to AMX tiles; swiglu's wide weight makes its per-thread row
+ * chunks depend on M.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { nativeKernels, nativeUnavailableReason, type NativeAddon, type NativeContext, type NativeWeight } from "../src/kernels/native.js";
+import {
+  NativeWeightType,
+  nativeKernels,
+  nativeUnavailableReason,
+  type NativeAddon,
+  type NativeContext,
+  type NativeWeight,
+} from "../src/kernels/native.js";
 import { randomTensor } from "./support/numeric.js";
 import { WEIGHT_TYPES, bitDifferences, randomNativeWeight } from "./support/native-weights.js";
 
@@ -126,20 +134,49 @@ for (const isa of isas) {
   });
 }
 
-// The check above can see a difference: without batch invariance, the batched prompt kernels
-// (AMX tiles, or VNNI strips on AVX-512) order their sums differently from the one-row kernels.
-const batched = isas.find((isa) => isa === "amx" || isa === "avx512");
+// The checks above are of the batched kernels, not only the one-row ones: a batch-invariant
+// context runs prompts of int8 weights on VNNI strips where AVX-512 is there, from the sizes
+// tested (8 rows, 12 for k-quants).
+const INT8_TYPES = new Set(["q8_0", "q4_0", "affine4", "affine8", "q4_k", "q5_k", "q6_k"]);
+const batchedInt8: Record<string, string> = { amx: "vnni-strips", avx512: "vnni-strips" };
+for (const isa of isas) {
+  test(`native-kernel-plan (${isa}): which kernel a matmul of M rows runs`, { skip }, () => {
+    const a = addon as NativeAddon;
+    const invariant = a.createContext({ isa, threads: 2 });
+    const free = a.createContext({ isa, threads: 2, batchInvariant: false });
+    for (const type of WEIGHT_TYPES) {
+      const id = NativeWeightType[type];
+      const int8 = INT8_TYPES.has(type);
+      assert.equal(invariant.matmulKernel(id, 1), "rows", `${type}, M = 1`);
+      assert.equal(free.matmulKernel(id, 1), "rows", `${type}, M = 1, not invariant`);
+      const prompt = int8 ? (batchedInt8[isa] ?? "rows") : "rows";
+      for (const M of [16, 37, 64]) assert.equal(invariant.matmulKernel(id, M), prompt, `${type}, M = ${M}`);
+      const threshold = type.endsWith("_k") ? 12 : 8;
+      if (int8 && batchedInt8[isa]) {
+        assert.equal(invariant.matmulKernel(id, threshold - 1), "rows", `${type}, M = ${threshold - 1}`);
+        assert.equal(invariant.matmulKernel(id, threshold), "vnni-strips", `${type}, M = ${threshold}`);
+      }
+      const freePrompt = isa === "amx" && type !== "f32" ? "amx-bf16" : prompt;
+      assert.equal(free.matmulKernel(id, 64), freePrompt, `${type}, M = 64, not invariant`);
+    }
+    assert.throws(() => invariant.matmulKernel(99, 1), /unknown weight type 99/);
+  });
+}
+
+// The check above can see a difference: without batch invariance, prompts of f16 or bf16 weights
+// run on AMX bf16 tiles, which order their sums differently from the one-row kernels. (The int8
+// types' batched kernels are invariant, so they run in both modes; see native-kernel-plan.)
 test(
-  "without batch invariance, batched kernels give rows other bits than one-row runs",
-  { skip: skip || (batched ? false : "no AMX or AVX-512") },
+  "without batch invariance, the AMX bf16 tiles give rows other bits than one-row runs",
+  { skip: skip || (isas.includes("amx") ? false : "no AMX") },
   () => {
     const a = addon as NativeAddon;
-    const ctx = a.createContext({ isa: batched, threads: 1, batchInvariant: false });
+    const ctx = a.createContext({ isa: "amx", threads: 1, batchInvariant: false });
     assert.equal(ctx.info().batchInvariant, false);
     const K = 512;
-    const w = randomNativeWeight("q8_0", 70, K, 3);
+    const w = randomNativeWeight("bf16", 70, K, 3);
     assert.throws(
-      () => assertRowsInvariant("q8_0 without batch invariance", K, [70], ctx, ctx, matmulOf(w)),
+      () => assertRowsInvariant("bf16 without batch invariance", K, [70], ctx, ctx, matmulOf(w)),
       /values differ from the one-row run/,
     );
   },

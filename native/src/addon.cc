@@ -5,7 +5,9 @@
 // context-aware, so it loads in worker threads too, each with its own contexts.
 #include <napi.h>
 
+#include <algorithm>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <new>
@@ -211,6 +213,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     return DefineClass(env, "NativeContext",
                        {
                            InstanceMethod<&ContextWrap::Info>("info"),
+                           InstanceMethod<&ContextWrap::MatmulKernel>("matmulKernel"),
                            InstanceMethod<&ContextWrap::Matmul>("matmul"),
                            InstanceMethod<&ContextWrap::MatmulMany>("matmulMany"),
                            InstanceMethod<&ContextWrap::Swiglu>("swiglu"),
@@ -273,6 +276,14 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     o.Set("threads", ctx_->threads());
     o.Set("batchInvariant", ctx_->batch_invariant());
     return o;
+  }
+
+  // matmulKernel(type, M): the name of the kernel a matmul of M rows by weights of this type runs
+  Napi::Value MatmulKernel(const Napi::CallbackInfo& info) {
+    const int64_t type = int_arg(info, 0, "type");
+    if (std::none_of(std::begin(tl::kWeightTypeNames), std::end(tl::kWeightTypeNames), [&](const tl::TypeName& t) { return t.id == type; }))
+      throw Napi::RangeError::New(info.Env(), "unknown weight type " + std::to_string(type));
+    return Napi::String::New(info.Env(), tl::kernel_name(tl::matmul_kernel(*ctx_, static_cast<int>(type), int_arg(info, 1, "M"))));
   }
 
   // matmul(out, x, M, weight, bias | null)

@@ -65,10 +65,9 @@ Context::Context(const ContextOptions& opts)
       batch_invariant_(opts.batch_invariant),
       worker_buffers_(2 * pool_.threads()) {}
 
-bool Context::vnni_strips() const {
+bool Context::vnni_int8() const {
 #if defined(TL_X86)
-  // With AMX the tiles take the batched matmuls that strips would.
-  return !batch_invariant_ && !amx_ && kernels_ == &avx512_kernels();
+  return kernels_ == &avx512_kernels();
 #else
   return false;
 #endif

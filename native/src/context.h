@@ -52,10 +52,12 @@ class Context {
   const IsaKernels& kernels() const { return *kernels_; }
   const std::string& isa_name() const { return isa_; }
   bool batch_invariant() const { return batch_invariant_; }
-  // AMX tiles and VNNI strips order a row's sums by where it sits in the batch: only allowed
-  // when results need not be batch-invariant.
+  // The AMX bf16 tiles order a row's sums by where it sits in the batch: only allowed when
+  // results need not be batch-invariant.
   bool amx_tiles() const { return amx_ && !batch_invariant_; }
-  bool vnni_strips() const;
+  // The AVX-512 VNNI int8 kernels (with the AVX-512 kernels, so also beside AMX): one-row
+  // kernels and strips that give a row the same bits, so prompts may use the strips either way.
+  bool vnni_int8() const;
   ThreadPool& pool() { return pool_; }
   int threads() const { return pool_.threads(); }
 

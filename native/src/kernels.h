@@ -75,11 +75,12 @@ inline void kquant_scale_min(const uint8_t* s, int j, int* sc, int* m) {
 }
 
 // Activations quantized on the fly for the integer dot products, one row of x per K elements
-// (padded to a multiple of 128 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and s = d[b] *
-// Σ q over each block (for kernels that feed weights as unsigned bytes and correct the offset
-// afterwards), or over each 16 values for Q6_K, whose scales cover 16. For k-quant weights the
-// eight blocks of a super-block share one d. Each instruction set may order q within a row as
-// its kernel wants.
+// (padded to a multiple of 128 with zeros): q[k] ≈ x[k] / d[b] per block b of 32, and s = the sum
+// of q over each block (for kernels that feed weights as unsigned bytes and correct the offset
+// afterwards, and for k-quant mins), or over each 16 values for Q6_K, whose scales cover 16. The
+// AVX-512 kernels keep s as the integer sums (exact in f32); AVX2's are times d[b]. For k-quant
+// weights the eight blocks of a super-block share one d. Each instruction set may order q within
+// a row as its kernel wants.
 struct QuantX {
   int8_t* q;
   float* d;
@@ -163,12 +164,18 @@ void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int6
 void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t part_stride, int64_t n0);
 }  // namespace amx
 
-// Batched matmuls of block-quantized weights (every is_int8_type) on AVX-512 VNNI, in
-// kernels_vnni.cc: sixteen weight rows in the lanes of a vector, rearranged once per strip and
-// shared by every row of x.
+// Matmuls of block-quantized weights (every is_int8_type) on AVX-512 VNNI, in kernels_vnni.cc,
+// with t.xq quantized by the AVX-512 kernels' quantize_x. Both kernels make each output with the
+// float steps of int8_recipe.h, so a row of x gets the same bits from either (and from the AMX
+// int8 tiles), whatever M is and wherever the row sits.
 namespace vnni {
+// One-row kernels: t.out for weight rows [n0, n1), every row of x on its own.
+void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1);
+constexpr int64_t kRowTile = 16;  // weight rows these kernels take at once (the rest one at a time)
+// Strips, for prompts: sixteen weight rows in the lanes of a vector, rearranged once per strip
+// and shared by every row of x.
 constexpr int64_t kStrip = 16;  // weight rows per call of matmul_strip
-// t.out for weight rows [n0, n0 + kStrip), with t.xq quantized by the AVX-512 kernels' quantize_x.
+// t.out for weight rows [n0, n0 + kStrip).
 void matmul_strip(const MatmulTask& t, int64_t n0);
 }  // namespace vnni
 #endif

@@ -1,20 +1,27 @@
-// Batched matmuls (prefill) of block-quantized weights (GGML Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and
-// MLX affine) on AVX-512 VNNI, compiled with the AVX-512 kernels.
+// Matmuls of int8-quantized weights (GGML Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and MLX affine) on
+// AVX-512 VNNI, compiled with the AVX-512 kernels: the one-row kernels that every M can use,
+// and the strips that prompts use. Both make each output with int8_recipe.h's float steps, so a
+// row of x gets the same bits from either, and from the AMX int8 tiles.
 //
-// The per-row tiles of kernels_x86.cc hold the blocks of one weight row in a vector's lanes, so
-// every unit of weights costs, besides its vpdpbusd, a conversion, a permute of block scales and
-// a multiply-add for each row of x. Here the sixteen int32 lanes are sixteen weight rows instead:
-// one vpdpbusd takes four values of each row against four values of x broadcast to every lane,
-// and after eight of them a block's 32 products sit whole in each lane. Per block and row of x
-// that is eight vpdpbusd, one conversion, one multiply (the sixteen rows' scales by x's) and one
-// multiply-add, with nothing to unpack. The weights must be laid out for it: a strip of sixteen
-// rows is rearranged once, 4-bit codes unpacked to bytes, and then read by every row of x.
+// One-row kernels read the weights as stored. Q8_0, Q4_0 and MLX rows are taken sixteen at a
+// time, 64 bytes of codes per row and step; each row's vpdpbusd lanes are reduced (exactly, in
+// int32) and transposed so that a vector holds one block's integer dots of the sixteen rows, and
+// the float steps run with the weight rows in the lanes. K-quants scale their sub-blocks in
+// int32 (vpdpwssd), so a super-block ends in one integer per output, and their float steps run
+// one output at a time.
+//
+// Strips hold sixteen weight rows in the int32 lanes too, but rearranged once so that one
+// vpdpbusd takes four values of each row against four values of x broadcast to every lane: after
+// eight of them a block's 32 products sit whole in each lane. Per block and row of x that is
+// eight vpdpbusd and the float step, with nothing to unpack; the rearranging (4-bit codes
+// unpacked to bytes, scales to f32 or int32 lanes) is shared by every row of x.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "int8_recipe.h"
 #include "kernels.h"
 #include "transpose16.h"
 #include "x86_util.h"
@@ -23,33 +30,447 @@ namespace tl {
 namespace vnni {
 namespace {
 
-// A strip, group after group. A group is one block (32 values, one block of x) for GGML types
-// and 1, 2 or 4 blocks for MLX affine weights. It holds the group's corrections e (kCorrections
-// vectors of 16 f32, one lane per row), then its blocks, each its scales dw (kSubs vectors of 16
-// f32) and its codes: 8 steps of 16 rows x 4 unsigned bytes. Step s of row r holds the four
-// codes of that row which x's four values at x_step(s) multiply; with two scales per block
-// (Q6_K's 16-value sub-blocks), steps 0-3 take the first and 4-7 the second.
+template <int Type>
+constexpr bool kAffine = Type == W_AFFINE4 || Type == W_AFFINE8;
+template <int Type>
+constexpr bool kK45 = Type == W_Q4_K || Type == W_Q5_K;
+
+// vpdpbusd takes the weights as unsigned bytes: Q8_0's codes enter shifted by 128, Q4_0's are
+// q + 8 already, Q6_K's q + 32. offset · Σqx comes back out of each integer dot.
+template <int Type>
+constexpr int kOffset = Type == W_Q8_0   ? 128
+                        : Type == W_Q4_0 ? 8
+                        : Type == W_Q6_K ? 32
+                                         : 0;
+
+// quantize_x's code sums (exact integers held in floats).
+inline int code_sum(const float* s, int64_t i) { return static_cast<int>(s[i]); }
+
+inline __m512i lanes_shifted(int first, int shift) {
+  return _mm512_add_epi32(_mm512_set1_epi32(first),
+                          _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift));
+}
+
+// Affine scales or biases [at, at + n) (n ≤ 16) as f32 lanes, the rest zero.
+inline __m512 load_params(const Weight& w, const void* params, int64_t at, int64_t n) {
+  const __mmask16 mask = lane_mask(n);
+  switch (w.scale_type) {
+    case S_F16:
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(params) + at));
+    case S_BF16:
+      return _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(params) + at)), 16));
+    default:
+      return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(params) + at);
+  }
+}
+
+inline void prefetch(const void* p, int64_t ahead) { _mm_prefetch(static_cast<const char*>(p) + ahead, _MM_HINT_T0); }
+
+// ---- one-row kernels: Q8_0, Q4_0, MLX affine, sixteen weight rows in the lanes ----
+
+constexpr int kTileX = 2;  // rows of x per pass over a tile
+
+// A unit is 64 bytes of a row's codes: two blocks of 8-bit codes, four of 4-bit ones.
+template <int Type>
+constexpr int64_t kUnitBlocks = kFourBit<Type> ? 4 : 2;
+
+// The codes of a unit as vpdpbusd's unsigned bytes: 8-bit codes in v[0], 4-bit codes' low
+// nibbles in v[0] and high nibbles in v[1]. Bytes outside `mask` are zero.
+template <int Type>
+inline void unit_codes(const uint8_t* p, __mmask64 mask, __m512i v[2]) {
+  const __m512i raw = _mm512_maskz_loadu_epi8(mask, p);
+  if constexpr (Type == W_Q8_0) {
+    v[0] = _mm512_xor_si512(raw, _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else if constexpr (Type == W_AFFINE8) {
+    v[0] = raw;
+  } else {
+    v[0] = _mm512_and_si512(raw, _mm512_set1_epi8(0x0f));
+    v[1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), _mm512_set1_epi8(0x0f));
+  }
+}
+
+// Σ code · x in int32 lanes of four values, x at the unit's place in quantize_x's order: the
+// 4-bit orders put a unit's low-nibble values first, then its high-nibble ones.
+template <int Type>
+inline __m512i unit_dot(const __m512i v[2], const int8_t* x) {
+  const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(x));
+  if constexpr (kFourBit<Type>) return _mm512_dpbusd_epi32(d, v[1], _mm512_loadu_si512(x + 64));
+  return d;
+}
+
+// Four rows' unit dots -> lane 4q + k holds row k's sum over its lanes 4q .. 4q + 3.
+inline __m512i reduce4(const __m512i d[4]) {
+  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
+  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+}
+
+// reduce4 of rows 4j .. 4j + 3 in part[j] -> isum[g]: lane r holds row r's dot over block g of
+// the unit (a 4-bit block is 128 bits of lanes, an 8-bit one 256).
+template <int Type>
+inline void unit_blocks(const __m512i part[4], __m512i isum[]) {
+  const __m512i lo01 = _mm512_shuffle_i32x4(part[0], part[1], 0x44), hi01 = _mm512_shuffle_i32x4(part[0], part[1], 0xee);
+  const __m512i lo23 = _mm512_shuffle_i32x4(part[2], part[3], 0x44), hi23 = _mm512_shuffle_i32x4(part[2], part[3], 0xee);
+  const __m512i q0 = _mm512_shuffle_i32x4(lo01, lo23, 0x88), q1 = _mm512_shuffle_i32x4(lo01, lo23, 0xdd);
+  const __m512i q2 = _mm512_shuffle_i32x4(hi01, hi23, 0x88), q3 = _mm512_shuffle_i32x4(hi01, hi23, 0xdd);
+  if constexpr (kFourBit<Type>) {
+    isum[0] = q0;
+    isum[1] = q1;
+    isum[2] = q2;
+    isum[3] = q3;
+  } else {
+    isum[0] = _mm512_add_epi32(q0, q1);
+    isum[1] = _mm512_add_epi32(q2, q3);
+  }
+}
+
+// What every tile of one matmul_rows call shares.
+struct RowsPlan {
+  int64_t row_bytes;
+  int64_t quant_bytes;  // codes per row
+  int64_t nb;           // blocks per row
+  int64_t units;        // units per row, the last maybe partial
+  int64_t groups = 0;   // MLX: groups per row
+  int shift = 0;        // MLX: log2(blocks per group)
+  explicit RowsPlan(const Weight& w)
+      : row_bytes(weight_row_bytes(w.type, w.cols)),
+        quant_bytes(w.type == W_Q4_0 || w.type == W_AFFINE4 ? w.cols / 2 : w.cols),
+        nb(w.cols / kBlock),
+        units((quant_bytes + 63) / 64) {
+    if (is_affine(w.type)) {
+      groups = w.cols / w.group_size;
+      shift = w.group_size == 32 ? 0 : w.group_size == 64 ? 1 : 2;
+    }
+  }
+};
+
+// Scales [c, c + 16) of a tile's rows (Q8_0 / Q4_0: per block; MLX: scales and biases per
+// group) as vectors whose lanes are the rows; the next tile's are prefetched.
+template <int Type>
+void tile_scales(const Weight& w, const RowsPlan& p, const uint8_t* const rows[kRowTile], int64_t n0, int64_t tile_rows, int64_t c,
+                 float (*scale)[16], float (*bias)[16]) {
+  __m512i v[16], b[16];
+  for (int r = 0; r < kRowTile; r++) {
+    if constexpr (kAffine<Type>) {
+      const int64_t row = n0 + std::min<int64_t>(r, tile_rows - 1), n = std::min<int64_t>(16, p.groups - c);
+      v[r] = _mm512_castps_si512(load_params(w, w.scales, row * p.groups + c, n));
+      b[r] = _mm512_castps_si512(load_params(w, w.biases, row * p.groups + c, n));
+    } else {
+      const uint8_t* d = rows[r] + p.quant_bytes + 2 * c;
+      prefetch(d, kRowTile * p.row_bytes);
+      v[r] = _mm512_castps_si512(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lane_mask(p.nb - c), d)));
+    }
+  }
+  transpose16(v);
+  for (int k = 0; k < 16; k++) _mm512_store_si512(scale[k], v[k]);
+  if constexpr (kAffine<Type>) {
+    transpose16(b);
+    for (int k = 0; k < 16; k++) _mm512_store_si512(bias[k], b[k]);
+  }
+}
+
+// Outputs [n0, n0 + rows) (rows ≤ 16) of rows [m0, m0 + MR) of x.
+template <int Type, int MR>
+void rows_tile(const MatmulTask& t, const RowsPlan& p, int64_t m0, int64_t n0, int64_t rows) {
+  const Weight& w = *t.w;
+  constexpr int64_t ub = kUnitBlocks<Type>;
+  // Lanes past `rows` repeat the last row: loads stay in the weight, and those lanes are not stored.
+  const uint8_t* wr[kRowTile];
+  for (int r = 0; r < kRowTile; r++) wr[r] = w.data + (n0 + std::min<int64_t>(r, rows - 1)) * p.row_bytes;
+  const int8_t* xq[MR];
+  const float *xd[MR], *xs[MR], *gsum[MR];
+  for (int i = 0; i < MR; i++) {
+    xq[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
+    xd[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
+    xs[i] = t.xq.s + (m0 + i) * t.xq.s_stride;
+    gsum[i] = t.xq.gsum + (m0 + i) * t.xq.g_stride;
+  }
+  const int shift = p.shift;
+  const int64_t group_blocks = int64_t{1} << shift;
+  const int64_t ahead = kRowTile * p.row_bytes;  // the next tile's rows, same place
+  alignas(64) float scale[16][16], bias[16][16];
+  __m512 acc[MR];
+  for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
+  for (int64_t u = 0; u < p.units; u++) {
+    const int64_t b0 = u * ub;
+    if (b0 % (16 << shift) == 0) tile_scales<Type>(w, p, wr, n0, rows, b0 >> shift, scale, bias);
+    const __mmask64 mask = u + 1 < p.units ? ~0ull : ~0ull >> (64 - (p.quant_bytes - 64 * u));
+    __m512i part[MR][4];
+    for (int j = 0; j < 4; j++) {
+      __m512i v[4][2];
+      for (int k = 0; k < 4; k++) {
+        const uint8_t* at = wr[4 * j + k] + 64 * u;
+        prefetch(at, ahead);
+        unit_codes<Type>(at, mask, v[k]);
+      }
+      for (int i = 0; i < MR; i++) {
+        __m512i d[4];
+        for (int k = 0; k < 4; k++) d[k] = unit_dot<Type>(v[k], xq[i] + b0 * kBlock);
+        part[i][j] = reduce4(d);
+      }
+    }
+    for (int i = 0; i < MR; i++) {
+      __m512i isum[ub];
+      unit_blocks<Type>(part[i], isum);
+      for (int64_t g = 0; g < ub && b0 + g < p.nb; g++) {
+        const int64_t b = b0 + g;
+        __m512i s = isum[g];
+        if constexpr (kOffset<Type> != 0) s = _mm512_sub_epi32(s, _mm512_set1_epi32(kOffset<Type> * code_sum(xs[i], b)));
+        acc[i] = scale_step(acc[i], s, _mm512_load_ps(scale[(b >> shift) & 15]), _mm512_set1_ps(xd[i][b]));
+        if constexpr (kAffine<Type>) {
+          if ((b + 1) % group_blocks == 0)
+            acc[i] = bias_step(acc[i], _mm512_load_ps(bias[(b >> shift) & 15]), _mm512_set1_ps(gsum[i][b >> shift]));
+        }
+      }
+    }
+  }
+  const int64_t N = w.rows;
+  const __mmask16 mask = lane_mask(rows);
+  const __m512 b = t.bias ? _mm512_maskz_loadu_ps(mask, t.bias + n0) : _mm512_setzero_ps();
+  for (int i = 0; i < MR; i++) _mm512_mask_storeu_ps(t.out + (m0 + i) * N + n0, mask, _mm512_add_ps(acc[i], b));
+}
+
+template <int Type>
+void block_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
+  const RowsPlan p(*t.w);
+  for (int64_t n = n0; n < n1; n += kRowTile) {
+    const int64_t rows = std::min(kRowTile, n1 - n);
+    int64_t m = 0;
+    for (; m + kTileX <= t.M; m += kTileX) rows_tile<Type, kTileX>(t, p, m, n, rows);
+    if (m < t.M) rows_tile<Type, 1>(t, p, m, n, rows);
+  }
+}
+
+// ---- one-row kernels: k-quants, MR x NR outputs per tile ----
+
+constexpr int kKTileM = 4, kKTileN = 4;
+
+// Σ of the int32 lanes of v.
+inline int32_t isum_of(__m512i v) { return _mm512_reduce_add_epi32(v); }
+inline int32_t isum_of(__m128i v) {
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+  return _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1)));
+}
+
+// The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
+// its 12 packed bytes (words w0, w1, w2): scales 0-3 and mins 0-3 are the low 6 bits of w0 and
+// w1; scales 4-7 are w2's low nibbles with w0's top 2 bits above, mins 4-7 w2's high nibbles
+// with w1's top 2 bits. `packed` must have 4 readable bytes after the 12.
+inline __m128i unpack_scale_min(const uint8_t* packed) {
+  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));  // w0, w1, w2, -
+  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));              // scales 0-3, mins 0-3
+  const __m128i w2 = _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0));
+  const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi32(0x03030303)), 4);
+  const __m128i hi = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0f0f0f0f)), top);  // scales 4-7, mins 4-7
+  return _mm_unpacklo_epi32(lo, hi);
+}
+
+// The rows of x of a tile and where their super-block scales and code sums are.
+template <int MR>
+struct KTileX {
+  const int8_t* q[MR];
+  const float* d[MR];
+  const float* s[MR];
+  KTileX(const MatmulTask& t, int64_t m0) {
+    for (int i = 0; i < MR; i++) {
+      q[i] = t.xq.q + (m0 + i) * t.xq.q_stride;
+      d[i] = t.xq.d + (m0 + i) * t.xq.b_stride;
+      s[i] = t.xq.s + (m0 + i) * t.xq.s_stride;
+    }
+  }
+};
+
+template <int MR, int NR>
+void store_outputs(const MatmulTask& t, int64_t m0, int64_t n0, const float (&acc)[MR][NR]) {
+  const int64_t N = t.w->rows;
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = acc[i][r] + (t.bias ? t.bias[n0 + r] : 0.0f);
+}
+
+// Q4_K and Q5_K: the sub-block scales multiply each vpdpbusd lane's dot (at most 4 · 31 · 127,
+// an int16) in vpdpwssd; the mins meet x's code sums in vpmaddwd.
+template <int Type, int MR, int NR>
+void k45_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
+  constexpr bool kQ5 = Type == W_Q5_K;
+  constexpr int64_t kBytes = kQ5 ? kQ5KBytes : kQ4KBytes;
+  const KTileX<MR> x(t, m0);
+  const int64_t ahead = NR * row_bytes;
+  float acc[MR][NR] = {};
+  for (int64_t sb = 0; sb < t.w->cols / kQK; sb++) {
+    const uint8_t* blk[NR];
+    __m128i sm[NR];  // bytes 0-7: the eight scales, 8-15: the mins
+    __m512i sc[NR];  // the same as int32
+    for (int r = 0; r < NR; r++) {
+      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
+      for (int64_t off = 0; off < kBytes; off += 64) prefetch(blk[r] + off, ahead);
+      sm[r] = unpack_scale_min(blk[r] + 4);
+      sc[r] = _mm512_cvtepu8_epi32(sm[r]);
+    }
+    __m512i isum[MR][NR];
+    for (int i = 0; i < MR; i++)
+      for (int r = 0; r < NR; r++) isum[i][r] = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+      // Chunk c: the low nibbles are sub-block 2c, the high ones 2c + 1; Q5_K adds bits 2c and 2c + 1 of qh.
+      const __m512i lanes = lanes_shifted(2 * c, 3);
+      __m512i wv[NR];
+      for (int r = 0; r < NR; r++) {
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + (kQ5 ? 48 : 16) + 32 * c));
+        __m256i lo = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
+        if constexpr (kQ5) {
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 16));
+          const __m256i one = _mm256_set1_epi8(1);
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+        }
+        wv[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      }
+      for (int i = 0; i < MR; i++) {
+        const __m512i xv = _mm512_loadu_si512(x.q[i] + sb * kQK + 64 * c);
+        for (int r = 0; r < NR; r++) {
+          const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
+          isum[i][r] = _mm512_dpwssd_epi32(isum[i][r], dot, _mm512_permutexvar_epi32(lanes, sc[r]));
+        }
+      }
+    }
+    __m128i mins[NR];
+    float d[NR], dmin[NR];
+    for (int r = 0; r < NR; r++) {
+      mins[r] = _mm_cvtepu8_epi16(_mm_srli_si128(sm[r], 8));
+      d[r] = f16_at(blk[r]);
+      dmin[r] = f16_at(blk[r] + 2);
+    }
+    for (int i = 0; i < MR; i++) {
+      const __m128i sums = _mm256_cvtepi32_epi16(_mm256_cvtps_epi32(_mm256_loadu_ps(x.s[i] + sb * 8)));
+      const float dx = x.d[i][sb * 8];
+      for (int r = 0; r < NR; r++) {
+        acc[i][r] = scale_step(acc[i][r], isum_of(isum[i][r]), d[r], dx);
+        acc[i][r] = min_step(acc[i][r], isum_of(_mm_madd_epi16(mins[r], sums)), dmin[r], dx);
+      }
+    }
+  }
+  store_outputs<MR, NR>(t, m0, n0, acc);
+}
+
+// Q6_K: (q − 32) · qx per vpdpbusd lane (an int16) times the 16-value sub-block's scale in vpdpwssd.
+template <int MR, int NR>
+void q6k_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
+  const KTileX<MR> x(t, m0);
+  const int64_t ahead = NR * row_bytes;
+  const __m512i thirty_two = _mm512_set1_epi8(32);
+  const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(3);
+  float acc[MR][NR] = {};
+  for (int64_t sb = 0; sb < t.w->cols / kQK; sb++) {
+    const uint8_t* blk[NR];
+    __m512i sc[NR];  // the sixteen scales as int16 in int32 lanes (high halves zero)
+    for (int r = 0; r < NR; r++) {
+      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
+      for (int64_t off = 0; off < kQ6KBytes; off += 64) prefetch(blk[r] + off, ahead);
+      sc[r] = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192))),
+                               _mm512_set1_epi32(0xffff));
+    }
+    __m512i isum[MR][NR];
+    for (int i = 0; i < MR; i++)
+      for (int r = 0; r < NR; r++) isum[i][r] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; half++) {
+      // A half's chunk 0 is values 0-63 (low nibbles of ql, qh bits 0-3), chunk 1 values 64-127 (high nibbles, bits 4-7).
+      __m512i wv[NR][2];
+      for (int r = 0; r < NR; r++) {
+        const __m512i ql = _mm512_loadu_si512(blk[r] + 64 * half);
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
+        const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        wv[r][0] = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_slli_epi16(_mm512_and_si512(qh2, low2), 4));
+        wv[r][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), low2), 4));
+      }
+      for (int cc = 0; cc < 2; cc++) {
+        const int c = 2 * half + cc;
+        const __m512i lanes = lanes_shifted(4 * c, 2);
+        for (int i = 0; i < MR; i++) {
+          const __m512i xv = _mm512_loadu_si512(x.q[i] + sb * kQK + 64 * c);
+          const __m512i offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), thirty_two, xv);
+          for (int r = 0; r < NR; r++) {
+            const __m512i dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r][cc], xv), offset);
+            isum[i][r] = _mm512_dpwssd_epi32(isum[i][r], dot, _mm512_permutexvar_epi32(lanes, sc[r]));
+          }
+        }
+      }
+    }
+    for (int r = 0; r < NR; r++) {
+      const float d = f16_at(blk[r] + 208);
+      for (int i = 0; i < MR; i++) acc[i][r] = scale_step(acc[i][r], isum_of(isum[i][r]), d, x.d[i][sb * 8]);
+    }
+  }
+  store_outputs<MR, NR>(t, m0, n0, acc);
+}
+
+template <int Type, int MR, int NR>
+void kquant_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
+  if constexpr (Type == W_Q6_K)
+    q6k_tile<MR, NR>(t, row_bytes, m0, n0);
+  else
+    k45_tile<Type, MR, NR>(t, row_bytes, m0, n0);
+}
+
+template <int Type, int MR>
+void kquant_rows_of_x(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + kKTileN <= n1; n += kKTileN) kquant_tile<Type, MR, kKTileN>(t, row_bytes, m0, n);
+  for (; n < n1; n++) kquant_tile<Type, MR, 1>(t, row_bytes, m0, n);
+}
+
+template <int Type, int MR>
+void kquant_rest_of_x(const MatmulTask& t, int64_t row_bytes, int64_t m, int64_t n0, int64_t n1) {
+  if constexpr (MR > 0) {
+    if (t.M - m == MR)
+      kquant_rows_of_x<Type, MR>(t, row_bytes, m, n0, n1);
+    else
+      kquant_rest_of_x<Type, MR - 1>(t, row_bytes, m, n0, n1);
+  }
+}
+
+template <int Type>
+void kquant_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
+  const int64_t row_bytes = weight_row_bytes(Type, t.w->cols);
+  int64_t m = 0;
+  for (; m + kKTileM <= t.M; m += kKTileM) kquant_rows_of_x<Type, kKTileM>(t, row_bytes, m, n0, n1);
+  kquant_rest_of_x<Type, kKTileM - 1>(t, row_bytes, m, n0, n1);
+}
+
+// ---- strips ----
+
+// A strip, group after group. A group is one block (32 values, one block of x) for Q8_0 and
+// Q4_0, 1, 2 or 4 blocks for MLX affine weights and a super-block's 8 for k-quants. It holds the
+// group's header (kHeader vectors of 16 lanes, one lane per row), then its blocks, each its
+// scales (kBlockScales vectors) and its codes: 8 steps of 16 rows x 4 unsigned bytes. Step s of
+// row r holds the four codes of that row which x's four values at x_step(s) multiply; with two
+// scales per block (Q6_K's 16-value sub-blocks), steps 0-3 take the first and 4-7 the second.
+//   Q8_0, Q4_0  block: dw (f32)
+//   MLX         header: bias (f32); block: scale (f32)
+//   Q4_K, Q5_K  header: d, dmin (f32), the mins in pairs (m_2k | m_2k+1 << 16, k = 0..3); block: sc (int32)
+//   Q6_K        header: d (f32); block: the two sub-blocks' sc (int32)
 constexpr int64_t kCodeBytes = 8 * 64;
 
 template <int Type>
-constexpr int kSubs = Type == W_Q6_K ? 2 : 1;
+constexpr int kHeader = kK45<Type>                        ? 6
+                        : kAffine<Type> || Type == W_Q6_K ? 1
+                                                          : 0;
 template <int Type>
-constexpr int kCorrections = Type == W_Q6_K ? 2 : 1;
+constexpr int kBlockScales = Type == W_Q6_K ? 2 : 1;
 template <int Type>
-constexpr int64_t kBlockBytes = 64 * kSubs<Type> + kCodeBytes;
-template <int Type>
-constexpr bool kAffine = Type == W_AFFINE4 || Type == W_AFFINE8;
+constexpr int64_t kBlockBytes = 64 * kBlockScales<Type> + kCodeBytes;
 
 template <int Type>
 struct StripLayout {
   uint8_t* base;
   int64_t blocks_per_group;
-  int64_t group_bytes() const { return 64 * kCorrections<Type> + blocks_per_group * kBlockBytes<Type>; }
+  int64_t group_bytes() const { return 64 * kHeader<Type> + blocks_per_group * kBlockBytes<Type>; }
   uint8_t* group(int64_t g) const { return base + g * group_bytes(); }
   // Block k of group g: the multiply loop's address, without dividing.
-  uint8_t* block(int64_t g, int64_t k) const { return group(g) + 64 * kCorrections<Type> + k * kBlockBytes<Type>; }
+  uint8_t* block(int64_t g, int64_t k) const { return group(g) + 64 * kHeader<Type> + k * kBlockBytes<Type>; }
   uint8_t* block(int64_t b) const { return block(b / blocks_per_group, b % blocks_per_group); }
-  static uint8_t* codes(uint8_t* block, int s) { return block + 64 * kSubs<Type> + 64 * s; }
+  static uint8_t* codes(uint8_t* block, int s) { return block + 64 * kBlockScales<Type> + 64 * s; }
   uint8_t* codes(int64_t b, int s) const { return codes(block(b), s); }
 };
 
@@ -68,14 +489,6 @@ constexpr int64_t x_step(int s) {
   return kFourBit<Type> ? (s & 3) * 4 + (s >> 2) * 64 : s * 4;
 }
 
-// vpdpbusd takes the weights as unsigned bytes: Q8_0's codes enter shifted by 128, Q4_0's are
-// q + 8 already, Q6_K's q + 32. The shift comes back out as a correction −offset · dw · s_x.
-template <int Type>
-constexpr float kOffset = Type == W_Q8_0   ? 128.0f
-                          : Type == W_Q4_0 ? 8.0f
-                          : Type == W_Q6_K ? 32.0f
-                                           : 0.0f;
-
 // Bytes [at, at + n) (n ≤ 64) of rows n0 .. n0 + 15 of w, transposed: v[j] then holds each row's
 // bytes at + 4j .. at + 4j + 3 in its lane, zeros past n and for rows past the weight's end.
 inline void load_transposed(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t at, int64_t n, __m512i v[16]) {
@@ -87,6 +500,7 @@ inline void load_transposed(const Weight& w, int64_t n0, int64_t rows, int64_t r
 
 inline void store(uint8_t* p, __m512i v) { _mm512_storeu_si512(p, v); }
 inline void store(uint8_t* p, const float* v) { std::memcpy(p, v, 64); }
+inline void store(uint8_t* p, const int32_t* v) { std::memcpy(p, v, 64); }
 
 inline __m512i nibble(__m512i v, int high) { return _mm512_and_si512(_mm512_srli_epi16(v, 4 * high), _mm512_set1_epi8(0x0f)); }
 // The bits of each byte of v from `bit` on, under `mask`, moved up to bit `to`.
@@ -166,49 +580,44 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
   const int64_t nb = K / kBlock;
   const int64_t rows = std::min<int64_t>(16, w.rows - n0);
   const int64_t row_bytes = weight_row_bytes(w.type, K);
-  alignas(64) float dw[kSubs<Type>][16] = {}, e[kCorrections<Type>][16] = {};
-  // Stores the scales in dw and corrections in e of block b (and of its group).
-  auto put = [&](int64_t b) {
-    for (int i = 0; i < kSubs<Type>; i++) store(strip.block(b) + 64 * i, dw[i]);
-    if (b % strip.blocks_per_group == 0)
-      for (int i = 0; i < kCorrections<Type>; i++) store(strip.group(b / strip.blocks_per_group) + 64 * i, e[i]);
-  };
+  auto row = [&](int64_t r) { return w.data + (n0 + r) * row_bytes; };
 
-  if constexpr (Type == W_Q4_K || Type == W_Q5_K) {
-    // w = d · sc · q − dmin · m per sub-block of 32: the mins meet s_x.
+  if constexpr (kK45<Type>) {
+    // w = d · sc · q − dmin · m per sub-block of 32.
     const int64_t bytes = Type == W_Q5_K ? kQ5KBytes : kQ4KBytes;
     for (int64_t sb = 0; sb < K / kQK; sb++) {
       pack_k45_codes<Type>(w, n0, rows, row_bytes, sb, strip);
-      float d[16], dmin[16];
+      alignas(64) float d[16] = {}, dmin[16] = {};
+      alignas(64) int32_t sc[8][16] = {}, mins[4][16] = {};
       for (int64_t r = 0; r < rows; r++) {
-        d[r] = f16_at(w.data + (n0 + r) * row_bytes + sb * bytes);
-        dmin[r] = f16_at(w.data + (n0 + r) * row_bytes + sb * bytes + 2);
+        const uint8_t* blk = row(r) + sb * bytes;
+        d[r] = f16_at(blk);
+        dmin[r] = f16_at(blk + 2);
+        int m[8];
+        for (int j = 0; j < 8; j++) kquant_scale_min(blk + 4, j, &sc[j][r], &m[j]);
+        for (int k = 0; k < 4; k++) mins[k][r] = m[2 * k] | m[2 * k + 1] << 16;
       }
-      for (int j = 0; j < 8; j++) {
-        for (int64_t r = 0; r < rows; r++) {
-          int sc, m;
-          kquant_scale_min(w.data + (n0 + r) * row_bytes + sb * bytes + 4, j, &sc, &m);
-          dw[0][r] = d[r] * static_cast<float>(sc);
-          e[0][r] = -dmin[r] * static_cast<float>(m);
-        }
-        put(sb * 8 + j);
-      }
+      uint8_t* header = strip.group(sb);
+      store(header, d);
+      store(header + 64, dmin);
+      for (int k = 0; k < 4; k++) store(header + 128 + 64 * k, mins[k]);
+      for (int j = 0; j < 8; j++) store(strip.block(sb, j), sc[j]);
     }
   } else if constexpr (Type == W_Q6_K) {
     // w = d · sc · (q − 32) per sub-block of 16: two per block of x.
     for (int64_t sb = 0; sb < K / kQK; sb++) {
       pack_q6k_codes(w, n0, rows, row_bytes, sb, strip);
+      alignas(64) float d[16] = {};
+      alignas(64) int32_t sc[16][16] = {};
+      for (int64_t r = 0; r < rows; r++) {
+        const uint8_t* blk = row(r) + sb * kQ6KBytes;
+        d[r] = f16_at(blk + 208);
+        for (int j = 0; j < 16; j++) sc[j][r] = reinterpret_cast<const int8_t*>(blk + 192)[j];
+      }
+      store(strip.group(sb), d);
       for (int j = 0; j < 8; j++) {
-        for (int64_t r = 0; r < rows; r++) {
-          const uint8_t* blk = w.data + (n0 + r) * row_bytes + sb * kQ6KBytes;
-          const float d = f16_at(blk + 208);
-          const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192 + 2 * j);
-          for (int i = 0; i < 2; i++) {
-            dw[i][r] = d * static_cast<float>(sc[i]);
-            e[i][r] = -kOffset<Type> * dw[i][r];
-          }
-        }
-        put(sb * 8 + j);
+        store(strip.block(sb, j), sc[2 * j]);
+        store(strip.block(sb, j) + 64, sc[2 * j + 1]);
       }
     }
   } else if constexpr (kAffine<Type>) {
@@ -216,22 +625,22 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
     pack_block_codes<Type>(w, n0, rows, row_bytes, strip);
     const int64_t groups = nb / strip.blocks_per_group;
     for (int64_t g = 0; g < groups; g++) {
+      alignas(64) float scale[16] = {}, bias[16] = {};
       for (int64_t r = 0; r < rows; r++) {
-        dw[0][r] = affine_param(w, w.scales, (n0 + r) * groups + g);
-        e[0][r] = affine_param(w, w.biases, (n0 + r) * groups + g);
+        scale[r] = affine_param(w, w.scales, (n0 + r) * groups + g);
+        bias[r] = affine_param(w, w.biases, (n0 + r) * groups + g);
       }
-      for (int64_t k = 0; k < strip.blocks_per_group; k++) put(g * strip.blocks_per_group + k);
+      store(strip.group(g), bias);
+      for (int64_t k = 0; k < strip.blocks_per_group; k++) store(strip.block(g, k), scale);
     }
   } else {
     // Q8_0, Q4_0: each row's f16 block scales follow its codes.
     pack_block_codes<Type>(w, n0, rows, row_bytes, strip);
     const int64_t quant_bytes = kFourBit<Type> ? K / 2 : K;
     for (int64_t b = 0; b < nb; b++) {
-      for (int64_t r = 0; r < rows; r++) {
-        dw[0][r] = f16_at(w.data + (n0 + r) * row_bytes + quant_bytes + 2 * b);
-        e[0][r] = -kOffset<Type> * dw[0][r];
-      }
-      put(b);
+      alignas(64) float dw[16] = {};
+      for (int64_t r = 0; r < rows; r++) dw[r] = f16_at(row(r) + quant_bytes + 2 * b);
+      store(strip.block(b), dw);
     }
   }
 }
@@ -255,7 +664,7 @@ inline __m512i broadcast4(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-// Eight vpdpbusd over steps [first, first + n) of a block: the int32 sums of 16 rows.
+// vpdpbusd over steps [first, first + n) of a block: the int32 dots of 16 rows.
 template <int Type>
 inline __m512i dot_steps(const __m512i c[8], const int8_t* x, int first, int n) {
   __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[first], broadcast4(x + x_step<Type>(first)));
@@ -263,54 +672,75 @@ inline __m512i dot_steps(const __m512i c[8], const int8_t* x, int first, int n) 
   return d;
 }
 
+inline __m512 f32_at(const uint8_t* p) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p)); }
+inline __m512i i32_at(const uint8_t* p) { return _mm512_loadu_si512(p); }
+
 // Rows [m0, m0 + MR) of x against a packed strip: one accumulator per row of x, its lanes the
 // strip's sixteen weight rows.
 template <int Type, int MR>
 void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, int64_t n0, Prefetcher& ahead) {
+  constexpr bool kKQuant = kK45<Type> || Type == W_Q6_K;
   const QuantX& xq = t.xq;
   const int64_t bpg = strip.blocks_per_group;
   const int64_t groups = t.w->cols / kBlock / bpg;
   const int8_t* xs[MR];
-  const float* xd[MR];
-  // What the corrections multiply: s_x per block, the exact sum of x per MLX group, or s_x per
-  // 16 values for Q6_K.
-  const float* xt[MR];
+  const float *xd[MR], *sums[MR], *gsum[MR];
   for (int i = 0; i < MR; i++) {
     xs[i] = xq.q + (m0 + i) * xq.q_stride;
     xd[i] = xq.d + (m0 + i) * xq.b_stride;
-    xt[i] = kAffine<Type> ? xq.gsum + (m0 + i) * xq.g_stride : xq.s + (m0 + i) * xq.s_stride;
+    sums[i] = xq.s + (m0 + i) * xq.s_stride;
+    gsum[i] = xq.gsum + (m0 + i) * xq.g_stride;
   }
   __m512 acc[MR];
   for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; g++) {
+    __m512i isum[MR];  // k-quants: the super-block's scaled integer dots
+    if constexpr (kKQuant)
+      for (int i = 0; i < MR; i++) isum[i] = _mm512_setzero_si512();
     for (int64_t k = 0; k < bpg; k++) {
       const int64_t b = g * bpg + k;
       uint8_t* block = strip.block(g, k);
-      const float* dw = reinterpret_cast<const float*>(block);
       ahead.step();
       __m512i c[8];
       for (int s = 0; s < 8; s++) c[s] = _mm512_loadu_si512(StripLayout<Type>::codes(block, s));
       const int64_t at = x_block<Type>(b);
-      if constexpr (kSubs<Type> == 1) {
-        const __m512 scale = _mm512_loadu_ps(dw);
+      if constexpr (kK45<Type>) {
+        const __m512i sc = i32_at(block);
+        for (int i = 0; i < MR; i++) isum[i] = _mm512_add_epi32(isum[i], _mm512_mullo_epi32(dot_steps<Type>(c, xs[i] + at, 0, 8), sc));
+      } else if constexpr (Type == W_Q6_K) {
+        const __m512i sc0 = i32_at(block), sc1 = i32_at(block + 64);
         for (int i = 0; i < MR; i++) {
-          const __m512i d = dot_steps<Type>(c, xs[i] + at, 0, 8);
-          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(scale, _mm512_set1_ps(xd[i][b])), acc[i]);
+          const __m512i d0 = _mm512_sub_epi32(dot_steps<Type>(c, xs[i] + at, 0, 4), _mm512_set1_epi32(32 * code_sum(sums[i], 2 * b)));
+          const __m512i d1 = _mm512_sub_epi32(dot_steps<Type>(c, xs[i] + at, 4, 4), _mm512_set1_epi32(32 * code_sum(sums[i], 2 * b + 1)));
+          isum[i] = _mm512_add_epi32(isum[i], _mm512_add_epi32(_mm512_mullo_epi32(d0, sc0), _mm512_mullo_epi32(d1, sc1)));
         }
       } else {
-        const __m512 scale0 = _mm512_loadu_ps(dw), scale1 = _mm512_loadu_ps(dw + 16);
+        const __m512 dw = f32_at(block);
         for (int i = 0; i < MR; i++) {
-          const __m512i d0 = dot_steps<Type>(c, xs[i] + at, 0, 4), d1 = dot_steps<Type>(c, xs[i] + at, 4, 4);
-          const __m512 dx = _mm512_set1_ps(xd[i][b]);
-          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_mul_ps(scale0, dx), acc[i]);
-          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_mul_ps(scale1, dx), acc[i]);
+          __m512i d = dot_steps<Type>(c, xs[i] + at, 0, 8);
+          if constexpr (kOffset<Type> != 0) d = _mm512_sub_epi32(d, _mm512_set1_epi32(kOffset<Type> * code_sum(sums[i], b)));
+          acc[i] = scale_step(acc[i], d, dw, _mm512_set1_ps(xd[i][b]));
         }
       }
     }
-    const float* e = reinterpret_cast<const float*>(strip.group(g));
-    for (int j = 0; j < kCorrections<Type>; j++) {
-      const __m512 ej = _mm512_loadu_ps(e + 16 * j);
-      for (int i = 0; i < MR; i++) acc[i] = _mm512_fmadd_ps(ej, _mm512_set1_ps(xt[i][g * kCorrections<Type> + j]), acc[i]);
+    const uint8_t* header = strip.group(g);
+    if constexpr (kAffine<Type>) {
+      const __m512 bias = f32_at(header);
+      for (int i = 0; i < MR; i++) acc[i] = bias_step(acc[i], bias, _mm512_set1_ps(gsum[i][g]));
+    } else if constexpr (kK45<Type>) {
+      const __m512 d = f32_at(header), dmin = f32_at(header + 64);
+      for (int i = 0; i < MR; i++) {
+        __m512i imin = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+          const int32_t pair = (code_sum(sums[i], 8 * g + 2 * k) & 0xffff) | code_sum(sums[i], 8 * g + 2 * k + 1) * 65536;
+          imin = _mm512_dpwssd_epi32(imin, i32_at(header + 128 + 64 * k), _mm512_set1_epi32(pair));
+        }
+        const __m512 dx = _mm512_set1_ps(xd[i][8 * g]);
+        acc[i] = min_step(scale_step(acc[i], isum[i], d, dx), imin, dmin, dx);
+      }
+    } else if constexpr (Type == W_Q6_K) {
+      const __m512 d = f32_at(header);
+      for (int i = 0; i < MR; i++) acc[i] = scale_step(acc[i], isum[i], d, _mm512_set1_ps(xd[i][8 * g]));
     }
   }
   const int64_t N = t.w->rows;
@@ -337,7 +767,7 @@ template <int Type>
 void strip(const MatmulTask& t, int64_t n0) {
   const Weight& w = *t.w;
   thread_local std::vector<uint8_t> buffer;
-  StripLayout<Type> layout{nullptr, kAffine<Type> ? w.group_size / kBlock : 1};
+  StripLayout<Type> layout{nullptr, kAffine<Type> ? w.group_size / kBlock : kK45<Type> || Type == W_Q6_K ? kQK / kBlock : 1};
   buffer.resize(w.cols / kBlock / layout.blocks_per_group * layout.group_bytes());
   layout.base = buffer.data();
   pack_strip<Type>(w, n0, layout);
@@ -352,31 +782,45 @@ void strip(const MatmulTask& t, int64_t n0) {
 
 }  // namespace
 
+void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
+  switch (t.w->type) {
+    case W_Q8_0:
+      return block_rows<W_Q8_0>(t, n0, n1);
+    case W_Q4_0:
+      return block_rows<W_Q4_0>(t, n0, n1);
+    case W_AFFINE4:
+      return block_rows<W_AFFINE4>(t, n0, n1);
+    case W_AFFINE8:
+      return block_rows<W_AFFINE8>(t, n0, n1);
+    case W_Q4_K:
+      return kquant_rows<W_Q4_K>(t, n0, n1);
+    case W_Q5_K:
+      return kquant_rows<W_Q5_K>(t, n0, n1);
+    case W_Q6_K:
+      return kquant_rows<W_Q6_K>(t, n0, n1);
+    default:
+      return;
+  }
+}
+
 void matmul_strip(const MatmulTask& t, int64_t n0) {
   switch (t.w->type) {
     case W_Q8_0:
-      strip<W_Q8_0>(t, n0);
-      break;
+      return strip<W_Q8_0>(t, n0);
     case W_Q4_0:
-      strip<W_Q4_0>(t, n0);
-      break;
+      return strip<W_Q4_0>(t, n0);
     case W_AFFINE4:
-      strip<W_AFFINE4>(t, n0);
-      break;
+      return strip<W_AFFINE4>(t, n0);
     case W_AFFINE8:
-      strip<W_AFFINE8>(t, n0);
-      break;
+      return strip<W_AFFINE8>(t, n0);
     case W_Q4_K:
-      strip<W_Q4_K>(t, n0);
-      break;
+      return strip<W_Q4_K>(t, n0);
     case W_Q5_K:
-      strip<W_Q5_K>(t, n0);
-      break;
+      return strip<W_Q5_K>(t, n0);
     case W_Q6_K:
-      strip<W_Q6_K>(t, n0);
-      break;
+      return strip<W_Q6_K>(t, n0);
     default:
-      break;
+      return;
   }
 }
 

@@ -1,6 +1,7 @@
 // x86 SIMD kernels, compiled twice: with -mavx2 -mfma -mf16c into namespace tl::avx2, and with
 // the AVX-512 flags (F, BW, VL, DQ, VNNI) into tl::avx512. The AVX-512 build works on 16 floats
-// per vector and uses VNNI's vpdpbusd for int8 dot products; the code below is shared.
+// per vector; the code below is shared, except the int8 matmuls: AVX2's are here, AVX-512's in
+// kernels_vnni.cc (this file quantizes x for both).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -54,21 +55,6 @@ inline V vload_bf16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 inline V vload_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-// The first n (≤ 16) lanes from p, the rest zero.
-inline V vload_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(lane_mask(n), p); }
-inline __m256i load_u16_n(const uint16_t* p, int64_t n) { return _mm256_maskz_loadu_epi16(lane_mask(n), p); }
-inline V vload_f16_n(const uint16_t* p, int64_t n) { return _mm512_cvtph_ps(load_u16_n(p, n)); }
-inline V vload_bf16_n(const uint16_t* p, int64_t n) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_u16_n(p, n)), 16));
-}
-// int32 vectors, for the integer dot products
-using IV = __m512i;
-inline V vcvt(IV v) { return _mm512_cvtepi32_ps(v); }
-inline V vpermute(V v, IV lanes) { return _mm512_permutexvar_ps(lanes, v); }
-inline IV vlane_index() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
-inline IV vishr(IV v, int n) { return _mm512_srli_epi32(v, n); }
-inline IV viadd(IV a, IV b) { return _mm512_add_epi32(a, b); }
-inline IV viset1(int x) { return _mm512_set1_epi32(x); }
 #else
 using V = __m256;
 constexpr int VW = 8;
@@ -140,11 +126,6 @@ inline int64_t tiles_ahead(int64_t row_bytes, int nr) {
 }
 
 inline void prefetch_at(const void* p, int64_t bytes) { _mm_prefetch(static_cast<const char*>(p) + bytes, _MM_HINT_T0); }
-
-// Prefetches the lines of a block `bytes` long, `ahead` bytes on.
-inline void prefetch_block(const uint8_t* p, int64_t bytes, int64_t ahead) {
-  for (int64_t off = 0; off < bytes; off += 64) prefetch_at(p + off, ahead);
-}
 
 // What every tile of one matmul_rows call shares, worked out once per call.
 struct TilePlan {
@@ -221,36 +202,9 @@ void dense_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n
   }
 }
 
-// ---- quantized weights: int8 dot products per 32-value block, scaled per block ----
-//
-// A row of x is quantized per block of 32 (q, d, s = d·Σq). For weight block b of row n:
-//   dot_b = Σ_j w_j x_j ≈ dw_b · dx_b · Σ_j qw_j qx_j
-// Q8_0 / Q4_0 scale each block by its own f16 dw_b; MLX affine weights (w = scale·q + bias per
-// group) by their group's scale, and add Σ_g bias_g · Σ_g x (exact sums of x per group).
-//
-// A "unit" is what one vector load of weights holds: one (AVX2) or two (AVX-512) blocks of
-// 8-bit codes, two or four blocks of 4-bit codes. The dot-product instructions multiply unsigned
-// by signed bytes, so some codes enter shifted (v = q + offset) and the tile subtracts
-// offset · Σ_b dw_b · s_b.
+// ---- x quantized for the int8 kernels ----
 
-// The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
-// its 12 packed bytes (words w0, w1, w2): scales 0-3 and mins 0-3 are the low 6 bits of w0 and
-// w1; scales 4-7 are w2's low nibbles with w0's top 2 bits above, mins 4-7 w2's high nibbles
-// with w1's top 2 bits. `packed` must have 4 readable bytes after the 12.
-inline __m128i unpack_scale_min(const uint8_t* packed) {
-  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));  // w0, w1, w2, -
-  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));              // scales 0-3, mins 0-3
-  const __m128i w2 = _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0));
-  const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi32(0x03030303)), 4);
-  const __m128i hi = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0f0f0f0f)), top);  // scales 4-7, mins 4-7
-  return _mm_unpacklo_epi32(lo, hi);
-}
-
-constexpr int64_t kUnitBytes = VW * 4;
-template <int Type>
-constexpr int64_t kUnitBlocks = kFourBit<Type> ? kUnitBytes / 16 : kUnitBytes / 32;
-
-#if defined(__AVX512VNNI__)
+#if defined(__AVX512F__)
 
 // max |x| over one block of x.
 inline float block_amax(const float* p) {
@@ -266,39 +220,6 @@ inline void quantize_block(const float* p, float d, int8_t* q, int sums[2]) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(q1));
   sums[0] = _mm512_reduce_add_epi32(q0);
   sums[1] = _mm512_reduce_add_epi32(q1);
-}
-
-// vpdpbusd adds its products in int32 without saturating: Q8_0 enters shifted to unsigned, the
-// other codes as they are (4-bit nibbles are q + 8 for Q4_0).
-template <int Type>
-constexpr float kOffset = Type == W_Q8_0   ? 128.0f
-                          : Type == W_Q4_0 ? 8.0f
-                                           : 0.0f;
-
-// Unit u of a row: 8-bit codes in v[0]; 4-bit codes' low nibbles in v[0], high nibbles in v[1].
-// `blocks` (1 .. kUnitBlocks) are present.
-template <int Type>
-inline void unit_weights(const uint8_t* quants, int64_t u, int64_t blocks, IV v[2]) {
-  const __mmask64 mask = blocks == kUnitBlocks<Type> ? ~0ull : (1ull << (blocks * (kFourBit<Type> ? 16 : 32))) - 1;
-  const __m512i raw = _mm512_maskz_loadu_epi8(mask, quants + u * kUnitBytes);
-  if constexpr (Type == W_Q8_0) {
-    v[0] = _mm512_xor_si512(raw, _mm512_set1_epi8(static_cast<char>(0x80)));
-  } else if constexpr (Type == W_AFFINE8) {
-    v[0] = raw;
-  } else {
-    v[0] = _mm512_and_si512(raw, _mm512_set1_epi8(0x0f));
-    v[1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), _mm512_set1_epi8(0x0f));
-  }
-}
-
-// Σ weight·x over unit u, as int32 lanes (both nibble halves summed: their lanes fall in the
-// same blocks), with x in quantize_x's order.
-template <int Type>
-inline IV unit_dot(const IV v[2], const int8_t* xq, int64_t u) {
-  const int8_t* x = xq + u * kUnitBlocks<Type> * kBlock;
-  const IV d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(x));
-  if constexpr (kFourBit<Type>) return _mm512_dpbusd_epi32(d, v[1], _mm512_loadu_si512(x + 64));
-  return d;
 }
 
 #else  // AVX2
@@ -326,6 +247,93 @@ inline void quantize_block(const float* p, float d, int8_t* q, int sums[2]) {
   const __m256i c = _mm256_packs_epi16(a, _mm256_packs_epi32(qi[2], qi[3]));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
+
+#endif
+
+// What one vector load of weights holds: 32 (AVX2) or 64 (AVX-512) bytes of codes.
+constexpr int64_t kUnitBytes = VW * 4;
+
+// x order: natural for 8-bit codes and k-quants; for 4-bit codes it follows how one load of a
+// unit's bytes unpacks into low and high nibbles. Q4_0 (blocks A, B, ...; byte j holds elements
+// j and j + 16): [A0-15, B0-15, ..., A16-31, B16-31, ...]. MLX 4-bit (byte k holds elements 2k
+// and 2k + 1): [the even elements of each block, then the odd ones].
+// For k-quants the eight blocks of a super-block share one scale (as llama.cpp's Q8_K), so
+// that the sub-block scales can apply to integer sums. s holds the code sums Σq: as they are for
+// AVX-512, whose kernels correct offsets in int32, and times d for AVX2.
+void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
+  const int64_t nb = K / kBlock;
+  const bool four_bit = type == W_Q4_0 || type == W_AFFINE4;
+  const int64_t span = is_kquant(type) ? kQK / kBlock : 1;  // blocks that share a scale
+  constexpr int64_t ub = kUnitBytes / 16;                   // blocks per 4-bit unit
+  // Zero the padding, and the missing blocks of a last partial unit, so that they add nothing.
+  const int64_t written = four_bit ? nb / ub * ub * kBlock : K;
+  std::memset(q + written, 0, (K + 127) / 128 * 128 - written);
+  alignas(64) int8_t tmp[kBlock];
+  for (int64_t b0 = 0; b0 < nb; b0 += span) {
+    float amax = 0;
+    for (int64_t b = b0; b < b0 + span; b++) amax = std::max(amax, block_amax(x + b * kBlock));
+    const float db = amax / 127.0f;
+#if defined(__AVX512F__)
+    const float ds = 1.0f;
+#else
+    const float ds = db;
+#endif
+    for (int64_t b = b0; b < b0 + span; b++) {
+      d[b] = db;
+      int sums[2];
+      quantize_block(x + b * kBlock, db, four_bit ? tmp : q + b * kBlock, sums);
+      if (sums_per_block(type) == 2) {
+        s[2 * b] = ds * static_cast<float>(sums[0]);
+        s[2 * b + 1] = ds * static_cast<float>(sums[1]);
+      } else {
+        s[b] = ds * static_cast<float>(sums[0] + sums[1]);
+      }
+      int8_t* unit = q + b / ub * ub * kBlock;
+      const int64_t slot = b % ub;
+      if (type == W_Q4_0) {
+        std::memcpy(unit + slot * 16, tmp, 16);
+        std::memcpy(unit + ub * 16 + slot * 16, tmp + 16, 16);
+      } else if (type == W_AFFINE4) {
+        for (int j = 0; j < kBlock; j++) unit[(j % 2) * ub * 16 + slot * 16 + j / 2] = tmp[j];
+      }
+    }
+  }
+}
+
+#if !defined(__AVX512F__)
+
+// Prefetches the lines of a block `bytes` long, `ahead` bytes on.
+inline void prefetch_block(const uint8_t* p, int64_t bytes, int64_t ahead) {
+  for (int64_t off = 0; off < bytes; off += 64) prefetch_at(p + off, ahead);
+}
+
+// ---- quantized weights (AVX2): int8 dot products per 32-value block, scaled per block ----
+//
+// A row of x is quantized per block of 32 (q, d, s = d·Σq). For weight block b of row n:
+//   dot_b = Σ_j w_j x_j ≈ dw_b · dx_b · Σ_j qw_j qx_j
+// Q8_0 / Q4_0 scale each block by its own f16 dw_b; MLX affine weights (w = scale·q + bias per
+// group) by their group's scale, and add Σ_g bias_g · Σ_g x (exact sums of x per group).
+//
+// A "unit" is what one vector load of weights holds: one block of 8-bit codes, two blocks of
+// 4-bit codes. The dot-product instructions multiply unsigned
+// by signed bytes, so some codes enter shifted (v = q + offset) and the tile subtracts
+// offset · Σ_b dw_b · s_b.
+
+// The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
+// its 12 packed bytes (words w0, w1, w2): scales 0-3 and mins 0-3 are the low 6 bits of w0 and
+// w1; scales 4-7 are w2's low nibbles with w0's top 2 bits above, mins 4-7 w2's high nibbles
+// with w1's top 2 bits. `packed` must have 4 readable bytes after the 12.
+inline __m128i unpack_scale_min(const uint8_t* packed) {
+  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));  // w0, w1, w2, -
+  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));              // scales 0-3, mins 0-3
+  const __m128i w2 = _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0));
+  const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi32(0x03030303)), 4);
+  const __m128i hi = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0f0f0f0f)), top);  // scales 4-7, mins 4-7
+  return _mm_unpacklo_epi32(lo, hi);
+}
+
+template <int Type>
+constexpr int64_t kUnitBlocks = kFourBit<Type> ? kUnitBytes / 16 : kUnitBytes / 32;
 
 // vpmaddubsw saturates its pair sums at 16 bits: 8-bit codes enter signed, in [-128, 127]
 // (MLX's unsigned ones shifted down by 128), with their sign moved onto x.
@@ -367,8 +375,6 @@ inline IV unit_dot(const IV v[2], const int8_t* xq, int64_t u) {
   return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-#endif
-
 // Unit p of a group's int32 lanes -> the block each falls in: lanes of an 8-bit unit split
 // evenly over its blocks; a 4-bit unit's lanes likewise (one 16-byte half per block and nibble).
 template <int Type>
@@ -381,51 +387,8 @@ inline IV unit_lanes(int64_t p) {
 // The scale of each lane of unit p, from the block scales s of its group.
 template <int Type>
 inline V unit_scale(const float* s, int64_t p, IV lanes) {
-#if !defined(__AVX512F__)
   if constexpr (kUnitBlocks<Type> == 1) return _mm256_broadcast_ss(s + p);
-#endif
   return vpermute(vload(s), lanes);
-}
-
-// x order: natural for 8-bit codes and k-quants; for 4-bit codes it follows how one load of a
-// unit's bytes unpacks into low and high nibbles. Q4_0 (blocks A, B, ...; byte j holds elements
-// j and j + 16): [A0-15, B0-15, ..., A16-31, B16-31, ...]. MLX 4-bit (byte k holds elements 2k
-// and 2k + 1): [the even elements of each block, then the odd ones].
-// For k-quants the eight blocks of a super-block share one scale (as llama.cpp's Q8_K), so
-// that the sub-block scales can apply to integer sums.
-void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float* s) {
-  const int64_t nb = K / kBlock;
-  const bool four_bit = type == W_Q4_0 || type == W_AFFINE4;
-  const int64_t span = is_kquant(type) ? kQK / kBlock : 1;  // blocks that share a scale
-  constexpr int64_t ub = kUnitBytes / 16;                   // blocks per 4-bit unit
-  // Zero the padding, and the missing blocks of a last partial unit, so that they add nothing.
-  const int64_t written = four_bit ? nb / ub * ub * kBlock : K;
-  std::memset(q + written, 0, (K + 127) / 128 * 128 - written);
-  alignas(64) int8_t tmp[kBlock];
-  for (int64_t b0 = 0; b0 < nb; b0 += span) {
-    float amax = 0;
-    for (int64_t b = b0; b < b0 + span; b++) amax = std::max(amax, block_amax(x + b * kBlock));
-    const float db = amax / 127.0f;
-    for (int64_t b = b0; b < b0 + span; b++) {
-      d[b] = db;
-      int sums[2];
-      quantize_block(x + b * kBlock, db, four_bit ? tmp : q + b * kBlock, sums);
-      if (sums_per_block(type) == 2) {
-        s[2 * b] = db * static_cast<float>(sums[0]);
-        s[2 * b + 1] = db * static_cast<float>(sums[1]);
-      } else {
-        s[b] = db * static_cast<float>(sums[0] + sums[1]);
-      }
-      int8_t* unit = q + b / ub * ub * kBlock;
-      const int64_t slot = b % ub;
-      if (type == W_Q4_0) {
-        std::memcpy(unit + slot * 16, tmp, 16);
-        std::memcpy(unit + ub * 16 + slot * 16, tmp + 16, 16);
-      } else if (type == W_AFFINE4) {
-        for (int j = 0; j < kBlock; j++) unit[(j % 2) * ub * 16 + slot * 16 + j / 2] = tmp[j];
-      }
-    }
-  }
 }
 
 // Affine scales or biases [at, at + n) (n ≤ VW) as f32 lanes, the rest zero.
@@ -565,143 +528,6 @@ void block_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = vsum(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
 }
-#if defined(__AVX512VNNI__)
-
-// ---- k-quants (GGUF super-blocks), with x quantized in natural order ----
-//
-// Each 64-value chunk of a super-block becomes one vector of unsigned weights against 64 x
-// values, and vpdpbusd's 16 lanes (4 values each) are scaled per lane: by d·sc·dx for the
-// sub-block and x block the lane falls in. Q4_K / Q5_K subtract their mins as Σ dmin·m·s_x per
-// sub-block (a sub-block is one x block); Q6_K's q − 32 subtracts 32·Σqx, which is shared by rows.
-
-// Each vpdpbusd lane (4 values) -> the sub-block it falls in: `first` plus lane >> shift.
-inline __m512i chunk_lanes(int first, int shift) {
-  return _mm512_add_epi32(_mm512_set1_epi32(first),
-                          _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift));
-}
-
-// Q4_K (Q5 = false) and Q5_K.
-template <bool Q5, int MR, int NR>
-void k45_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
-  constexpr int64_t kBytes = Q5 ? kQ5KBytes : kQ4KBytes;
-  const int64_t K = t.w->cols;
-  const int64_t N = t.w->rows;
-  const int64_t row_bytes = plan.row_bytes;
-  const int64_t ahead = plan.ahead[NR];
-  __m512 acc[MR][NR];
-  __m256 cor[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) {
-      acc[i][r] = _mm512_setzero_ps();
-      cor[i][r] = _mm256_setzero_ps();
-    }
-  alignas(64) float scale[MR][NR][16];
-  for (int64_t sb = 0; sb < K / kQK; sb++) {
-    const uint8_t* blk[NR];
-    __m256 wsc[NR];
-    for (int r = 0; r < NR; r++) {
-      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
-      prefetch_block(blk[r], kBytes, ahead);
-      const __m128i sm = unpack_scale_min(blk[r] + 4);
-      const uint16_t* dd = reinterpret_cast<const uint16_t*>(blk[r]);
-      wsc[r] = _mm256_mul_ps(_mm256_set1_ps(f16(dd[0])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)));
-      const __m256 wmin = _mm256_mul_ps(_mm256_set1_ps(f16(dd[1])), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
-      for (int i = 0; i < MR; i++)
-        cor[i][r] = _mm256_fmadd_ps(wmin, _mm256_loadu_ps(t.xq.s + (m0 + i) * t.xq.s_stride + sb * 8), cor[i][r]);
-    }
-    for (int i = 0; i < MR; i++) {
-      const __m256 dx = _mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8);
-      for (int r = 0; r < NR; r++) _mm256_store_ps(scale[i][r], _mm256_mul_ps(wsc[r], dx));
-    }
-    for (int c = 0; c < 4; c++) {
-      // Chunk c: the low nibbles are sub-block 2c, the high ones 2c + 1; Q5_K adds bits 2c and 2c + 1 of qh.
-      __m512i wv[NR];
-      for (int r = 0; r < NR; r++) {
-        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + (Q5 ? 48 : 16) + 32 * c));
-        __m256i lo = _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
-        if constexpr (Q5) {
-          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 16));
-          const __m256i one = _mm256_set1_epi8(1);
-          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
-          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
-        }
-        wv[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      }
-      const __m512i lanes = chunk_lanes(2 * c, 3);
-      for (int i = 0; i < MR; i++) {
-        const __m512i xv = _mm512_loadu_si512(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 64 * c);
-        for (int r = 0; r < NR; r++) {
-          const __m512i dotp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
-          acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
-        }
-      }
-    }
-  }
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++)
-      t.out[(m0 + i) * N + n0 + r] = _mm512_reduce_add_ps(acc[i][r]) - hsum8(cor[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
-}
-
-template <int MR, int NR>
-void q6k_tile(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) {
-  const int64_t K = t.w->cols;
-  const int64_t N = t.w->rows;
-  const int64_t row_bytes = plan.row_bytes;
-  const int64_t ahead = plan.ahead[NR];
-  __m512 acc[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
-  alignas(64) float scale[MR][NR][16];
-  const __m512i thirty_two = _mm512_set1_epi8(32);
-  const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(3);
-  for (int64_t sb = 0; sb < K / kQK; sb++) {
-    const uint8_t* blk[NR];
-    __m512 wsc[NR];
-    for (int r = 0; r < NR; r++) {
-      blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
-      prefetch_block(blk[r], kQ6KBytes, ahead);
-      const float d = f16(*reinterpret_cast<const uint16_t*>(blk[r] + 208));
-      wsc[r] = _mm512_mul_ps(_mm512_set1_ps(d),
-                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192)))));
-    }
-    for (int i = 0; i < MR; i++) {
-      // Sub-block j (16 values) lies in x block j / 2.
-      const __m512 dx =
-          _mm512_permutexvar_ps(chunk_lanes(0, 1), _mm512_castps256_ps512(_mm256_loadu_ps(t.xq.d + (m0 + i) * t.xq.b_stride + sb * 8)));
-      for (int r = 0; r < NR; r++) _mm512_store_ps(scale[i][r], _mm512_mul_ps(wsc[r], dx));
-    }
-    for (int half = 0; half < 2; half++) {
-      // A half's chunk 0 is values 0-63 (low nibbles of ql, qh bits 0-3), chunk 1 values 64-127 (high nibbles, bits 4-7).
-      __m512i wv[NR][2];
-      for (int r = 0; r < NR; r++) {
-        const __m512i ql = _mm512_loadu_si512(blk[r] + 64 * half);
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + 128 + 32 * half));
-        const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-        wv[r][0] = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_slli_epi16(_mm512_and_si512(qh2, low2), 4));
-        wv[r][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
-                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), low2), 4));
-      }
-      for (int cc = 0; cc < 2; cc++) {
-        const int c = 2 * half + cc;
-        const __m512i lanes = chunk_lanes(4 * c, 2);
-        for (int i = 0; i < MR; i++) {
-          const __m512i xv = _mm512_loadu_si512(t.xq.q + (m0 + i) * t.xq.q_stride + sb * kQK + 64 * c);
-          const __m512i offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), thirty_two, xv);
-          for (int r = 0; r < NR; r++) {
-            const __m512i dotp = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r][cc], xv), offset);
-            acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dotp), _mm512_permutexvar_ps(lanes, _mm512_load_ps(scale[i][r])), acc[i][r]);
-          }
-        }
-      }
-    }
-  }
-  for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = _mm512_reduce_add_ps(acc[i][r]) + (t.bias ? t.bias[n0 + r] : 0.0f);
-}
-
-#else  // AVX2
-
 // ---- k-quants (GGUF super-blocks), with x quantized in natural order ----
 //
 // x has one scale per super-block, so each sub-block's products enter an int32 sum scaled by
@@ -870,6 +696,7 @@ template <class L, int MR, int NR>
 struct DenseTile {
   static void run(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) { dense_tile<L, MR, NR>(t, plan, m0, n0); }
 };
+#if !defined(__AVX512F__)
 template <class Q, int MR, int NR>
 struct BlockTile {
   static void run(const MatmulTask& t, const TilePlan& plan, int64_t m0, int64_t n0) { block_tile<Q::kType, MR, NR>(t, plan, m0, n0); }
@@ -905,6 +732,8 @@ struct Q6_K {
   static constexpr int kType = W_Q6_K;
 };
 
+#endif
+
 void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
   switch (t.w->type) {
     case W_F32:
@@ -916,6 +745,12 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
     case W_F16:
       Tiler<DenseTile, LoadF16>::run(t, n0, n1);
       break;
+#if defined(__AVX512F__)
+    default:
+      // The int8 types, on the kernels that share their float steps with the strips and tiles.
+      vnni::matmul_rows(t, n0, n1);
+      break;
+#else
     case W_Q8_0:
       Tiler<BlockTile, Q8_0>::run(t, n0, n1);
       break;
@@ -939,6 +774,7 @@ void matmul_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
       break;
     default:
       break;
+#endif
   }
 }
 

@@ -6,11 +6,22 @@ namespace tl {
 
 namespace {
 
-int64_t row_chunk(const Context& ctx, int64_t rows) {
-  // Many small chunks of rows (multiples of 4, the tile height) so threads balance dynamically.
+// Many small chunks of rows (multiples of `tile`, the rows a kernel takes at once) so threads
+// balance dynamically.
+int64_t row_chunk(const Context& ctx, int64_t rows, int64_t tile) {
   const int threads = ctx.threads();
   const int64_t r = (rows + threads * 8 - 1) / (threads * 8);
-  return std::max<int64_t>(4, (r + 3) / 4 * 4);
+  return std::max<int64_t>(tile, (r + tile - 1) / tile * tile);
+}
+
+// Weight rows the one-row kernels take at once for w.
+int64_t row_tile(const Context& ctx, const Weight& w) {
+#if defined(TL_X86)
+  if (ctx.vnni_int8() && is_int8_type(w.type)) return vnni::kRowTile;
+#endif
+  (void)ctx;
+  (void)w;
+  return 4;
 }
 
 #if defined(TL_X86)
@@ -19,15 +30,9 @@ int64_t row_chunk(const Context& ctx, int64_t rows) {
 // f32 weights stay on the f32 kernels: they are the precise reference.
 constexpr int64_t kAmxMinRows = 16;
 
-bool uses_tiles(const Context& ctx, const Weight& w, int64_t M) { return ctx.amx_tiles() && M >= kAmxMinRows && w.type != W_F32; }
-
 // From this many rows of x on, rearranging a strip of weights for the VNNI strip kernel costs
-// less than it saves (k-quants later: the per-row tiles unpack them with fewer steps).
+// less than it saves (k-quants later: the one-row kernels unpack them with fewer steps).
 inline int64_t strip_min_rows(int type) { return is_kquant(type) ? 12 : 8; }
-
-bool uses_strips(const Context& ctx, const Weight& w, int64_t M) {
-  return ctx.vnni_strips() && is_int8_type(w.type) && M >= strip_min_rows(w.type);
-}
 
 // x [M, K] packed for the tiles in `parts` parts, each part_stride values long.
 const uint16_t* pack_for_tiles(Context& ctx, const float* x, int64_t M, int64_t K, int parts, int64_t* part_stride) {
@@ -40,6 +45,33 @@ const uint16_t* pack_for_tiles(Context& ctx, const float* x, int64_t M, int64_t 
 }
 
 #endif
+
+}  // namespace
+
+Kernel matmul_kernel(const Context& ctx, int type, int64_t M) {
+#if defined(TL_X86)
+  if (ctx.amx_tiles() && M >= kAmxMinRows && type != W_F32) return Kernel::kAmxBf16;
+  if (ctx.vnni_int8() && is_int8_type(type) && M >= strip_min_rows(type)) return Kernel::kVnniStrips;
+#else
+  (void)ctx;
+  (void)type;
+  (void)M;
+#endif
+  return Kernel::kRows;
+}
+
+const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::kVnniStrips:
+      return "vnni-strips";
+    case Kernel::kAmxBf16:
+      return "amx-bf16";
+    default:
+      return "rows";
+  }
+}
+
+namespace {
 
 // x quantized for w's kernels into b, described by the returned QuantX. Each row on its own,
 // so a row's codes and scales never depend on the others.
@@ -77,61 +109,64 @@ QuantX quantize_for(Context& ctx, const float* x, int64_t M, const Weight& w, Qu
 // once per weight type (or packed once for the tiles), and how each weight's rows are cut into jobs.
 struct Plan {
   MatmulTask tasks[kMaxMatmuls];
-  bool tiles[kMaxMatmuls] = {};
-  bool strips[kMaxMatmuls] = {};
+  Kernel kernel[kMaxMatmuls] = {};
   int64_t rows_per_chunk[kMaxMatmuls] = {};
   const uint16_t* xb = nullptr;
   int64_t part_stride = 0;
+  bool batched(int i) const { return kernel[i] != Kernel::kRows; }
 };
 
 Plan plan_for(Context& ctx, const float* x, int64_t M, const MatmulOut* outs, int n) {
   const IsaKernels& k = ctx.kernels();
   Plan p;
+  for (int i = 0; i < n; i++) p.kernel[i] = matmul_kernel(ctx, outs[i].w->type, M);
 #if defined(TL_X86)
   int parts = 0;
-  for (int i = 0; i < n; i++) {
-    p.tiles[i] = uses_tiles(ctx, *outs[i].w, M);
-    p.strips[i] = uses_strips(ctx, *outs[i].w, M);
-    if (p.tiles[i]) parts = std::max(parts, amx::x_parts(outs[i].w->type));
-  }
+  for (int i = 0; i < n; i++)
+    if (p.kernel[i] == Kernel::kAmxBf16) parts = std::max(parts, amx::x_parts(outs[i].w->type));
   // Weights on the tiles share x packed once, in as many parts as the most demanding needs.
   if (parts > 0) p.xb = pack_for_tiles(ctx, x, M, outs[0].w->cols, parts, &p.part_stride);
 #endif
   for (int i = 0; i < n; i++) {
     const Weight& w = *outs[i].w;
     p.tasks[i] = {&w, x, {}, M, outs[i].bias, outs[i].out};
-    if (!p.tiles[i] && is_int8_type(w.type) && k.quantize_x) {
+    if (p.kernel[i] != Kernel::kAmxBf16 && is_int8_type(w.type) && k.quantize_x) {
       int same = -1;
       for (int j = 0; j < i && same < 0; j++) {
         if (p.tasks[j].xq.q && outs[j].w->type == w.type) same = j;
       }
       p.tasks[i].xq = same >= 0 ? p.tasks[same].xq : quantize_for(ctx, x, M, w, ctx.quant(i));
     }
+    switch (p.kernel[i]) {
 #if defined(TL_X86)
-    p.rows_per_chunk[i] = p.tiles[i] ? amx::kStrip : p.strips[i] ? vnni::kStrip : row_chunk(ctx, w.rows);
-#else
-    p.rows_per_chunk[i] = row_chunk(ctx, w.rows);
+      case Kernel::kAmxBf16:
+        p.rows_per_chunk[i] = amx::kStrip;
+        break;
+      case Kernel::kVnniStrips:
+        p.rows_per_chunk[i] = vnni::kStrip;
+        break;
 #endif
+      default:
+        p.rows_per_chunk[i] = row_chunk(ctx, w.rows, row_tile(ctx, w));
+    }
   }
   return p;
 }
 
 // Rows [n0, n1) of t, which is plan p's task i or that task over a view of its weight's rows.
 void run_rows(const Context& ctx, const Plan& p, int i, const MatmulTask& t, int64_t n0, int64_t n1) {
+  switch (p.kernel[i]) {
 #if defined(TL_X86)
-  if (p.tiles[i]) {
-    for (int64_t n = n0; n < n1; n += amx::kStrip) amx::matmul_strip(t, p.xb, amx::x_parts(t.w->type), p.part_stride, n);
-    return;
-  }
-  if (p.strips[i]) {
-    for (int64_t n = n0; n < n1; n += vnni::kStrip) vnni::matmul_strip(t, n);
-    return;
-  }
-#else
-  (void)p;
-  (void)i;
+    case Kernel::kAmxBf16:
+      for (int64_t n = n0; n < n1; n += amx::kStrip) amx::matmul_strip(t, p.xb, amx::x_parts(t.w->type), p.part_stride, n);
+      return;
+    case Kernel::kVnniStrips:
+      for (int64_t n = n0; n < n1; n += vnni::kStrip) vnni::matmul_strip(t, n);
+      return;
 #endif
-  ctx.kernels().matmul_rows(t, n0, n1);
+    default:
+      ctx.kernels().matmul_rows(t, n0, n1);
+  }
 }
 
 // Rows [n0, n0 + rows) of w as a weight of their own: every storage type keeps each row's bytes
@@ -182,10 +217,11 @@ void swiglu(Context& ctx, float* out, const float* x, int64_t M, const MatmulOut
   // Each job takes the same rows of both weights: several strips or tiles, whose kernels read
   // ahead within the job's rows, or as many rows as the per-thread buffers hold. Where a job's
   // rows start changes no result: the row kernels and silu_mul compute each element alone.
-  const bool batched = p.tiles[0] || p.strips[0] || p.tiles[1] || p.strips[1];
-  const int64_t chunk =
-      batched ? kSwigluStripRows
-              : std::min(std::max(p.rows_per_chunk[0], p.rows_per_chunk[1]), std::max<int64_t>(4, kSwigluBufferFloats / M / 4 * 4));
+  const bool batched = p.batched(0) || p.batched(1);
+  const int64_t tile = std::max(row_tile(ctx, *gate.w), row_tile(ctx, *up.w));
+  const int64_t chunk = batched ? kSwigluStripRows
+                                : std::min(std::max(p.rows_per_chunk[0], p.rows_per_chunk[1]),
+                                           std::max<int64_t>(tile, kSwigluBufferFloats / M / tile * tile));
   const IsaKernels& k = ctx.kernels();
   ctx.pool().parallel_for((N + chunk - 1) / chunk, [&](int64_t c, int worker) {
     const int64_t n0 = c * chunk;

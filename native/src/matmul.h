@@ -2,11 +2,12 @@
 // type (or packed once for the AMX tiles), each weight's rows cut into jobs for the threads, and
 // the kernels chosen by the context's ISA and batch invariance.
 //
-// Batch invariance: with ctx.batch_invariant() every row of x goes through the one-row kernels
-// (matmul_rows), whose sums for out[m, n] are ordered by K alone, whatever M, the tile height or
-// the jobs' rows; x is quantized row by row. Row m of out is then the same bits however many
-// other rows share the call. Otherwise prompts use the AMX tiles or VNNI strips, whose order
-// depends on where a row sits in the batch.
+// Batch invariance: out[m, n] must not depend on the other rows of x. The one-row kernels
+// (matmul_rows) order out[m, n]'s sums by K alone, whatever M, the tile height or the jobs' rows,
+// and x is quantized row by row. For the int8 weight types the VNNI strips make each output with
+// the same integer sums and the same float steps as the one-row kernels (int8_recipe.h), so
+// prompts use them in either mode. With ctx.batch_invariant() nothing else runs; otherwise
+// prompts may also use the AMX bf16 tiles, whose sums depend on where a row sits in the batch.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,15 @@ struct MatmulOut {
   const float* bias;
 };
 constexpr int kMaxMatmuls = 4;
+
+// The kernels a matmul runs on: the one-row kernels, the VNNI strips (int8 weights on AVX-512)
+// or the AMX bf16 tiles (without batch invariance).
+enum class Kernel { kRows, kVnniStrips, kAmxBf16 };
+
+// The kernel that matmul, matmul_many and swiglu use for M rows of x by weights of `type`.
+Kernel matmul_kernel(const Context& ctx, int type, int64_t M);
+// "rows", "vnni-strips" or "amx-bf16".
+const char* kernel_name(Kernel k);
 
 // out[M, N] = x[M, K] · wᵀ + bias
 void matmul(Context& ctx, float* out, const float* x, int64_t M, const Weight& w, const float* bias);

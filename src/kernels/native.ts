@@ -39,9 +39,10 @@ export interface NativeAddon {
   /**
    * An engine context: its own threads (threads 1..256; 0 or absent: one per core), one instruction
    * set (isa: one of availableIsas(), or "auto"/absent for the best) and its own buffers. With
-   * batchInvariant (the default) every matmul runs the one-row kernels, so a row's result is the
-   * same bits whatever else is in its batch; without it prompts use the faster batched kernels
-   * (AMX tiles, VNNI strips). Throws for an unknown or unavailable isa, naming the available ones.
+   * batchInvariant (the default) a row's result is the same bits whatever else is in its batch:
+   * prompts of int8 weights run on batched kernels that keep the one-row kernels' bits (VNNI
+   * strips), the rest on the one-row kernels; without it prompts may also use AMX bf16 tiles.
+   * Throws for an unknown or unavailable isa, naming the available ones.
    */
   createContext(opts?: { threads?: number; isa?: string; batchInvariant?: boolean }): NativeContext;
   /** Regroups Q8_0 / Q4_0 weights from GGUF blocks into the "rows" layout, in place. */
@@ -57,6 +58,12 @@ export interface NativeAddon {
 /** The ops, run on one context's threads and kernels. Every array is read or written in place. */
 export interface NativeContext {
   info(): { isa: string; threads: number; batchInvariant: boolean };
+  /**
+   * The kernel a matmul (or matmulMany, swiglu) of M rows by weights of `type` (a NativeWeightType)
+   * runs on this context: "rows" (the one-row kernels), "vnni-strips" (int8 weights on AVX-512,
+   * batch-invariant) or "amx-bf16" (AMX tiles, only without batch invariance).
+   */
+  matmulKernel(type: number, M: number): string;
   /** out[M, N] = x[M, K] · wᵀ + bias */
   matmul(out: Float32Array, x: Float32Array, M: number, w: NativeWeight, bias: Float32Array | null): void;
   /**
