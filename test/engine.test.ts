@@ -7,6 +7,7 @@ import { DEFAULT_SAMPLING, RequestRejectedError, type RequestEvent, type Request
 import { BatchForward } from "../src/engine/batch-forward.js";
 import { BlockPool } from "../src/engine/block-pool.js";
 import { Engine, type EngineLimits } from "../src/engine/engine.js";
+import { kvCacheTokens, PagedKvCache } from "../src/engine/kv-cache.js";
 import { Random } from "../src/generation/random.js";
 import { loadCheckpoint } from "../src/generation/load-checkpoint.js";
 import type { Transformer } from "../src/models/transformer.js";
@@ -263,5 +264,26 @@ describe("block pool", () => {
     pool.register(b, "k");
     assert.equal(pool.isCached(b), false);
     assert.equal(pool.lookup("k"), a);
+  });
+});
+
+describe("KV pool sizing", () => {
+  const config = { numLayers: 24, numKvHeads: 2, headDim: 64 } as Parameters<typeof PagedKvCache.bytesPerToken>[0];
+  test("f16 and bf16 blocks hold twice the tokens of f32 in the same bytes", () => {
+    const f32 = PagedKvCache.bytesPerToken(config, "f32");
+    assert.equal(f32, 2 * 24 * 2 * 64 * 4);
+    assert.equal(kvCacheTokens("96MiB", PagedKvCache.bytesPerToken(config, "f16")), 2 * kvCacheTokens("96MiB", f32));
+    assert.equal(kvCacheTokens("96MiB", PagedKvCache.bytesPerToken(config, "bf16")), 2 * kvCacheTokens("96MiB", f32));
+  });
+
+  test("--kv-cache-size takes tokens or bytes in SI and binary units, and nothing else", () => {
+    assert.equal(kvCacheTokens("16384t", 1000), 16384);
+    assert.equal(kvCacheTokens("100 tokens", 1000), 100);
+    assert.equal(kvCacheTokens("2GB", 1000), 2_000_000);
+    assert.equal(kvCacheTokens("1GiB", 1024), 2 ** 20);
+    assert.equal(kvCacheTokens(4096, 1024), 4);
+    // A byte short of a whole token is not a token.
+    assert.equal(kvCacheTokens("1023", 1024), 0);
+    assert.throws(() => kvCacheTokens("lots", 1024), /--kv-cache-size takes bytes \("2GB", "512MiB"\) or tokens \("16384t"\), got "lots"/);
   });
 });
