@@ -30,7 +30,8 @@ for (const name of testModelNames()) {
       ["ts", FULL || model.entry.size < 200e6 ? false : "slow on the TypeScript path at this size (TINY_LLM_REAL_FULL=1 runs it)"],
     ];
     for (const [backend, skip] of backends) {
-      test(`[${backend}] "What is the capital of France?" is answered with Paris`, { skip, todo, timeout: 30 * 60_000 }, (t) => {
+      const gap = todo ?? (backend === "native" ? KNOWN_GAPS[name]?.native : undefined);
+      test(`[${backend}] "What is the capital of France?" is answered with Paris`, { skip, todo: gap, timeout: 30 * 60_000 }, (t) => {
         const { model: reference, tokenizer, eosTokenIds } = load();
         const text = renderChatTemplate(tokenizer.config, {
           messages: [{ role: "user", content: "What is the capital of France?" }],

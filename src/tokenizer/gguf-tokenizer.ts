@@ -4,7 +4,7 @@
  * byte-level BPE, writes that metadata from a Hugging Face tokenizer as llama.cpp's converter does.
  *
  * Two kinds are supported, named by `tokenizer.ggml.model`:
- * - "gpt2": byte-level BPE (Qwen, Llama 3). The vocabulary and merges are stored as they are in
+ * - "gpt2": byte-level BPE (Qwen, Llama 3, SmolLM). The vocabulary and merges are stored as they are in
  *   tokenizer.json; `tokenizer.ggml.pre` names the pre-tokenizer, i.e. the regex that splits
  *   text into words before BPE.
  * - "llama": SentencePiece-style BPE with byte fallback (Llama 2, TinyStories). GGUF stores a
@@ -187,7 +187,8 @@ interface AddedTokenJson {
  * - exactly `vocabSize` tokens, one per embedding row; ids the tokenizer does not use become
  *   "[PAD<id>]" tokens of type UNUSED (Qwen pads its embedding past the tokenizer);
  * - added tokens are CONTROL when marked special or spelled `<|…|>`, else USER_DEFINED;
- * - the pre-tokenizer is named by matching its split regex with the ones `ggufTokenizer` knows;
+ * - the pre-tokenizer is named by matching its split regex with the ones `ggufTokenizer` knows
+ *   (or, for SmolLM's, its Digits and ByteLevel steps);
  * - special token ids come from tokenizer_config.json, else from `fallbackIds` (Qwen names its
  *   BOS only in config.json).
  */
@@ -204,7 +205,7 @@ export function ggufTokenizerMetadata(
   if (model?.type !== "BPE" || typeof model.vocab !== "object" || !Array.isArray(model.merges)) {
     return fail(`tokenizer.json's model is not BPE with a vocab and merges; only byte-level BPE tokenizers are supported`);
   }
-  const pre = byteLevelPreTokenizerName(json) ?? fail("the pre-tokenizer is not byte-level with the split regex of Qwen2 or Llama 3");
+  const pre = byteLevelPreTokenizerName(json) ?? fail("the pre-tokenizer is not byte-level with the split of Qwen2, Llama 3 or SmolLM");
 
   const byId = new Map<number, { token: string; type: number }>();
   const place = (token: string, id: number, type: number): void => {

@@ -35,9 +35,14 @@ export function testModelNames(): string[] {
 /**
  * What our engine cannot do yet for a model, found by these tests: the tests that need it are
  * marked todo (they run and report, without failing the suite) until the gap is closed.
+ * `tokenizer` marks every test of the model; `native` the tests of its native backend.
  */
-export const KNOWN_GAPS: Readonly<Record<string, { tokenizer?: string }>> = {
+export const KNOWN_GAPS: Readonly<Record<string, { tokenizer?: string; native?: string }>> = {
+  // Measured on "The history of the Roman Empire" (7 tokens): the native SIMD path's logits differ
+  // from the TypeScript path's by up to 1.87 (AVX-512; 2.05 AVX2), against 0.32 on the
+  // Qwen2.5-Coder 0.5B file, while --isa scalar matches TypeScript within 6e-5 and TypeScript
+  // matches llama.cpp. So the native int8 activations lose what SmolLM2's trained weights need.
   "smollm2-135m-instruct": {
-    tokenizer: 'our GGUF tokenizer does not support tokenizer.ggml.pre "smollm" yet (issue 15)',
+    native: "the native int8 path is off by up to 1.9 in the logits on this model (its TypeScript path passes; issue 15)",
   },
 };
