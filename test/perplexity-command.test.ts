@@ -53,6 +53,73 @@ test("scores positions ctx/2 … ctx−2 of each window, each from its window's 
   assert.equal(perplexity(lm, ids, { ctx, bos, chunks: 2 }).scoredTokens, 2 * 5, "--chunks limits the windows");
 });
 
+test("--stride: windows of ctx tokens every stride tokens, each scoring only what the one before did not", { skip: model.skip }, () => {
+  const { model: reference } = loadCheckpoint(model.path);
+  const lm = selectBackend(reference, { backend: "ts" }).model;
+  const ids = Array.from({ length: 40 }, (_, i) => 1 + ((i * 37 + 11) % 500));
+  const ctx = 12;
+  // Hugging Face's loop, each token's log-probability from a fresh sequence of its window's tokens before it.
+  const expected = (stride: number, maxWindows = Infinity): { nll: number; count: number; windows: number } => {
+    let nll = 0;
+    let count = 0;
+    let windows = 0;
+    let previousEnd = 0;
+    for (let begin = 0; windows < maxWindows; begin += stride) {
+      const end = Math.min(begin + ctx, ids.length);
+      for (let t = Math.max(previousEnd, begin + 1); t < end; t++) {
+        const lp = logSoftmax(lm.newSequence().forward(ids.slice(begin, t)).slice());
+        nll -= lp[ids[t]];
+        count++;
+      }
+      windows++;
+      previousEnd = end;
+      if (end === ids.length) break;
+    }
+    return { nll, count, windows };
+  };
+  for (const [stride, windows, scored] of [
+    [5, 7, 39], // begins 0, 5, …, 30 (the one at 30 reaches the end): every token but the first once
+    [12, 4, 36], // windows that do not overlap, the last cut to 4 tokens: all but each window's first
+    [1, 29, 39],
+  ]) {
+    const want = expected(stride);
+    const got = perplexity(lm, ids, { ctx, stride });
+    assert.deepEqual([want.windows, want.count], [windows, scored], `stride ${stride}: the reference`);
+    assert.deepEqual([got.chunks, got.scoredTokens, got.stride], [windows, scored, stride], `stride ${stride}`);
+    assert.ok(Math.abs(got.meanNll - want.nll / want.count) < 1e-4, `stride ${stride}: ${got.meanNll} against ${want.nll / want.count}`);
+  }
+  const two = perplexity(lm, ids, { ctx, stride: 5, chunks: 2 });
+  const wantTwo = expected(5, 2);
+  assert.deepEqual([two.chunks, two.scoredTokens], [2, 11 + 5], "--chunks limits the windows");
+  assert.ok(Math.abs(two.meanNll - wantTwo.nll / wantTwo.count) < 1e-4);
+  // A smaller stride gives each scored token more context.
+  assert.ok(perplexity(lm, ids, { ctx, stride: 1 }).meanNll !== perplexity(lm, ids, { ctx, stride: 12 }).meanNll);
+});
+
+test("--stride from the command line, its bounds, and perplexity in tiny-llm --help", { skip: model.skip }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "tiny-llm-ppl-"));
+  const file = join(dir, "story.txt");
+  writeFileSync(file, "Once upon a time there was a little girl named Lily. She liked to play in the park with her dog.");
+  const run = (...args: string[]) =>
+    spawnSync(process.execPath, [cli, "perplexity", "--model", model.path, "--file", file, "--backend", "ts", ...args], {
+      encoding: "utf8",
+    });
+  const ok = run("--ctx", "16", "--stride", "8", "--json");
+  assert.equal(ok.status, 0, ok.stderr);
+  const result = JSON.parse(ok.stdout) as { stride: number; ctx: number; scoredTokens: number; textTokens: number; perplexity: number };
+  assert.deepEqual([result.ctx, result.stride, result.scoredTokens], [16, 8, result.textTokens - 1]);
+  assert.ok(Number.isFinite(result.perplexity) && result.perplexity > 1);
+  const tooLong = run("--ctx", "16", "--stride", "17");
+  assert.equal(tooLong.status, 1);
+  assert.match(tooLong.stderr, /^tiny-llm: error: --stride must be at most --ctx \(16\), got 17\n$/);
+  const zero = run("--ctx", "16", "--stride", "0");
+  assert.equal(zero.status, 1);
+  assert.match(zero.stderr, /--stride must be at least 1/);
+  const help = spawnSync(process.execPath, [cli, "--help"], { encoding: "utf8" });
+  assert.match(help.stdout, /^ {2}perplexity {2}\S/m);
+  assert.match(help.stdout, /--stride N/);
+});
+
 test("a text shorter than two windows, and a missing --file, are one-line errors", { skip: model.skip }, () => {
   const dir = mkdtempSync(join(tmpdir(), "tiny-llm-ppl-"));
   const file = join(dir, "short.txt");

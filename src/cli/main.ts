@@ -22,6 +22,7 @@ Commands:
   bench       measure prefill, decode speed and memory on one model (tiny-llm bench --help)
   quantize    write an MLX-layout 4- or 8-bit copy of a checkpoint (tiny-llm quantize --help)
   serve       serve the model over HTTP with OpenAI's API (tiny-llm serve --help)
+  perplexity  score a model on a text file, as llama-perplexity does (tiny-llm perplexity --help)
 
 Options:
   -h, --help     show this help
@@ -51,14 +52,16 @@ async function main(argv: string[]): Promise<void> {
     case "-h":
     case "--help":
     case "help": {
-      const [generate, bench, quantize, serve] = await Promise.all([
+      const [generate, bench, quantize, serve, perplexity] = await Promise.all([
         import("./generate-command.js"),
         import("./bench-command.js"),
         import("./quantize-command.js"),
         import("./serve-command.js"),
+        import("./perplexity-command.js"),
       ]);
       process.stdout.write(
-        `${HELP}\n\n${generate.GENERATE_HELP}\n\n${bench.BENCH_HELP}\n\n${quantize.QUANTIZE_HELP}\n\n${serve.SERVE_HELP}\n`,
+        `${HELP}\n\n${generate.GENERATE_HELP}\n\n${bench.BENCH_HELP}\n\n${quantize.QUANTIZE_HELP}\n\n${serve.SERVE_HELP}\n\n` +
+          `${perplexity.PERPLEXITY_HELP}\n`,
       );
       return;
     }
