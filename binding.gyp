@@ -50,7 +50,7 @@
           "type": "static_library",
           "sources": ["native/src/kernels_amx.cc"],
           "defines": ["TL_X86"],
-          "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
+          "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-mamx-int8", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
         }
       ]
     }]

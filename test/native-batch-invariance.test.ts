@@ -1,11 +1,10 @@
 /**
  * Batch invariance of the native matmuls: on a batch-invariant context, row r of matmul,
- * matmulMany and swiglu is the same bits whether x has 1 row or r is one of 5, 6, 7, 16, 37 or
- * 64, for every weight type and every instruction set this CPU has, on 1 and 2 threads. Those
+ * matmulMany and swiglu is the same bits whether x has 1 row or r is one of 5, 6, 7, 9, 16, 37
+ * or 64, for every weight type and every instruction set this CPU has, on 1 and 2 threads. Those
  * sizes put a row in every tile height of the one-row kernels (4 + 1, 2 and 3 rows at the end)
- * and past the thresholds where prompts switch to the VNNI strips (int8 weights, in both modes)
- * or, without batch invariance, to AMX tiles; swiglu's wide weight makes its per-thread row
- * chunks depend on M.
+ * and past the thresholds where prompts of int8 weights switch to the VNNI strips and the AMX
+ * int8 tiles (in both modes); swiglu's wide weight makes its per-thread row chunks depend on M.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -23,7 +22,7 @@ import { WEIGHT_TYPES, bitDifferences, randomNativeWeight } from "./support/nati
 const addon = nativeKernels();
 const skip = addon ? false : `native kernels unavailable: ${nativeUnavailableReason()}`;
 const isas = addon ? addon.availableIsas() : [];
-const SIZES = [5, 6, 7, 16, 37, 64];
+const SIZES = [5, 6, 7, 9, 16, 37, 64];
 const MAX_M = 64;
 
 /** Row r of each output, computed with x's row r alone (M = 1). */
@@ -135,37 +134,42 @@ for (const isa of isas) {
 }
 
 // The checks above are of the batched kernels, not only the one-row ones: a batch-invariant
-// context runs prompts of int8 weights on VNNI strips where AVX-512 is there, from the sizes
-// tested (8 rows, 12 for k-quants).
+// context runs prompts of int8 weights on the AMX int8 tiles or, on AVX-512 (and for some sizes
+// beside AMX), the VNNI strips, at the sizes tested; each kernel from some number of rows on.
 const INT8_TYPES = new Set(["q8_0", "q4_0", "affine4", "affine8", "q4_k", "q5_k", "q6_k"]);
-const batchedInt8: Record<string, string> = { amx: "vnni-strips", avx512: "vnni-strips" };
+const KERNEL_ORDER = ["rows", "vnni-strips", "amx-int8"];
+
 for (const isa of isas) {
   test(`native-kernel-plan (${isa}): which kernel a matmul of M rows runs`, { skip }, () => {
     const a = addon as NativeAddon;
-    const invariant = a.createContext({ isa, threads: 2 });
-    const free = a.createContext({ isa, threads: 2, batchInvariant: false });
-    for (const type of WEIGHT_TYPES) {
-      const id = NativeWeightType[type];
-      const int8 = INT8_TYPES.has(type);
-      assert.equal(invariant.matmulKernel(id, 1), "rows", `${type}, M = 1`);
-      assert.equal(free.matmulKernel(id, 1), "rows", `${type}, M = 1, not invariant`);
-      const prompt = int8 ? (batchedInt8[isa] ?? "rows") : "rows";
-      for (const M of [16, 37, 64]) assert.equal(invariant.matmulKernel(id, M), prompt, `${type}, M = ${M}`);
-      const threshold = type.endsWith("_k") ? 12 : 8;
-      if (int8 && batchedInt8[isa]) {
-        assert.equal(invariant.matmulKernel(id, threshold - 1), "rows", `${type}, M = ${threshold - 1}`);
-        assert.equal(invariant.matmulKernel(id, threshold), "vnni-strips", `${type}, M = ${threshold}`);
+    const prompt = isa === "amx" ? "amx-int8" : isa === "avx512" ? "vnni-strips" : "rows";
+    for (const invariant of [true, false]) {
+      const ctx = a.createContext({ isa, threads: 2, batchInvariant: invariant });
+      for (const type of WEIGHT_TYPES) {
+        const kernels = Array.from({ length: 256 }, (_, i) => ctx.matmulKernel(NativeWeightType[type], i + 1));
+        const what = `${type}${invariant ? "" : " without batch invariance"}`;
+        assert.equal(kernels[0], "rows", `${what}, M = 1`);
+        if (INT8_TYPES.has(type)) {
+          // rows, then the strips, then the AMX tiles: each from some M on, in both modes.
+          const ranks = kernels.map((k) => KERNEL_ORDER.indexOf(k));
+          assert.ok(
+            ranks.every((r, i) => r >= 0 && (i === 0 || r >= ranks[i - 1])),
+            `${what}: ${kernels.join(",")}`,
+          );
+          for (const M of [16, 37, 64, 256]) assert.equal(kernels[M - 1], prompt, `${what}, M = ${M}`);
+        } else {
+          const batched = isa === "amx" && !invariant && type !== "f32" ? "amx-bf16" : "rows";
+          for (const M of [16, 37, 64, 256]) assert.equal(kernels[M - 1], batched, `${what}, M = ${M}`);
+        }
       }
-      const freePrompt = isa === "amx" && type !== "f32" ? "amx-bf16" : prompt;
-      assert.equal(free.matmulKernel(id, 64), freePrompt, `${type}, M = 64, not invariant`);
+      assert.throws(() => ctx.matmulKernel(99, 1), /unknown weight type 99/);
     }
-    assert.throws(() => invariant.matmulKernel(99, 1), /unknown weight type 99/);
   });
 }
 
 // The check above can see a difference: without batch invariance, prompts of f16 or bf16 weights
 // run on AMX bf16 tiles, which order their sums differently from the one-row kernels. (The int8
-// types' batched kernels are invariant, so they run in both modes; see native-kernel-plan.)
+// types' batched kernels keep the one-row bits, so they run in both modes: native-kernel-plan.)
 test(
   "without batch invariance, the AMX bf16 tiles give rows other bits than one-row runs",
   { skip: skip || (isas.includes("amx") ? false : "no AMX") },

@@ -95,6 +95,9 @@ void Context::release_scratch() {
     release_pages(b.d.data(), b.d.size() * sizeof(float));
     release_pages(b.s.data(), b.s.size() * sizeof(float));
     release_pages(b.g.data(), b.g.size() * sizeof(float));
+    release_pages(b.tile_q.data(), b.tile_q.size());
+    release_pages(b.tile_d.data(), b.tile_d.size() * sizeof(float));
+    release_pages(b.tile_g.data(), b.tile_g.size() * sizeof(float));
   }
   release_pages(packed_x_.data(), packed_x_.size() * sizeof(uint16_t));
   for (std::vector<float>& b : worker_buffers_) release_pages(b.data(), b.size() * sizeof(float));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "memory.h"
 #include "thread_pool.h"
 
 namespace tl {
@@ -33,6 +34,9 @@ struct ContextOptions {
 struct QuantBuffers {
   std::vector<int8_t> q;
   std::vector<float> d, s, g;
+  // The same rearranged for the AMX int8 tiles (amx::TileX).
+  AlignedVector<int8_t> tile_q;
+  std::vector<float> tile_d, tile_g;
 };
 
 // cos and sin of each position's angles, [position][cos: D/2, sin: D/2], filled by rope.cc:
@@ -52,12 +56,14 @@ class Context {
   const IsaKernels& kernels() const { return *kernels_; }
   const std::string& isa_name() const { return isa_; }
   bool batch_invariant() const { return batch_invariant_; }
-  // The AMX bf16 tiles order a row's sums by where it sits in the batch: only allowed when
-  // results need not be batch-invariant.
+  // The AMX bf16 tiles (f16 and bf16 weights) order a row's sums by where it sits in the batch:
+  // only allowed when results need not be batch-invariant.
   bool amx_tiles() const { return amx_ && !batch_invariant_; }
   // The AVX-512 VNNI int8 kernels (with the AVX-512 kernels, so also beside AMX): one-row
   // kernels and strips that give a row the same bits, so prompts may use the strips either way.
   bool vnni_int8() const;
+  // The AMX int8 tiles, which give a row the same bits as the VNNI kernels: either way.
+  bool amx_int8() const { return amx_; }
   ThreadPool& pool() { return pool_; }
   int threads() const { return pool_.threads(); }
 

@@ -18,7 +18,7 @@ namespace {
 bool amx_usable() {
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool tiles = (d >> 24 & 1) && (d >> 22 & 1);  // AMX-TILE, AMX-BF16
+  const bool tiles = (d >> 24 & 1) && (d >> 22 & 1) && (d >> 25 & 1);  // AMX-TILE, AMX-BF16, AMX-INT8
   if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
   const bool bf16 = a >> 5 & 1;  // AVX512-BF16
   if (!tiles || !bf16) return false;

@@ -7,7 +7,7 @@ namespace tl {
 struct CpuFeatures {
   bool avx2 = false;    // with FMA and F16C
   bool avx512 = false;  // F, BW, VL, DQ, VNNI (the set the AVX-512 kernels are compiled for)
-  bool amx = false;     // AVX-512 plus AMX-BF16 tiles and AVX512-BF16, and the OS lets us use the tiles
+  bool amx = false;     // AVX-512 plus AMX-BF16 and AMX-INT8 tiles and AVX512-BF16, and the OS lets us use the tiles
 };
 
 const CpuFeatures& cpu_features();

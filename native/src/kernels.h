@@ -148,20 +148,42 @@ const IsaKernels& scalar_kernels();
 const IsaKernels& avx2_kernels();
 const IsaKernels& avx512_kernels();
 
-// Batched matmuls (prefill) on AMX tiles, in kernels_amx.cc: a strip of weight rows is decoded
-// to bf16 once and multiplied by every 16-row block of x, which is packed to bf16 beforehand.
+// Batched matmuls (prefill) of f16 and bf16 weights on AMX bf16 tiles, in kernels_amx.cc: a
+// strip of weight rows is decoded to bf16 once and multiplied by every 16-row block of x, which
+// is packed beforehand in three bf16 parts.
 namespace amx {
 constexpr int64_t kTokens = 16;  // rows of x per tile
 constexpr int64_t kStrip = 32;   // weight rows per call of matmul_strip
+constexpr int kParts = 3;        // bf16 parts of x
 // K rounded up to the 32 values of one tile step; pack_x writes kTokens * padded_k(K) values per block.
 inline int64_t padded_k(int64_t K) { return (K + 31) / 32 * 32; }
-// How many bf16 parts x is split into for weights of this type (see kernels_amx.cc).
-inline int x_parts(int type) { return type == W_F16 || type == W_BF16 ? 3 : 1; }
 // Packs rows [16·block, 16·block + 16) of x [M, K] (zeros past M) as the tile product wants them,
-// each of its `parts` part_stride values after the one before.
-void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int parts, int64_t part_stride, uint16_t* xb);
+// each of its kParts parts part_stride values after the one before.
+void pack_x(const float* x, int64_t M, int64_t K, int64_t block, int64_t part_stride, uint16_t* xb);
 // t.out for weight rows [n0, n0 + kStrip), from x packed by pack_x.
-void matmul_strip(const MatmulTask& t, const uint16_t* xb, int parts, int64_t part_stride, int64_t n0);
+void matmul_strip(const MatmulTask& t, const uint16_t* xb, int64_t part_stride, int64_t n0);
+
+// Batched matmuls of int8 weights (every is_int8_type) on AMX-INT8 tiles, for prompts: a tile
+// product of 16 weight rows by 16 rows of x per block (or k-quant super-block) leaves each
+// output's integer dot whole, and int8_recipe.h's float steps follow, so each row gets the bits
+// of the AVX-512 one-row kernels.
+constexpr int64_t kInt8Strip = 16;  // weight rows per call of matmul_int8_strip
+// x quantized by the AVX-512 quantize_x, rearranged per 16 rows of x (kTokens) for the tiles:
+// codes (block_stride bytes per 16 rows), d (nb blocks) and MLX group sums (groups), 16 lanes each.
+struct TileX {
+  int8_t* codes;
+  float* d;
+  float* gsum;
+  int64_t block_stride;
+  int64_t nb;
+  int64_t groups;
+};
+// Bytes of codes per 16 rows of x for K columns (blocks rounded up to four).
+inline int64_t tile_x_stride(int64_t K) { return (K / kBlock + 3) / 4 * 4 * kTokens * kBlock; }
+// Rows [16·block, 16·block + 16) of xq (zeros past M) into out.
+void pack_tile_x(const QuantX& xq, int type, int64_t M, int64_t K, int64_t block, const TileX& out);
+// t.out for weight rows [n0, n0 + kInt8Strip), from x packed by pack_tile_x.
+void matmul_int8_strip(const MatmulTask& t, const TileX& x, int64_t n0);
 }  // namespace amx
 
 // Matmuls of block-quantized weights (every is_int8_type) on AVX-512 VNNI, in kernels_vnni.cc,

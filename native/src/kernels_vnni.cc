@@ -23,6 +23,7 @@
 
 #include "int8_recipe.h"
 #include "kernels.h"
+#include "memory.h"
 #include "transpose16.h"
 #include "x86_util.h"
 
@@ -251,19 +252,6 @@ inline int32_t isum_of(__m512i v) { return _mm512_reduce_add_epi32(v); }
 inline int32_t isum_of(__m128i v) {
   v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
   return _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1)));
-}
-
-// The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
-// its 12 packed bytes (words w0, w1, w2): scales 0-3 and mins 0-3 are the low 6 bits of w0 and
-// w1; scales 4-7 are w2's low nibbles with w0's top 2 bits above, mins 4-7 w2's high nibbles
-// with w1's top 2 bits. `packed` must have 4 readable bytes after the 12.
-inline __m128i unpack_scale_min(const uint8_t* packed) {
-  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));  // w0, w1, w2, -
-  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));              // scales 0-3, mins 0-3
-  const __m128i w2 = _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0));
-  const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi32(0x03030303)), 4);
-  const __m128i hi = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0f0f0f0f)), top);  // scales 4-7, mins 4-7
-  return _mm_unpacklo_epi32(lo, hi);
 }
 
 // The rows of x of a tile and where their super-block scales and code sums are.
@@ -766,7 +754,7 @@ void rest_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m, i
 template <int Type>
 void strip(const MatmulTask& t, int64_t n0) {
   const Weight& w = *t.w;
-  thread_local std::vector<uint8_t> buffer;
+  thread_local AlignedVector<uint8_t> buffer;
   StripLayout<Type> layout{nullptr, kAffine<Type> ? w.group_size / kBlock : kK45<Type> || Type == W_Q6_K ? kQK / kBlock : 1};
   buffer.resize(w.cols / kBlock / layout.blocks_per_group * layout.group_bytes());
   layout.base = buffer.data();

@@ -294,7 +294,13 @@ void quantize_x(int type, const float* x, int64_t K, int8_t* q, float* d, float*
         std::memcpy(unit + slot * 16, tmp, 16);
         std::memcpy(unit + ub * 16 + slot * 16, tmp + 16, 16);
       } else if (type == W_AFFINE4) {
-        for (int j = 0; j < kBlock; j++) unit[(j % 2) * ub * 16 + slot * 16 + j / 2] = tmp[j];
+        // The even elements, then the odd ones: each 128-bit half sorted by parity, then the halves' parts joined.
+        const __m256i sorted = _mm256_shuffle_epi8(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tmp)),
+            _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+        const __m256i parts = _mm256_permute4x64_epi64(sorted, 0xd8);  // evens 0-7, evens 8-15, odds 0-7, odds 8-15
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + slot * 16), _mm256_castsi256_si128(parts));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + ub * 16 + slot * 16), _mm256_extracti128_si256(parts, 1));
       }
     }
   }
@@ -318,19 +324,6 @@ inline void prefetch_block(const uint8_t* p, int64_t bytes, int64_t ahead) {
 // 4-bit codes. The dot-product instructions multiply unsigned
 // by signed bytes, so some codes enter shifted (v = q + offset) and the tile subtracts
 // offset · Σ_b dw_b · s_b.
-
-// The eight 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K / Q5_K super-block, from
-// its 12 packed bytes (words w0, w1, w2): scales 0-3 and mins 0-3 are the low 6 bits of w0 and
-// w1; scales 4-7 are w2's low nibbles with w0's top 2 bits above, mins 4-7 w2's high nibbles
-// with w1's top 2 bits. `packed` must have 4 readable bytes after the 12.
-inline __m128i unpack_scale_min(const uint8_t* packed) {
-  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));  // w0, w1, w2, -
-  const __m128i lo = _mm_and_si128(w, _mm_set1_epi32(0x3f3f3f3f));              // scales 0-3, mins 0-3
-  const __m128i w2 = _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0));
-  const __m128i top = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi32(0x03030303)), 4);
-  const __m128i hi = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0f0f0f0f)), top);  // scales 4-7, mins 4-7
-  return _mm_unpacklo_epi32(lo, hi);
-}
 
 template <int Type>
 constexpr int64_t kUnitBlocks = kFourBit<Type> ? kUnitBytes / 16 : kUnitBytes / 32;

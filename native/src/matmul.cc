@@ -26,21 +26,38 @@ int64_t row_tile(const Context& ctx, const Weight& w) {
 
 #if defined(TL_X86)
 
-// From this many rows of x on, decoding weights to bf16 for the tiles costs less than it saves.
-// f32 weights stay on the f32 kernels: they are the precise reference.
+// From this many rows of x on, decoding f16 / bf16 weights for the bf16 tiles costs less than it
+// saves. f32 weights stay on the f32 kernels: they are the precise reference.
 constexpr int64_t kAmxMinRows = 16;
 
-// From this many rows of x on, rearranging a strip of weights for the VNNI strip kernel costs
-// less than it saves (k-quants later: the one-row kernels unpack them with fewer steps).
-inline int64_t strip_min_rows(int type) { return is_kquant(type) ? 12 : 8; }
+// From this many rows of x on, rearranging a strip of weights for the VNNI strips costs less than
+// it saves over the one-row kernels, and (with AMX) decoding a strip for the AMX int8 tiles less
+// than it saves over the VNNI strips. Measured on a Xeon with AMX (Sapphire Rapids), one thread,
+// a [1024, 4096] weight: the one-row kernels of k-quants are the slowest per row of x, MLX's
+// the fastest.
+inline int64_t strip_min_rows(int type) {
+  switch (type) {
+    case W_Q4_K:
+    case W_Q5_K:
+      return 4;
+    case W_Q8_0:
+    case W_Q6_K:
+      return 6;
+    case W_Q4_0:
+      return 8;
+    default:
+      return 12;
+  }
+}
+inline int64_t amx_int8_min_rows(int type) { return type == W_Q4_K || type == W_Q5_K ? 16 : type == W_Q6_K ? 8 : 12; }
 
-// x [M, K] packed for the tiles in `parts` parts, each part_stride values long.
-const uint16_t* pack_for_tiles(Context& ctx, const float* x, int64_t M, int64_t K, int parts, int64_t* part_stride) {
+// x [M, K] packed for the bf16 tiles, each of its parts part_stride values long.
+const uint16_t* pack_for_tiles(Context& ctx, const float* x, int64_t M, int64_t K, int64_t* part_stride) {
   const int64_t blocks = (M + amx::kTokens - 1) / amx::kTokens;
   *part_stride = blocks * amx::kTokens * amx::padded_k(K);
-  uint16_t* xb = ctx.packed_x(parts * *part_stride);
+  uint16_t* xb = ctx.packed_x(amx::kParts * *part_stride);
   const int64_t stride = *part_stride;
-  ctx.pool().parallel_for(blocks, [&](int64_t b) { amx::pack_x(x, M, K, b, parts, stride, xb); });
+  ctx.pool().parallel_for(blocks, [&](int64_t b) { amx::pack_x(x, M, K, b, stride, xb); });
   return xb;
 }
 
@@ -50,8 +67,12 @@ const uint16_t* pack_for_tiles(Context& ctx, const float* x, int64_t M, int64_t 
 
 Kernel matmul_kernel(const Context& ctx, int type, int64_t M) {
 #if defined(TL_X86)
-  if (ctx.amx_tiles() && M >= kAmxMinRows && type != W_F32) return Kernel::kAmxBf16;
-  if (ctx.vnni_int8() && is_int8_type(type) && M >= strip_min_rows(type)) return Kernel::kVnniStrips;
+  if (is_int8_type(type)) {
+    if (ctx.amx_int8() && M >= amx_int8_min_rows(type)) return Kernel::kAmxInt8;
+    if (ctx.vnni_int8() && M >= strip_min_rows(type)) return Kernel::kVnniStrips;
+  } else if (ctx.amx_tiles() && M >= kAmxMinRows && type != W_F32) {
+    return Kernel::kAmxBf16;
+  }
 #else
   (void)ctx;
   (void)type;
@@ -66,6 +87,8 @@ const char* kernel_name(Kernel k) {
       return "vnni-strips";
     case Kernel::kAmxBf16:
       return "amx-bf16";
+    case Kernel::kAmxInt8:
+      return "amx-int8";
     default:
       return "rows";
   }
@@ -105,6 +128,20 @@ QuantX quantize_for(Context& ctx, const float* x, int64_t M, const Weight& w, Qu
   return {b.q.data(), b.d.data(), b.s.data(), stride, nb, ns, b.g.data(), groups};
 }
 
+#if defined(TL_X86)
+// x quantized as xq, rearranged for the AMX int8 tiles into b, 16 rows per job.
+amx::TileX tile_x_for(Context& ctx, const QuantX& xq, int64_t M, const Weight& w, QuantBuffers& b) {
+  const int64_t blocks = (M + amx::kTokens - 1) / amx::kTokens;
+  const int64_t stride = amx::tile_x_stride(w.cols), nb = w.cols / kBlock, groups = is_affine(w.type) ? w.cols / w.group_size : 0;
+  if (static_cast<int64_t>(b.tile_q.size()) < blocks * stride) b.tile_q.resize(blocks * stride);
+  if (static_cast<int64_t>(b.tile_d.size()) < blocks * nb * 16) b.tile_d.resize(blocks * nb * 16);
+  if (static_cast<int64_t>(b.tile_g.size()) < blocks * groups * 16) b.tile_g.resize(blocks * groups * 16);
+  const amx::TileX out{b.tile_q.data(), b.tile_d.data(), b.tile_g.data(), stride, nb, groups};
+  ctx.pool().parallel_for(blocks, [&](int64_t block) { amx::pack_tile_x(xq, w.type, M, w.cols, block, out); });
+  return out;
+}
+#endif
+
 // What matmul_many and swiglu prepare for their weights before the threads start: x quantized
 // once per weight type (or packed once for the tiles), and how each weight's rows are cut into jobs.
 struct Plan {
@@ -113,6 +150,9 @@ struct Plan {
   int64_t rows_per_chunk[kMaxMatmuls] = {};
   const uint16_t* xb = nullptr;
   int64_t part_stride = 0;
+#if defined(TL_X86)
+  amx::TileX tile_x[kMaxMatmuls] = {};
+#endif
   bool batched(int i) const { return kernel[i] != Kernel::kRows; }
 };
 
@@ -121,21 +161,28 @@ Plan plan_for(Context& ctx, const float* x, int64_t M, const MatmulOut* outs, in
   Plan p;
   for (int i = 0; i < n; i++) p.kernel[i] = matmul_kernel(ctx, outs[i].w->type, M);
 #if defined(TL_X86)
-  int parts = 0;
-  for (int i = 0; i < n; i++)
-    if (p.kernel[i] == Kernel::kAmxBf16) parts = std::max(parts, amx::x_parts(outs[i].w->type));
-  // Weights on the tiles share x packed once, in as many parts as the most demanding needs.
-  if (parts > 0) p.xb = pack_for_tiles(ctx, x, M, outs[0].w->cols, parts, &p.part_stride);
+  // Weights on the bf16 tiles share x packed once.
+  if (std::find(p.kernel, p.kernel + n, Kernel::kAmxBf16) != p.kernel + n)
+    p.xb = pack_for_tiles(ctx, x, M, outs[0].w->cols, &p.part_stride);
 #endif
   for (int i = 0; i < n; i++) {
     const Weight& w = *outs[i].w;
     p.tasks[i] = {&w, x, {}, M, outs[i].bias, outs[i].out};
-    if (p.kernel[i] != Kernel::kAmxBf16 && is_int8_type(w.type) && k.quantize_x) {
+    if (is_int8_type(w.type) && k.quantize_x) {
       int same = -1;
       for (int j = 0; j < i && same < 0; j++) {
         if (p.tasks[j].xq.q && outs[j].w->type == w.type) same = j;
       }
       p.tasks[i].xq = same >= 0 ? p.tasks[same].xq : quantize_for(ctx, x, M, w, ctx.quant(i));
+#if defined(TL_X86)
+      if (p.kernel[i] == Kernel::kAmxInt8) {
+        int packed = -1;
+        for (int j = 0; j < i && packed < 0; j++) {
+          if (p.kernel[j] == Kernel::kAmxInt8 && outs[j].w->type == w.type) packed = j;
+        }
+        p.tile_x[i] = packed >= 0 ? p.tile_x[packed] : tile_x_for(ctx, p.tasks[i].xq, M, w, ctx.quant(i));
+      }
+#endif
     }
     switch (p.kernel[i]) {
 #if defined(TL_X86)
@@ -144,6 +191,9 @@ Plan plan_for(Context& ctx, const float* x, int64_t M, const MatmulOut* outs, in
         break;
       case Kernel::kVnniStrips:
         p.rows_per_chunk[i] = vnni::kStrip;
+        break;
+      case Kernel::kAmxInt8:
+        p.rows_per_chunk[i] = amx::kInt8Strip;
         break;
 #endif
       default:
@@ -158,10 +208,13 @@ void run_rows(const Context& ctx, const Plan& p, int i, const MatmulTask& t, int
   switch (p.kernel[i]) {
 #if defined(TL_X86)
     case Kernel::kAmxBf16:
-      for (int64_t n = n0; n < n1; n += amx::kStrip) amx::matmul_strip(t, p.xb, amx::x_parts(t.w->type), p.part_stride, n);
+      for (int64_t n = n0; n < n1; n += amx::kStrip) amx::matmul_strip(t, p.xb, p.part_stride, n);
       return;
     case Kernel::kVnniStrips:
       for (int64_t n = n0; n < n1; n += vnni::kStrip) vnni::matmul_strip(t, n);
+      return;
+    case Kernel::kAmxInt8:
+      for (int64_t n = n0; n < n1; n += amx::kInt8Strip) amx::matmul_int8_strip(t, p.tile_x[i], n);
       return;
 #endif
     default:

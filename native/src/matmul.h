@@ -24,13 +24,14 @@ struct MatmulOut {
 };
 constexpr int kMaxMatmuls = 4;
 
-// The kernels a matmul runs on: the one-row kernels, the VNNI strips (int8 weights on AVX-512)
-// or the AMX bf16 tiles (without batch invariance).
-enum class Kernel { kRows, kVnniStrips, kAmxBf16 };
+// The kernels a matmul runs on: the one-row kernels, the VNNI strips and AMX int8 tiles (int8
+// weights on AVX-512 and AMX, with the one-row kernels' bits) or the AMX bf16 tiles (f16 and
+// bf16 weights, without batch invariance).
+enum class Kernel { kRows, kVnniStrips, kAmxInt8, kAmxBf16 };
 
 // The kernel that matmul, matmul_many and swiglu use for M rows of x by weights of `type`.
 Kernel matmul_kernel(const Context& ctx, int type, int64_t M);
-// "rows", "vnni-strips" or "amx-bf16".
+// "rows", "vnni-strips", "amx-int8" or "amx-bf16".
 const char* kernel_name(Kernel k);
 
 // out[M, N] = x[M, K] · wᵀ + bias

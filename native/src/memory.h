@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
+#include <vector>
 
 namespace tl {
 
@@ -22,6 +24,22 @@ struct Mapping {
 };
 bool map_file(const char* path, int64_t offset, int64_t length, Mapping* out);
 void unmap_file(void* data, size_t bytes);
+
+// An allocator of 64-byte-aligned memory, for buffers that tiles load whole cache lines of (a
+// tile row across two lines loads at half speed).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const CacheLineAllocator&) const { return true; }
+  bool operator!=(const CacheLineAllocator&) const { return false; }
+};
+template <class T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
 // Reads n floats with every thread of the context and returns their sum: a probe of
 // streaming-read bandwidth.
