@@ -20,7 +20,7 @@ const HELP = `Usage: tiny-llm <command> [options]
 Commands:
   generate    generate text from a prompt (tiny-llm generate --help)
   bench       measure prefill, decode speed and memory on one model (tiny-llm bench --help)
-  quantize    write an MLX-layout 4- or 8-bit copy of a checkpoint (tiny-llm quantize --help)
+  quantize    write an MLX-layout 4- or 8-bit copy of a checkpoint, or a GGUF in another type (tiny-llm quantize --help)
   serve       serve the model over HTTP with OpenAI's API (tiny-llm serve --help)
   perplexity  score a model on a text file, as llama-perplexity does (tiny-llm perplexity --help)
 

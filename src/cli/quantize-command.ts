@@ -1,6 +1,7 @@
 /**
  * `tiny-llm quantize`: writes an MLX-layout affine-quantized copy of a float checkpoint, one
- * tensor at a time, so memory use stays near the size of the largest tensor, not the model.
+ * tensor at a time, so memory use stays near the size of the largest tensor, not the model; or,
+ * with --format gguf, a GGUF file of another type from a GGUF file (quantizeGguf).
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -17,9 +18,16 @@ import {
 import { parseModelConfig } from "../models/config.js";
 import { AFFINE_BITS, AFFINE_GROUP_SIZES, quantizeAffine, type AffineParams } from "../tensor/affine-quant.js";
 import { DenseWeight, type DenseDType } from "../tensor/weight.js";
+import { GGML_TYPES, readGgufHeader, readGgufTensors, type GgmlType, type GgufEntry, type GgufTensorInfo } from "../loaders/gguf.js";
+import { writeGguf, type GgufTensorToWrite } from "../loaders/gguf-writer.js";
+import { dequantize, quantize, type BlockQuantDType } from "../tensor/block-quant.js";
+import { dequantizeK, quantizeK, type KQuantDType } from "../tensor/k-quant.js";
+import { dequantizeLegacy, quantizeLegacy, type LegacyQuantDType } from "../tensor/legacy-quant.js";
+import { bf16ToF32, f16ToF32, numberToF16 } from "../tensor/dtype.js";
 import { UsageError } from "./errors.js";
 
 export const QUANTIZE_HELP = `Usage: tiny-llm quantize --model DIR --bits B --out DIR [--group-size G]
+       tiny-llm quantize --model FILE.gguf --format gguf --type T --out FILE.gguf
 
 Writes an MLX-layout quantized copy of a float checkpoint (F32, F16 or BF16 safetensors), as
 mlx-lm does: the linear layers and the embedding become packed B-bit codes with a scale and a
@@ -32,6 +40,11 @@ Options:
   --bits B            bits per weight: 4 or 8 (also ${AFFINE_BITS.filter((b) => b !== 4 && b !== 8).join(", ")})
   --group-size G      values per scale and bias: ${AFFINE_GROUP_SIZES.join(", ")} (default 64)
   --out DIR           folder to write; it must not exist or be empty
+  --format F          mlx (the default) or gguf
+  --type T            with --format gguf: f16, q8_0, q4_0 or q4_k. Every matrix of the GGUF file
+                      --model is decoded and written in type T (q4_k: Q5_0 for a matrix whose
+                      input width is not a multiple of 256, as llama-quantize falls back); other
+                      tensors and all metadata are copied
   -h, --help          show this help`;
 
 /** Files larger than this beside the weights are other copies of them (.bin, .gguf), not copied. */
@@ -247,6 +260,133 @@ function parseChoice(flag: string, value: string | undefined, choices: readonly 
   return n;
 }
 
+/** The GGUF types `quantize --format gguf` writes. */
+export const GGUF_TARGET_TYPES = ["f16", "q8_0", "q4_0", "q4_k"] as const;
+export type GgufTargetType = (typeof GGUF_TARGET_TYPES)[number];
+
+/** llama.cpp's general.file_type for each (LLAMA_FTYPE_MOSTLY_F16, _Q8_0, _Q4_0, _Q4_K_S). */
+const FILE_TYPES: Readonly<Record<GgufTargetType, number>> = { f16: 1, q8_0: 7, q4_0: 2, q4_k: 14 };
+const TARGET_GGML: Readonly<Record<GgufTargetType, GgmlType>> = { f16: "F16", q8_0: "Q8_0", q4_0: "Q4_0", q4_k: "Q4_K" };
+
+/** Rows decoded per step, so the float32 buffer of a 151k-row embedding stays a few MB. */
+const GGUF_ROWS_PER_STEP = 1024;
+
+/** Decodes `bytes` (whole rows of a tensor of `type`) to float32, exactly as the loader reads them. */
+export function decodeGgml(type: GgmlType, bytes: Uint8Array, values: number): Float32Array {
+  const out = new Float32Array(values);
+  const aligned = (): Uint8Array => (bytes.byteOffset % 2 === 0 ? bytes : bytes.slice());
+  switch (type) {
+    case "F32":
+      out.set(new Float32Array(bytes.slice().buffer));
+      return out;
+    case "F16": {
+      const b = aligned();
+      return f16ToF32(new Uint16Array(b.buffer, b.byteOffset, values), out);
+    }
+    case "BF16": {
+      const b = aligned();
+      return bf16ToF32(new Uint16Array(b.buffer, b.byteOffset, values), out);
+    }
+    case "Q8_0":
+    case "Q4_0":
+      dequantize(type.toLowerCase() as BlockQuantDType, bytes, out);
+      return out;
+    case "Q4_1":
+    case "Q5_0":
+    case "Q5_1":
+      dequantizeLegacy(type.toLowerCase() as LegacyQuantDType, bytes, out);
+      return out;
+    case "Q4_K":
+    case "Q5_K":
+    case "Q6_K":
+    case "Q8_K":
+      dequantizeK(type.toLowerCase() as KQuantDType, bytes, out);
+      return out;
+  }
+}
+
+/** Encodes float32 values (whole rows) as `type`, with the reference encoders of src/tensor/. */
+export function encodeGgml(type: GgmlType, x: Float32Array): Uint8Array {
+  switch (type) {
+    case "F16": {
+      const bits = new Uint16Array(x.length);
+      for (let i = 0; i < x.length; i++) bits[i] = numberToF16(x[i]);
+      return new Uint8Array(bits.buffer);
+    }
+    case "Q8_0":
+    case "Q4_0":
+      return quantize(type.toLowerCase() as BlockQuantDType, x);
+    case "Q5_0":
+      return quantizeLegacy("q5_0", x);
+    case "Q4_K":
+      return quantizeK("q4_k", x);
+    default:
+      throw new Error(`no encoder for ${type} here`);
+  }
+}
+
+/** The type a matrix of input width `cols` is written in for `target`, as llama-quantize picks it. */
+export function ggufTensorType(target: GgufTargetType, cols: number): GgmlType {
+  const type = TARGET_GGML[target];
+  if (cols % GGML_TYPES[type].blockSize === 0) return type;
+  // llama-quantize's fallbacks for a row that is no whole number of blocks.
+  if (type === "Q4_K" && cols % GGML_TYPES.Q5_0.blockSize === 0) return "Q5_0";
+  return "F16";
+}
+
+export interface GgufQuantizeSummary {
+  /** Tensors written, by the type each was written in. */
+  written: Partial<Record<GgmlType, number>>;
+  /** Tensors copied as they were (not matrices). */
+  copied: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/**
+ * Writes the GGUF file `inPath` as `outPath` with every matrix (2-D tensor) decoded and encoded
+ * in `target` ("pure", as llama-quantize --pure: the embedding and the output too); vectors
+ * (norms, biases) are copied, and so is the metadata, but for general.file_type. Memory stays near
+ * one output tensor's size.
+ */
+export function quantizeGguf(inPath: string, outPath: string, target: GgufTargetType): GgufQuantizeSummary {
+  if (!existsSync(inPath) || statSync(inPath).isDirectory()) throw new UsageError(`--model ${inPath} is not a .gguf file`);
+  if (existsSync(outPath)) throw new UsageError(`--out ${outPath} exists; give a new file`);
+  const header = readGgufHeader(inPath);
+  const summary: GgufQuantizeSummary = { written: {}, copied: 0, bytesIn: header.fileSize, bytesOut: 0 };
+  const tensors: GgufTensorToWrite[] = [...header.tensors.values()].map((info: GgufTensorInfo) => {
+    const data = (): Uint8Array => readGgufTensors(header, [info.name]).get(info.name) as Uint8Array;
+    if (info.dims.length !== 2) {
+      summary.copied++;
+      return { name: info.name, type: info.type, dims: info.dims, data };
+    }
+    const [cols, rows] = info.dims;
+    const type = ggufTensorType(target, cols);
+    summary.written[type] = (summary.written[type] ?? 0) + 1;
+    const encode = (): Uint8Array => {
+      const raw = data();
+      const rowBytesIn = raw.byteLength / rows;
+      const rowBytesOut = (cols / GGML_TYPES[type].blockSize) * GGML_TYPES[type].blockBytes;
+      const out = new Uint8Array(rows * rowBytesOut);
+      for (let r = 0; r < rows; r += GGUF_ROWS_PER_STEP) {
+        const n = Math.min(GGUF_ROWS_PER_STEP, rows - r);
+        const x = decodeGgml(info.type, raw.subarray(r * rowBytesIn, (r + n) * rowBytesIn), n * cols);
+        out.set(encodeGgml(type, x), r * rowBytesOut);
+      }
+      return out;
+    };
+    return { name: info.name, type, dims: info.dims, data: encode };
+  });
+  const metadata: [string, GgufEntry][] = [...header.metadata].map(([key, entry]) => [
+    key,
+    key === "general.file_type" ? { type: "uint32", value: FILE_TYPES[target] } : entry,
+  ]);
+  if (!header.metadata.has("general.file_type")) metadata.push(["general.file_type", { type: "uint32", value: FILE_TYPES[target] }]);
+  writeGguf(outPath, metadata, tensors);
+  summary.bytesOut = statSync(outPath).size;
+  return summary;
+}
+
 export function runQuantize(argv: string[]): void {
   const { values } = parseArgs({
     args: argv,
@@ -255,6 +395,8 @@ export function runQuantize(argv: string[]): void {
       bits: { type: "string" },
       "group-size": { type: "string" },
       out: { type: "string" },
+      format: { type: "string" },
+      type: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -264,6 +406,28 @@ export function runQuantize(argv: string[]): void {
     process.stdout.write(QUANTIZE_HELP + "\n");
     return;
   }
+  const format = values.format ?? "mlx";
+  if (format !== "mlx" && format !== "gguf") throw new UsageError(`--format must be mlx or gguf, got "${format}"`);
+  if (format === "gguf") {
+    if (!values.model) throw new UsageError("--model FILE.gguf is required (the GGUF file to convert)");
+    if (!values.out) throw new UsageError("--out FILE.gguf is required (the file to write)");
+    if (values.bits !== undefined || values["group-size"] !== undefined)
+      throw new UsageError("--bits and --group-size are for --format mlx");
+    const type = values.type as GgufTargetType | undefined;
+    if (type === undefined || !GGUF_TARGET_TYPES.includes(type)) {
+      throw new UsageError(`--type must be one of ${GGUF_TARGET_TYPES.join(", ")}, got ${type === undefined ? "none" : `"${type}"`}`);
+    }
+    const s = quantizeGguf(values.model, values.out, type);
+    const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
+    const written = Object.entries(s.written)
+      .map(([t, n]) => `${n} ${t}`)
+      .join(", ");
+    process.stderr.write(
+      `tiny-llm: wrote ${written} matrices and copied ${s.copied} tensors: ${mb(s.bytesIn)} MB -> ${mb(s.bytesOut)} MB in ${values.out}\n`,
+    );
+    return;
+  }
+  if (values.type !== undefined) throw new UsageError("--type is for --format gguf");
   if (!values.model) throw new UsageError("--model DIR is required (a float checkpoint folder)");
   if (!values.out) throw new UsageError("--out DIR is required (the folder to write)");
   const bits = parseChoice("bits", values.bits, AFFINE_BITS);
