@@ -244,14 +244,60 @@ void block_rows(const MatmulTask& t, int64_t n0, int64_t n1) {
 }
 
 // ---- one-row kernels: k-quants, MR x NR outputs per tile ----
+//
+// Each output's super-block ends in int32 vectors whose lanes sum to its isum (and imin); the
+// tile's outputs are reduced together so that lane r · MR + i of one vector holds output (row of
+// x i, weight row r), and the float steps run on that vector.
 
 constexpr int kKTileM = 4, kKTileN = 4;
 
-// Σ of the int32 lanes of v.
-inline int32_t isum_of(__m512i v) { return _mm512_reduce_add_epi32(v); }
-inline int32_t isum_of(__m128i v) {
-  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
-  return _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1)));
+// The lanes of an MR x NR tile: lane l holds weight row l / MR and row of x l % MR (lanes past
+// MR · NR repeat the last).
+template <int MR, int NR>
+struct KLanes {
+  static constexpr int kCount = MR * NR;
+  __m512i weight_row, x_row;
+  KLanes() {
+    const __m512i l =
+        _mm512_min_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(kCount - 1));
+    alignas(64) int32_t lane[16];
+    _mm512_store_si512(lane, l);
+    alignas(64) int32_t r[16], i[16];
+    for (int k = 0; k < 16; k++) {
+      r[k] = lane[k] / MR;
+      i[k] = lane[k] % MR;
+    }
+    weight_row = _mm512_load_si512(r);
+    x_row = _mm512_load_si512(i);
+  }
+  // v[weight row] (or v[row of x]) spread over the lanes, from n ≤ 4 floats.
+  static __m512 spread(const float* v, int n, __m512i index) {
+    return _mm512_permutexvar_ps(index, _mm512_maskz_loadu_ps(lane_mask(n), v));
+  }
+};
+
+// Vector k's int32 lanes summed into lane k, for n ≤ 16 vectors.
+template <int kCount>
+inline __m512i sum_lanes(const __m512i* a) {
+  const __m512i zero = _mm512_setzero_si512();
+  if constexpr (kCount <= 4) {
+    __m512i v[4];
+    for (int k = 0; k < 4; k++) v[k] = k < kCount ? a[k] : zero;
+    const __m512i u = reduce4(v);  // lane 4q + k: vector k's sum over 128-bit lane q
+    const __m512i w = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, 0x4e));
+    return _mm512_add_epi32(w, _mm512_shuffle_i32x4(w, w, 0xb1));
+  } else {
+    __m512i b[8], c[4], d[2];
+    for (int k = 0; k < 8; k++) {
+      const __m512i x = 2 * k < kCount ? a[2 * k] : zero, y = 2 * k + 1 < kCount ? a[2 * k + 1] : zero;
+      b[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y));
+    }
+    for (int k = 0; k < 4; k++)
+      c[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(b[2 * k], b[2 * k + 1]), _mm512_unpackhi_epi64(b[2 * k], b[2 * k + 1]));
+    for (int k = 0; k < 2; k++)
+      d[k] = _mm512_add_epi32(_mm512_shuffle_i32x4(c[2 * k], c[2 * k + 1], 0x88), _mm512_shuffle_i32x4(c[2 * k], c[2 * k + 1], 0xdd));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], 0x88), _mm512_shuffle_i32x4(d[0], d[1], 0xdd));
+  }
 }
 
 // The rows of x of a tile and where their super-block scales and code sums are.
@@ -267,40 +313,60 @@ struct KTileX {
       s[i] = t.xq.s + (m0 + i) * t.xq.s_stride;
     }
   }
+  // The rows' x scales of super-block sb, spread over the tile's lanes.
+  template <int NR>
+  __m512 dx(const KLanes<MR, NR>& lanes, int64_t sb) const {
+    float v[MR];
+    for (int i = 0; i < MR; i++) v[i] = d[i][sb * 8];
+    return KLanes<MR, NR>::spread(v, MR, lanes.x_row);
+  }
 };
 
 template <int MR, int NR>
-void store_outputs(const MatmulTask& t, int64_t m0, int64_t n0, const float (&acc)[MR][NR]) {
+void store_outputs(const MatmulTask& t, int64_t m0, int64_t n0, __m512 acc) {
+  alignas(64) float v[16];
+  _mm512_store_ps(v, acc);
   const int64_t N = t.w->rows;
   for (int i = 0; i < MR; i++)
-    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = acc[i][r] + (t.bias ? t.bias[n0 + r] : 0.0f);
+    for (int r = 0; r < NR; r++) t.out[(m0 + i) * N + n0 + r] = v[r * MR + i] + (t.bias ? t.bias[n0 + r] : 0.0f);
 }
 
 // Q4_K and Q5_K: the sub-block scales multiply each vpdpbusd lane's dot (at most 4 · 31 · 127,
-// an int16) in vpdpwssd; the mins meet x's code sums in vpmaddwd.
+// an int16) in vpdpwssd; the mins meet x's code sums, in pairs, in vpdpwssd too.
 template <int Type, int MR, int NR>
 void k45_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
   constexpr bool kQ5 = Type == W_Q5_K;
   constexpr int64_t kBytes = kQ5 ? kQ5KBytes : kQ4KBytes;
   const KTileX<MR> x(t, m0);
+  const KLanes<MR, NR> lanes;
   const int64_t ahead = NR * row_bytes;
-  float acc[MR][NR] = {};
+  // Pair k of a weight row's mins (or of a row of x's code sums) for lane l: lane 4 · row + k
+  // of the rows' pairs.
+  __m512i pair_of_w[4], pair_of_x[4];
+  for (int k = 0; k < 4; k++) {
+    pair_of_w[k] = _mm512_add_epi32(_mm512_slli_epi32(lanes.weight_row, 2), _mm512_set1_epi32(k));
+    pair_of_x[k] = _mm512_add_epi32(_mm512_slli_epi32(lanes.x_row, 2), _mm512_set1_epi32(k));
+  }
+  __m512 acc = _mm512_setzero_ps();
   for (int64_t sb = 0; sb < t.w->cols / kQK; sb++) {
     const uint8_t* blk[NR];
-    __m128i sm[NR];  // bytes 0-7: the eight scales, 8-15: the mins
-    __m512i sc[NR];  // the same as int32
+    __m512i sc[NR];                         // lanes 0-7: the eight scales, 8-15: the mins, as int32
+    __m512i mins = _mm512_setzero_si512();  // 128-bit lane r: row r's mins in pairs of words
+    float d[NR], dmin[NR];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kBytes;
       for (int64_t off = 0; off < kBytes; off += 64) prefetch(blk[r] + off, ahead);
-      sm[r] = unpack_scale_min(blk[r] + 4);
-      sc[r] = _mm512_cvtepu8_epi32(sm[r]);
+      const __m128i sm = unpack_scale_min(blk[r] + 4);
+      sc[r] = _mm512_cvtepu8_epi32(sm);
+      mins = _mm512_mask_broadcast_i32x4(mins, static_cast<__mmask16>(0xf << (4 * r)), _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)));
+      d[r] = f16_at(blk[r]);
+      dmin[r] = f16_at(blk[r] + 2);
     }
-    __m512i isum[MR][NR];
-    for (int i = 0; i < MR; i++)
-      for (int r = 0; r < NR; r++) isum[i][r] = _mm512_setzero_si512();
+    __m512i isum[MR * NR];
+    for (int k = 0; k < MR * NR; k++) isum[k] = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
       // Chunk c: the low nibbles are sub-block 2c, the high ones 2c + 1; Q5_K adds bits 2c and 2c + 1 of qh.
-      const __m512i lanes = lanes_shifted(2 * c, 3);
+      const __m512i scale_lanes = lanes_shifted(2 * c, 3);
       __m512i wv[NR];
       for (int r = 0; r < NR; r++) {
         const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[r] + (kQ5 ? 48 : 16) + 32 * c));
@@ -318,25 +384,20 @@ void k45_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
         const __m512i xv = _mm512_loadu_si512(x.q[i] + sb * kQK + 64 * c);
         for (int r = 0; r < NR; r++) {
           const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], xv);
-          isum[i][r] = _mm512_dpwssd_epi32(isum[i][r], dot, _mm512_permutexvar_epi32(lanes, sc[r]));
+          isum[r * MR + i] = _mm512_dpwssd_epi32(isum[r * MR + i], dot, _mm512_permutexvar_epi32(scale_lanes, sc[r]));
         }
       }
     }
-    __m128i mins[NR];
-    float d[NR], dmin[NR];
-    for (int r = 0; r < NR; r++) {
-      mins[r] = _mm_cvtepu8_epi16(_mm_srli_si128(sm[r], 8));
-      d[r] = f16_at(blk[r]);
-      dmin[r] = f16_at(blk[r] + 2);
-    }
-    for (int i = 0; i < MR; i++) {
-      const __m128i sums = _mm256_cvtepi32_epi16(_mm256_cvtps_epi32(_mm256_loadu_ps(x.s[i] + sb * 8)));
-      const float dx = x.d[i][sb * 8];
-      for (int r = 0; r < NR; r++) {
-        acc[i][r] = scale_step(acc[i][r], isum_of(isum[i][r]), d[r], dx);
-        acc[i][r] = min_step(acc[i][r], isum_of(_mm_madd_epi16(mins[r], sums)), dmin[r], dx);
-      }
-    }
+    __m512i sums = _mm512_setzero_si512();  // 128-bit lane i: row i's code sums in pairs of words
+    for (int i = 0; i < MR; i++)
+      sums = _mm512_mask_broadcast_i32x4(sums, static_cast<__mmask16>(0xf << (4 * i)),
+                                         _mm256_cvtepi32_epi16(_mm256_cvtps_epi32(_mm256_loadu_ps(x.s[i] + sb * 8))));
+    __m512i imin = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++)
+      imin = _mm512_dpwssd_epi32(imin, _mm512_permutexvar_epi32(pair_of_w[k], mins), _mm512_permutexvar_epi32(pair_of_x[k], sums));
+    const __m512 dx = x.dx(lanes, sb);
+    acc = scale_step(acc, sum_lanes<MR * NR>(isum), KLanes<MR, NR>::spread(d, NR, lanes.weight_row), dx);
+    acc = min_step(acc, imin, KLanes<MR, NR>::spread(dmin, NR, lanes.weight_row), dx);
   }
   store_outputs<MR, NR>(t, m0, n0, acc);
 }
@@ -345,22 +406,24 @@ void k45_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
 template <int MR, int NR>
 void q6k_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
   const KTileX<MR> x(t, m0);
+  const KLanes<MR, NR> lanes;
   const int64_t ahead = NR * row_bytes;
   const __m512i thirty_two = _mm512_set1_epi8(32);
   const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(3);
-  float acc[MR][NR] = {};
+  __m512 acc = _mm512_setzero_ps();
   for (int64_t sb = 0; sb < t.w->cols / kQK; sb++) {
     const uint8_t* blk[NR];
     __m512i sc[NR];  // the sixteen scales as int16 in int32 lanes (high halves zero)
+    float d[NR];
     for (int r = 0; r < NR; r++) {
       blk[r] = t.w->data + (n0 + r) * row_bytes + sb * kQ6KBytes;
       for (int64_t off = 0; off < kQ6KBytes; off += 64) prefetch(blk[r] + off, ahead);
       sc[r] = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r] + 192))),
                                _mm512_set1_epi32(0xffff));
+      d[r] = f16_at(blk[r] + 208);
     }
-    __m512i isum[MR][NR];
-    for (int i = 0; i < MR; i++)
-      for (int r = 0; r < NR; r++) isum[i][r] = _mm512_setzero_si512();
+    __m512i isum[MR * NR];
+    for (int k = 0; k < MR * NR; k++) isum[k] = _mm512_setzero_si512();
     for (int half = 0; half < 2; half++) {
       // A half's chunk 0 is values 0-63 (low nibbles of ql, qh bits 0-3), chunk 1 values 64-127 (high nibbles, bits 4-7).
       __m512i wv[NR][2];
@@ -374,21 +437,18 @@ void q6k_tile(const MatmulTask& t, int64_t row_bytes, int64_t m0, int64_t n0) {
       }
       for (int cc = 0; cc < 2; cc++) {
         const int c = 2 * half + cc;
-        const __m512i lanes = lanes_shifted(4 * c, 2);
+        const __m512i scale_lanes = lanes_shifted(4 * c, 2);
         for (int i = 0; i < MR; i++) {
           const __m512i xv = _mm512_loadu_si512(x.q[i] + sb * kQK + 64 * c);
           const __m512i offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), thirty_two, xv);
           for (int r = 0; r < NR; r++) {
             const __m512i dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r][cc], xv), offset);
-            isum[i][r] = _mm512_dpwssd_epi32(isum[i][r], dot, _mm512_permutexvar_epi32(lanes, sc[r]));
+            isum[r * MR + i] = _mm512_dpwssd_epi32(isum[r * MR + i], dot, _mm512_permutexvar_epi32(scale_lanes, sc[r]));
           }
         }
       }
     }
-    for (int r = 0; r < NR; r++) {
-      const float d = f16_at(blk[r] + 208);
-      for (int i = 0; i < MR; i++) acc[i][r] = scale_step(acc[i][r], isum_of(isum[i][r]), d, x.d[i][sb * 8]);
-    }
+    acc = scale_step(acc, sum_lanes<MR * NR>(isum), KLanes<MR, NR>::spread(d, NR, lanes.weight_row), x.dx(lanes, sb));
   }
   store_outputs<MR, NR>(t, m0, n0, acc);
 }
