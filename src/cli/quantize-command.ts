@@ -3,7 +3,8 @@
  * tensor at a time, so memory use stays near the size of the largest tensor, not the model; or,
  * with --format gguf, a GGUF file of another type from a GGUF file (quantizeGguf).
  */
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { CheckpointError, INDEX_FILE, SINGLE_FILE, readJson } from "../loaders/checkpoint.js";
@@ -20,6 +21,8 @@ import { AFFINE_BITS, AFFINE_GROUP_SIZES, quantizeAffine, type AffineParams } fr
 import { DenseWeight, type DenseDType } from "../tensor/weight.js";
 import { GGML_TYPES, readGgufHeader, readGgufTensors, type GgmlType, type GgufEntry, type GgufTensorInfo } from "../loaders/gguf.js";
 import { writeGguf, type GgufTensorToWrite } from "../loaders/gguf-writer.js";
+import { ggufModelConfig, huggingFaceTensorName } from "../loaders/gguf-model.js";
+import { ggufTokenizerFiles } from "../tokenizer/gguf-tokenizer.js";
 import { dequantize, quantize, type BlockQuantDType } from "../tensor/block-quant.js";
 import { dequantizeK, quantizeK, type KQuantDType } from "../tensor/k-quant.js";
 import { dequantizeLegacy, quantizeLegacy, type LegacyQuantDType } from "../tensor/legacy-quant.js";
@@ -36,7 +39,8 @@ they are, and so does a matrix whose input width is not a multiple of G (config.
 it as unquantized). Tokenizer and other small files are copied.
 
 Options:
-  --model DIR         Hugging Face checkpoint folder to quantize
+  --model DIR         Hugging Face checkpoint folder to quantize, or a Qwen2/Qwen3 .gguf file
+                      (its matrices decoded to float16 first)
   --bits B            bits per weight: 4 or 8 (also ${AFFINE_BITS.filter((b) => b !== 4 && b !== 8).join(", ")})
   --group-size G      values per scale and bias: ${AFFINE_GROUP_SIZES.join(", ")} (default 64)
   --out DIR           folder to write; it must not exist or be empty
@@ -387,6 +391,70 @@ export function quantizeGguf(inPath: string, outPath: string, target: GgufTarget
   return summary;
 }
 
+/**
+ * A Qwen2/Qwen3 GGUF file as a Hugging Face float16 checkpoint folder in `dir`, for quantizeCheckpoint
+ * to quantize as mlx-lm would: every matrix decoded from its GGUF type and rounded to float16
+ * (vectors kept float32), under its Hugging Face name; config.json from the metadata, and the
+ * tokenizer as ggufTokenizerFiles rebuilds it. Llama files are refused: llama.cpp stores their
+ * q/k rows permuted for its RoPE, which a Hugging Face checkpoint does not have.
+ */
+export function ggufToFloatFolder(inPath: string, dir: string): void {
+  const header = readGgufHeader(inPath);
+  const config = ggufModelConfig(header);
+  if (config.ropeTraditional) {
+    throw new UsageError(
+      `${inPath}: an MLX copy of a ${config.modelType} GGUF file is not supported (its q/k rows are permuted); use qwen2 or qwen3`,
+    );
+  }
+  const hfConfig: Record<string, unknown> = {
+    architectures: [config.modelType === "qwen3" ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM"],
+    model_type: config.modelType,
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    head_dim: config.headDim,
+    vocab_size: config.vocabSize,
+    max_position_embeddings: config.maxPositionEmbeddings,
+    rms_norm_eps: config.rmsNormEps,
+    rope_theta: config.ropeTheta,
+    tie_word_embeddings: config.tieWordEmbeddings,
+    hidden_act: "silu",
+    torch_dtype: "float16",
+    ...(config.bosTokenId === undefined ? {} : { bos_token_id: config.bosTokenId }),
+    ...(config.eosTokenIds.length === 0 ? {} : { eos_token_id: config.eosTokenIds[0] }),
+  };
+  const { tokenizerJson, config: tokenizerConfig } = ggufTokenizerFiles(header);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(hfConfig, null, 2) + "\n");
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tokenizerJson));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(tokenizerConfig, null, 2) + "\n");
+  const tensors: StreamedTensorToWrite[] = [...header.tensors.values()].map((info) => {
+    const name = huggingFaceTensorName(info.name);
+    if (name === undefined) throw new CheckpointError(`${inPath}: tensor "${info.name}" has no Hugging Face name`);
+    const n = info.dims.reduce((a, b) => a * b, 1);
+    const matrix = info.dims.length === 2;
+    return {
+      name,
+      dtype: matrix ? "F16" : "F32",
+      shape: [...info.dims].reverse(),
+      chunks: function* () {
+        const raw = readGgufTensors(header, [info.name]).get(info.name) as Uint8Array;
+        const rows = matrix ? info.dims[1] : 1;
+        const cols = n / rows;
+        const rowBytes = raw.byteLength / rows;
+        for (let r = 0; r < rows; r += GGUF_ROWS_PER_STEP) {
+          const k = Math.min(GGUF_ROWS_PER_STEP, rows - r);
+          const x = decodeGgml(info.type, raw.subarray(r * rowBytes, (r + k) * rowBytes), k * cols);
+          yield matrix ? encodeGgml("F16", x) : new Uint8Array(x.buffer);
+        }
+      },
+    };
+  });
+  writeSafetensorsStreamed(join(dir, SINGLE_FILE), tensors);
+}
+
 export function runQuantize(argv: string[]): void {
   const { values } = parseArgs({
     args: argv,
@@ -432,7 +500,19 @@ export function runQuantize(argv: string[]): void {
   if (!values.out) throw new UsageError("--out DIR is required (the folder to write)");
   const bits = parseChoice("bits", values.bits, AFFINE_BITS);
   const groupSize = parseChoice("group-size", values["group-size"], AFFINE_GROUP_SIZES, 64);
-  const s = quantizeCheckpoint(values.model, values.out, { bits, groupSize });
+  let s: QuantizeSummary;
+  if (values.model.endsWith(".gguf") && existsSync(values.model) && !statSync(values.model).isDirectory()) {
+    // A GGUF file goes through a float16 checkpoint folder of its own, removed afterwards.
+    const floatDir = mkdtempSync(join(tmpdir(), "tiny-llm-quantize-f16-"));
+    try {
+      ggufToFloatFolder(values.model, floatDir);
+      s = quantizeCheckpoint(floatDir, values.out, { bits, groupSize });
+    } finally {
+      rmSync(floatDir, { recursive: true, force: true });
+    }
+  } else {
+    s = quantizeCheckpoint(values.model, values.out, { bits, groupSize });
+  }
   const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
   const lines = [
     `quantized ${s.quantized.length} matrices to ${bits} bits (group size ${groupSize}): ${mb(s.bytesIn)} MB -> ${mb(s.bytesOut)} MB in ${values.out}`,
