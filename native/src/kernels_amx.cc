@@ -233,6 +233,10 @@ constexpr int64_t kTileBlockBytes = 16 * kBlock;  // one block of 16 rows, weigh
 // dmin per super-block.
 struct TileWeights {
   AlignedVector<uint8_t> a;
+  // Block types: where tile A of block b starts (codes + b · block_step) and its row stride:
+  // the decoded codes in `a`, or for Q8_0 the weight's own rows.
+  const uint8_t* codes = nullptr;
+  int64_t block_step = 0, stride = 0;
   std::vector<float> scale, bias;
   AlignedVector<float> acc;  // k-quants: the accumulators of every 16 rows of x (16 x 16 each)
 };
@@ -333,7 +337,19 @@ void decode_tile_weights(const Weight& w, int64_t n0, TileWeights& tw) {
     }
     return;
   }
-  prepare(tw.a, nb * kTileBlockBytes, rows < 16);
+  // Q8_0's codes are bytes already: a whole strip's tiles load them in place. (MLX 8-bit rows
+  // are often 4 KB apart, which puts the sixteen rows in the same cache sets: those are copied.)
+  const bool in_place = Type == W_Q8_0 && rows == 16;
+  if (in_place) {
+    tw.codes = w.data + n0 * row_bytes;
+    tw.block_step = kBlock;
+    tw.stride = row_bytes;
+  } else {
+    prepare(tw.a, nb * kTileBlockBytes, rows < 16);
+    tw.codes = tw.a.data();
+    tw.block_step = kTileBlockBytes;
+    tw.stride = kBlock;
+  }
   const int64_t params = kTileAffine<Type> ? K / w.group_size : nb;
   prepare(tw.scale, params * 16, rows < 16);
   prepare(tw.bias, kTileAffine<Type> ? params * 16 : 0, rows < 16);
@@ -352,7 +368,7 @@ void decode_tile_weights(const Weight& w, int64_t n0, TileWeights& tw) {
         }
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), lo);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), hi);
-      } else {
+      } else if (!in_place) {
         std::memcpy(dst, row + 32 * b, 32);
       }
     }
@@ -400,7 +416,8 @@ void block_tiles(const MatmulTask& t, const TileX& x, int64_t xb, const TileWeig
   const int8_t* bx = x.codes + xb * x.block_stride;
   const float* dx = x.d + xb * x.nb * 16;
   const float* gsum = x.gsum + xb * x.groups * 16;
-  const uint8_t* a = tw.a.data();
+  const uint8_t* a = tw.codes;
+  const int64_t step = tw.block_step, stride = tw.stride;
   const float* scale = tw.scale.data();
   const float* bias = tw.bias.data();
   alignas(64) int32_t c[kRing][256];
@@ -411,7 +428,7 @@ void block_tiles(const MatmulTask& t, const TileX& x, int64_t xb, const TileWeig
     if (b < nb) {
       if (b % 2 == 0) {
         _tile_zero(0);
-        _tile_loadd(2, a + b * kTileBlockBytes, 32);
+        _tile_loadd(2, a + b * step, stride);
         _tile_loadd(3, bx + b * kTileBlockBytes, 64);
         if constexpr (kTileAffine<Type>)
           _tile_dpbusd(0, 2, 3);
@@ -420,7 +437,7 @@ void block_tiles(const MatmulTask& t, const TileX& x, int64_t xb, const TileWeig
         _tile_stored(0, c[b % kRing], 64);
       } else {
         _tile_zero(1);
-        _tile_loadd(4, a + b * kTileBlockBytes, 32);
+        _tile_loadd(4, a + b * step, stride);
         _tile_loadd(5, bx + b * kTileBlockBytes, 64);
         if constexpr (kTileAffine<Type>)
           _tile_dpbusd(1, 4, 5);
