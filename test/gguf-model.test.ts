@@ -328,8 +328,8 @@ describe("GGUF tokenizers", () => {
     const cases: [string, [string, GgufEntry][], RegExp][] = [
       [
         "pre-unknown.gguf",
-        [["tokenizer.ggml.pre", { type: "string", value: "smollm" }]],
-        /tokenizer.ggml.pre "smollm", which is not supported; supported values are qwen2, .*llama-bpe/,
+        [["tokenizer.ggml.pre", { type: "string", value: "falcon" }]],
+        /tokenizer.ggml.pre "falcon", which is not supported; supported values are qwen2, .*llama-bpe/,
       ],
       ["no-pre.gguf", [], /tokenizer.ggml.pre "\(none\)"/],
       [
