@@ -20,6 +20,8 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const docs = join(root, "docs", "benchmarks.md");
 const plotFile = join(root, "docs", "serving.svg");
 const BEGIN = "<!-- bench:serve begin -->";
+/** Stands for "llama-server's own /completion route" where a model name would go. */
+const LLAMA_NATIVE = "llama-server /completion";
 const END = "<!-- bench:serve end -->";
 
 /** Common English words: prompts of N of them are about 1.1 N tokens for a GPT-style BPE. */
@@ -107,21 +109,21 @@ async function waitHealthy(url: string, child: ChildProcess, timeoutMs: number):
   throw new Error(`${url}/health did not answer 200 within ${timeoutMs / 1000} s`);
 }
 
-/** One streaming completion; times its first chunk, the gaps between chunks, and reads the usage. */
+/**
+ * One streaming completion; times its first chunk, the gaps between chunks, and reads the usage.
+ * llama-server is asked through its own /completion: its OpenAI route parses the output as a chat
+ * message and fails on random weights' text ("does not match the expected Content-only format").
+ */
 async function completion(url: string, model: string, prompt: string, maxTokens: number): Promise<RequestResult> {
   const started = performance.now();
-  const response = await fetch(`${url}/v1/completions`, {
+  const native = model === LLAMA_NATIVE;
+  const body = native
+    ? { prompt, n_predict: maxTokens, temperature: 0, stream: true, ignore_eos: true, cache_prompt: true }
+    : { model, prompt, max_tokens: maxTokens, temperature: 0, stream: true, ignore_eos: true, stream_options: { include_usage: true } };
+  const response = await fetch(`${url}/${native ? "completion" : "v1/completions"}`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({
-      model,
-      prompt,
-      max_tokens: maxTokens,
-      temperature: 0,
-      stream: true,
-      ignore_eos: true,
-      stream_options: { include_usage: true },
-    }),
+    body: JSON.stringify(body),
   });
   if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
   const decoder = new TextDecoder();
@@ -138,10 +140,19 @@ async function completion(url: string, model: string, prompt: string, maxTokens:
       buffer = buffer.slice(at + 2);
       const data = event.replace(/^data: /, "");
       if (data === "[DONE]" || data === "") continue;
-      const chunk = JSON.parse(data) as { choices?: { text?: string }[]; usage?: typeof usage; error?: { message: string } };
+      const chunk = JSON.parse(data) as {
+        choices?: { text?: string }[];
+        usage?: typeof usage;
+        error?: { message: string };
+        content?: string;
+        stop?: boolean;
+        tokens_predicted?: number;
+        tokens_evaluated?: number;
+      };
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) usage = chunk.usage;
-      if (chunk.choices?.some((c) => (c.text ?? "") !== "")) {
+      if (chunk.stop) usage = { prompt_tokens: chunk.tokens_evaluated ?? 0, completion_tokens: chunk.tokens_predicted ?? 0 };
+      if (chunk.choices?.some((c) => (c.text ?? "") !== "") || (chunk.content ?? "") !== "") {
         const now = performance.now();
         if (first === 0) first = now;
         else itl.push(now - last);
@@ -443,7 +454,10 @@ async function main(argv: string[]): Promise<void> {
     servers.push(server);
     await withServer(server, port, async (url) => {
       // The name the server gives its model: ours checks it, as vLLM does.
-      const modelId = ((await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] }).data[0].id;
+      const modelId =
+        server.name === "llama-server"
+          ? LLAMA_NATIVE
+          : ((await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] }).data[0].id;
       for (const w of workloads) {
         for (const c of w.concurrency) {
           const r = await runLevel(server.name, url, modelId, w, c, 1000 + c);
@@ -461,7 +475,7 @@ async function main(argv: string[]): Promise<void> {
   const command = ["npm run bench:serve", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" ");
   const section = [
     BEGIN,
-    `Run ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, \`${command}\`, ${threads} threads, model \`${model.replace(root + "/", "")}\`; servers one after the other on the same file (llama-server \`-np 16 -c 16384 -cb\`). Streaming /v1/completions, greedy, \`ignore_eos\`; each client sends its requests one after another. TTFT is to the first streamed text; TPOT is (last − first chunk) / (tokens − 1) per request; ITL the gaps between chunks.`,
+    `Run ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, \`${command}\`, ${threads} threads, model \`${model.replace(root + "/", "")}\`; servers one after the other on the same file (llama-server \`-np 16 -c 16384 -cb\`). Streaming completions (ours: /v1/completions; llama-server: its /completion, whose OpenAI route fails on random weights' text), greedy, \`ignore_eos\`; each client sends its requests one after another. TTFT is to the first streamed text; TPOT is (last − first chunk) / (tokens − 1) per request; ITL the gaps between chunks.`,
     "",
     table(rows),
     "",
