@@ -16,8 +16,10 @@
  * the chat prompt (320 top-5 log-probabilities): TypeScript against llama.cpp at most 0.33 nats
  * (RMS 0.07), native against llama.cpp 0.39 (RMS 0.08), native against TypeScript 0.21; within
  * 0.07 for tokens above log-probability -1, the large ones on tokens near -3 and below (0.44 on
- * one at -6.9 from the code prompt). Hence
- * 0.35 nats plus 5 % of the log-probability's size: 1.3 to 1.5 times the worst seen.
+ * one at -6.9 from the code prompt). On Qwen2.5-Coder 1.5B, with the native int8 kernels that give a
+ * row the same bits in any batch (one float recipe per type), the worst is 0.56 nats on one token
+ * at -3.2 (step 57 of the chat prompt); a wrong kernel moves log-probabilities by whole nats. Hence
+ * 0.45 nats plus 5 % of the log-probability's size: 1.1 to 1.3 times the worst seen.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -35,7 +37,7 @@ const MAX_TOKENS = 64;
 
 /** Nats: allowed |our log-probability − llama.cpp's| for a token llama.cpp gives `logprob`. */
 function tolerance(logprob: number): number {
-  return 0.35 + 0.05 * Math.abs(logprob);
+  return 0.45 + 0.05 * Math.abs(logprob);
 }
 
 /** Code, prose, and ChatML (both model families here use it); the TypeScript path runs the first by default. */
