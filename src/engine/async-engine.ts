@@ -6,8 +6,9 @@
  */
 import { Worker } from "node:worker_threads";
 import type { ModelConfig } from "../models/config.js";
-import { RequestRejectedError, type EngineStats, type RequestEvent, type RequestParams, type StepTrace } from "./api.js";
+import { type EngineStats, type RequestEvent, type RequestParams, type StepTrace } from "./api.js";
 import type { EngineOptions } from "./engine-options.js";
+import { checkRequest } from "./engine.js";
 import type { FromWorker, ToWorker } from "./engine-worker.js";
 
 /** What the loaded engine is, for /v1/models, /health and --verbose. */
@@ -62,25 +63,9 @@ export class AsyncEngine {
     });
   }
 
-  /**
-   * Throws RequestRejectedError (one line saying both numbers) when the request can never be
-   * served: its prompt plus max tokens exceed the context, or its tokens exceed the KV pool.
-   */
+  /** Throws RequestRejectedError (one line, with the numbers) when the request can never be served. */
   check(params: RequestParams): void {
-    const context = this.info.config.maxPositionEmbeddings;
-    const need = params.promptIds.length + params.maxTokens;
-    if (params.promptIds.length === 0) throw new RequestRejectedError("the prompt is empty: give at least one token");
-    if (need > context) {
-      throw new RequestRejectedError(
-        `the prompt is ${params.promptIds.length} tokens and max_tokens is ${params.maxTokens}: ${need} tokens exceed the model's context of ${context}; shorten the prompt or lower max_tokens`,
-      );
-    }
-    const poolTokens = this.info.kv.blocks * this.info.kv.blockSize;
-    if (need > poolTokens) {
-      throw new RequestRejectedError(
-        `the request needs ${need} tokens of KV cache but the pool holds ${poolTokens}; raise --kv-cache-size or lower max_tokens`,
-      );
-    }
+    checkRequest(params, this.info.config, this.info.kv.blocks * this.info.kv.blockSize, "max_tokens");
   }
 
   /**

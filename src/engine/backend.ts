@@ -12,13 +12,10 @@ import { SingleSequenceModel } from "./single-sequence.js";
 
 export type BackendName = "ts" | "native";
 
-/** Instruction sets the native kernels can be pinned to; "auto" takes the best this CPU has. */
-export const ISAS = ["auto", "amx", "avx512", "avx2", "scalar"] as const;
-
 export interface BackendOptions {
   backend?: BackendName;
   threads?: number;
-  /** One of ISAS (native backend only). */
+  /** An instruction set the addon lists (availableIsas), or "auto" (native backend only). */
   isa?: string;
   /** See EngineOptions.batchInvariant (default true). */
   batchInvariant?: boolean;

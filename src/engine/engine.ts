@@ -4,14 +4,14 @@
  * over the paged KV cache, samples the next token of every sequence whose pending tokens are all
  * computed, and reports what happened as events. async-engine.ts runs it in a worker thread.
  */
-import { SEQ_FIELDS } from "../kernels/kernels.js";
+import { SEQ_FIELDS, type KvDtype } from "../kernels/kernels.js";
+import type { ModelConfig } from "../models/config.js";
 import { RequestRejectedError, type EngineStats, type RequestEvent, type RequestParams, type StepTrace } from "./api.js";
 import type { BatchForward, Batch } from "./batch-forward.js";
 import { BlockPool, blockKey } from "./block-pool.js";
 import { PagedKvCache } from "./kv-cache.js";
 import { Scheduler, type ScheduledChunk } from "./scheduler.js";
 import { Sequence } from "./sequence.js";
-import type { KvDtype } from "../kernels/kernels.js";
 
 export interface EngineLimits {
   /** KV blocks in the pool. */
@@ -26,6 +26,34 @@ export interface StepResult {
   events: RequestEvent[];
   /** Set when a batch ran. */
   trace?: StepTrace;
+}
+
+/**
+ * Throws RequestRejectedError (one line, with the numbers) when a request can never be served:
+ * an empty prompt, an id outside the vocabulary, prompt plus max tokens past the context or past
+ * the KV pool's `poolTokens`. `maxTokensName` is how the caller's API spells max tokens.
+ */
+export function checkRequest(params: RequestParams, config: ModelConfig, poolTokens: number, maxTokensName = "max tokens"): void {
+  const context = config.maxPositionEmbeddings;
+  const V = config.vocabSize;
+  const prompt = params.promptIds.length;
+  if (prompt === 0) throw new RequestRejectedError("the prompt is empty: give at least one token");
+  if (!Number.isInteger(params.maxTokens) || params.maxTokens < 0) {
+    throw new RequestRejectedError(`${maxTokensName} must be a whole number >= 0, got ${params.maxTokens}`);
+  }
+  const bad = params.promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
+  if (bad !== undefined) throw new RequestRejectedError(`token id ${bad} is outside the vocabulary (0..${V - 1})`);
+  const need = prompt + params.maxTokens;
+  if (need > context) {
+    throw new RequestRejectedError(
+      `the prompt is ${prompt} tokens and ${maxTokensName} is ${params.maxTokens}: ${need} tokens exceed the model's context of ${context}; shorten the prompt or lower ${maxTokensName}`,
+    );
+  }
+  if (need > poolTokens) {
+    throw new RequestRejectedError(
+      `the request needs ${need} tokens of KV cache but the pool holds ${poolTokens}; raise --kv-cache-size or lower ${maxTokensName}`,
+    );
+  }
 }
 
 export class Engine {
@@ -60,25 +88,7 @@ export class Engine {
 
   /** Throws RequestRejectedError if the request could never be served. */
   check(params: RequestParams): void {
-    const context = this.model.config.maxPositionEmbeddings;
-    const V = this.model.config.vocabSize;
-    const prompt = params.promptIds.length;
-    if (prompt === 0) throw new RequestRejectedError("the prompt is empty: give at least one token");
-    if (!Number.isInteger(params.maxTokens) || params.maxTokens < 0)
-      throw new RequestRejectedError(`max tokens must be a whole number >= 0, got ${params.maxTokens}`);
-    const bad = params.promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
-    if (bad !== undefined) throw new RequestRejectedError(`token id ${bad} is outside the vocabulary (0..${V - 1})`);
-    const need = prompt + params.maxTokens;
-    if (need > context) {
-      throw new RequestRejectedError(
-        `the prompt is ${prompt} tokens and max tokens is ${params.maxTokens}: ${need} tokens exceed the model's context of ${context}; shorten the prompt or lower max tokens`,
-      );
-    }
-    if (need > this.capacity) {
-      throw new RequestRejectedError(
-        `the request needs ${need} tokens of KV cache but the pool holds ${this.capacity}; raise --kv-cache-size or lower max tokens`,
-      );
-    }
+    checkRequest(params, this.model.config, this.capacity);
   }
 
   /** Queues a request; throws RequestRejectedError if it could never be served. */
@@ -218,11 +228,7 @@ export class Engine {
   private eventOf(seq: Sequence, events: Map<Sequence, RequestEvent>): RequestEvent {
     let event = events.get(seq);
     if (!event) {
-      event = { id: seq.id, tokens: [] };
-      if (!seq.reported) {
-        seq.reported = true;
-        Object.assign(event, { promptTokens: seq.promptLength, cachedTokens: seq.cachedTokens, seed: seq.sampler.seed });
-      }
+      event = firstEventFields(seq, { id: seq.id, tokens: [] });
       events.set(seq, event);
     }
     return event;
@@ -239,12 +245,17 @@ export class Engine {
       if (message) event.message = message;
       return;
     }
-    const e: RequestEvent = { id: seq.id, tokens: [], finish: reason };
+    const e = firstEventFields(seq, { id: seq.id, tokens: [], finish: reason });
     if (message) e.message = message;
-    if (!seq.reported) {
-      seq.reported = true;
-      Object.assign(e, { promptTokens: seq.promptLength, cachedTokens: seq.cachedTokens, seed: seq.sampler.seed });
-    }
     this.pending.push(e);
   }
+}
+
+/** A request's first event carries its prompt counts and seed. */
+function firstEventFields(seq: Sequence, event: RequestEvent): RequestEvent {
+  if (!seq.reported) {
+    seq.reported = true;
+    Object.assign(event, { promptTokens: seq.promptLength, cachedTokens: seq.cachedTokens, seed: seq.sampler.seed });
+  }
+  return event;
 }
