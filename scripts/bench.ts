@@ -18,6 +18,7 @@ import type { Token } from "node-llama-cpp";
 import type { BenchResult } from "../src/cli/bench-command.js";
 import { peakRssBytes } from "../src/cli/peak-rss.js";
 import { quantizeCheckpoint } from "../src/cli/quantize-command.js";
+import { fetchedModelPath, readManifest } from "./fetch-test-models.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const cli = join(root, "dist", "src", "cli", "main.js");
@@ -52,6 +53,11 @@ const MODELS_7B: readonly Recipe[] = [
   mlx("qwen2-7b", 4),
   mlx("qwen2-7b", 8),
 ];
+
+/** The real models of scripts/test-models.json that `npm run fetch-models` has fetched: trained weights beside the random ones. */
+function fetchedRealModels(): string[] {
+  return readManifest().flatMap((entry) => fetchedModelPath(entry) ?? []);
+}
 
 /** Marks the child process that runs llama.cpp; its job follows as JSON. */
 const LLAMA_WORKER = "--llama-cpp-worker";
@@ -151,6 +157,7 @@ function parseOptions(argv: string[]): Options {
       "prompt-tokens": { type: "string" },
       "gen-tokens": { type: "string" },
       "7b": { type: "boolean", default: false },
+      "no-real": { type: "boolean", default: false },
       "no-llama-cpp": { type: "boolean", default: false },
       "no-write": { type: "boolean", default: false },
       runs: { type: "string" },
@@ -158,7 +165,10 @@ function parseOptions(argv: string[]): Options {
     strict: true,
     allowPositionals: false,
   });
-  const models = values.models?.split(",").filter((m) => m !== "") ?? DEFAULT_MODELS.map(recipePath);
+  const models = values.models?.split(",").filter((m) => m !== "") ?? [
+    ...DEFAULT_MODELS.map(recipePath),
+    ...(values["no-real"] ? [] : fetchedRealModels()),
+  ];
   if (values["7b"]) models.push(...MODELS_7B.map(recipePath));
   return {
     models,

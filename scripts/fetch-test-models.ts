@@ -64,6 +64,16 @@ export function testModelsDir(): string {
   return join(cacheRoot(), "test-models");
 }
 
+/**
+ * Where a model of the manifest is, or undefined where it has not been fetched. A file of the
+ * right size counts as fetched: this script checked its SHA-256 when it wrote it, and hashing a
+ * gigabyte per use would cost seconds.
+ */
+export function fetchedModelPath(entry: TestModelEntry): string | undefined {
+  const path = join(testModelsDir(), entry.file);
+  return existsSync(path) && statSync(path).size === entry.size ? path : undefined;
+}
+
 export function sha256File(path: string): string {
   const hash = createHash("sha256");
   const buffer = Buffer.allocUnsafe(8 << 20);

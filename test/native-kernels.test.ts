@@ -17,7 +17,7 @@ import {
 import { Linear } from "../src/layers/linear.js";
 import { RMSNorm } from "../src/layers/rms-norm.js";
 import { RoPE } from "../src/layers/rope.js";
-import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
+import { numberToBf16, numberToF16 } from "../src/tensor/dtype.js";
 import { mul, silu } from "../src/tensor/ops.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { toNativeWeight } from "../src/kernels/native-kernels.js";
@@ -43,9 +43,24 @@ function relClose(actual: Float32Array, expected: Float32Array, relTol: number, 
   assertClose(new Tensor(actual, [actual.length]), new Tensor(expected, [expected.length]), relTol * Math.max(scale, 1), what);
 }
 
-/** Element i of affine scales or biases stored as `dtype`. */
-function param(dtype: DenseDType, values: Float32Array | Uint16Array, i: number): number {
-  return dtype === "f32" ? values[i] : dtype === "bf16" ? bf16ToNumber(values[i]) : f16ToNumber(values[i]);
+/**
+ * x as the int8 kernels quantize it, as float64: per span (a block of 32; a k-quant super-block of
+ * 256) d = f32(amax / 127), codes round(f32(x · f32(1 / d))) with ties to even, value code · d.
+ */
+function quantizedX(xs: Float32Array, span: number): Float64Array {
+  const out = new Float64Array(xs.length);
+  for (let b = 0; b < xs.length; b += span) {
+    let amax = 0;
+    for (let j = b; j < b + span; j++) amax = Math.max(amax, Math.abs(xs[j]));
+    const d = Math.fround(amax / 127);
+    const id = d !== 0 ? Math.fround(1 / d) : 0;
+    for (let j = b; j < b + span; j++) {
+      const v = Math.fround(xs[j] * id);
+      const r = Math.abs(v % 1) === 0.5 ? 2 * Math.round(v / 2) : Math.round(v);
+      out[j] = r * d;
+    }
+  }
+  return out;
 }
 
 /** Asserts |out − expected| ≤ bound(xs, wf, m, n) + slack for every output, with x and w as f32. */
@@ -227,15 +242,14 @@ for (const isa of isas) {
         for (let m = 0; m < M; m++) {
           for (let n = 0; n < N; n++) {
             // int8 x moves each element by at most amax/254 of its block; the kernels multiply it by
-            // w − bias (the bias term uses exact sums), and the bf16 GEMM rounds w and x by 2^-9.
+            // w (the bias meets x as quantized too), and the bf16 GEMM rounds w and x by 2^-9.
             let bound = 0;
             for (let b = 0; b < K / 32; b++) {
               let amax = 0;
               for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(xs[m * K + b * 32 + j]));
               for (let j = 0; j < 32; j++) {
                 const kk = b * 32 + j;
-                const bias = param(w.scaleDType, w.biases, n * (K / groupSize) + Math.floor(kk / groupSize));
-                bound += ((Math.abs(wf[n * K + kk]) + Math.abs(bias)) * amax) / 254;
+                bound += (Math.abs(wf[n * K + kk]) * amax) / 254;
               }
             }
             const err = Math.abs(out[m * N + n] - expected[m * N + n]);
@@ -244,6 +258,65 @@ for (const isa of isas) {
         }
       }
     });
+
+    test(
+      "int8 matmuls equal the decoded weights times x as quantized, to f32 rounding",
+      { skip: isa === "scalar" && "the scalar kernels keep x in f32" },
+      () => {
+        useIsa();
+        // The exact sum Σ w · x̂ pins the recipe where the bounds above only bound it: a term that
+        // meets x instead of x̂ (or the other way) is off by about 1e-2 of Σ |w · x|, this by 1e-7.
+        // K = 576 ends 4-bit rows on a part of a unit; M = 1 runs the one-row kernels, 19 and 33
+        // the batched ones; x has an outlier, as trained models' activations do.
+        const weights: [string, (N: number, K: number, v: Float32Array) => WeightMatrix, number][] = [
+          ["q8_0", (N, K, v) => BlockQuantWeight.quantize("q8_0", [N, K], v), 32],
+          ["q4_0", (N, K, v) => BlockQuantWeight.quantize("q4_0", [N, K], v), 32],
+          ["affine4 g32", (N, K, v) => AffineQuantWeight.quantize({ bits: 4, groupSize: 32, scaleDType: "f16" }, [N, K], v), 32],
+          ["affine4 g64", (N, K, v) => AffineQuantWeight.quantize({ bits: 4, groupSize: 64, scaleDType: "bf16" }, [N, K], v), 32],
+          ["affine8 g32", (N, K, v) => AffineQuantWeight.quantize({ bits: 8, groupSize: 32, scaleDType: "f16" }, [N, K], v), 32],
+          ["q4_k", (N, K, v) => KQuantWeight.quantize("q4_k", [N, K], v), 256],
+          ["q5_k", (N, K, v) => KQuantWeight.quantize("q5_k", [N, K], v), 256],
+          ["q6_k", (N, K, v) => KQuantWeight.quantize("q6_k", [N, K], v), 256],
+        ];
+        for (const [name, make, span] of weights) {
+          const shapes = [
+            [1, 512],
+            [1, 768],
+            [19, 768],
+            [33, 512],
+            ...(span === 32
+              ? [
+                  [1, 576],
+                  [19, 576],
+                ]
+              : []),
+          ];
+          for (const [rows, cols] of shapes) {
+            const N = 21;
+            const w = make(N, cols, randomTensor([N, cols], rows + cols).toFloat32Array());
+            const x = randomTensor([rows, cols], cols + 11).toFloat32Array();
+            x[5] = 40;
+            x[(rows - 1) * cols + 100] = -60;
+            const out = new Float32Array(rows * N);
+            k.matmul(out, x, rows, toNativeWeight(w, addon), null);
+            const wf = weightToTensor(w).toFloat32Array();
+            for (let m = 0; m < rows; m++) {
+              const xq = quantizedX(x.subarray(m * cols, (m + 1) * cols), span);
+              for (let n = 0; n < N; n++) {
+                let ref = 0;
+                let size = 0;
+                for (let j = 0; j < cols; j++) {
+                  ref += wf[n * cols + j] * xq[j];
+                  size += Math.abs(wf[n * cols + j] * x[m * cols + j]);
+                }
+                const err = Math.abs(out[m * N + n] - ref);
+                assert.ok(err <= 1e-6 * size, `${name} M=${rows} K=${cols} [${m},${n}]: ${out[m * N + n]} against ${ref} (Σ|w·x| ${size})`);
+              }
+            }
+          }
+        }
+      },
+    );
 
     test("matmulMany gives each weight what matmul gives it, for shared and different weight types", () => {
       useIsa();

@@ -11,7 +11,7 @@ import { ggufTokenizer } from "../src/tokenizer/gguf-tokenizer.js";
 import type { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { llamaCppSkip } from "../scripts/llama-cpp-paths.js";
 import { llamaServerFixture } from "./support/llama-server.js";
-import { KNOWN_GAPS, testModel, testModelNames } from "./support/test-models.js";
+import { testModel, testModelNames } from "./support/test-models.js";
 
 const CONVERSATIONS: Record<string, ChatMessage[]> = {
   "system + user + assistant + user": [
@@ -27,7 +27,6 @@ const CONVERSATIONS: Record<string, ChatMessage[]> = {
 for (const name of testModelNames()) {
   const model = testModel(name);
   const skip = model.skip || llamaCppSkip("llama-server");
-  const todo = KNOWN_GAPS[name]?.tokenizer;
 
   describe(`${name}: chat template against llama.cpp's`, { skip }, () => {
     const server = llamaServerFixture({ before, after }, model.path, { ctx: 512 });
@@ -35,7 +34,7 @@ for (const name of testModelNames()) {
     const tokenizer = (): Tokenizer => (ours ??= ggufTokenizer(readGgufHeader(model.path as string)));
 
     for (const [what, messages] of Object.entries(CONVERSATIONS)) {
-      test(`${what}, with the generation prompt: the same text and ids`, { todo }, async () => {
+      test(`${what}, with the generation prompt: the same text and ids`, async () => {
         const config = tokenizer().config;
         assert.equal(typeof config.chat_template, "string", "the GGUF has a chat template");
         const text = renderChatTemplate(config, { messages, addGenerationPrompt: true });

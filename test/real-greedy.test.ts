@@ -31,7 +31,7 @@ import { llamaCppSkip } from "../scripts/llama-cpp-paths.js";
 import { greedySteps } from "./support/greedy-steps.js";
 import { llamaServerFixture, type LlamaStep } from "./support/llama-server.js";
 import { logSoftmax } from "./support/numeric.js";
-import { KNOWN_GAPS, testModel, testModelNames } from "./support/test-models.js";
+import { testModel, testModelNames } from "./support/test-models.js";
 
 const MAX_TOKENS = 64;
 
@@ -111,7 +111,6 @@ function compare(model: LanguageModel, prompt: readonly number[], steps: readonl
 for (const name of testModelNames()) {
   const model = testModel(name);
   const skip = model.skip || llamaCppSkip("llama-server");
-  const todo = KNOWN_GAPS[name]?.tokenizer;
 
   describe(`${name}: greedy decoding against llama.cpp`, { skip }, () => {
     const server = llamaServerFixture({ before, after }, model.path, { ctx: 1024 });
@@ -142,7 +141,7 @@ for (const name of testModelNames()) {
           : "slow on the TypeScript path at this size (TINY_LLM_REAL_FULL=1 runs it)";
         test(
           `[${backend}] ${promptName} prompt: llama.cpp's tokens and top-5 log-probabilities`,
-          { skip: promptSkip, todo: todo ?? (backend === "native" ? KNOWN_GAPS[name]?.native : undefined), timeout: 30 * 60_000 },
+          { skip: promptSkip, timeout: 30 * 60_000 },
           async (t) => {
             const { prompt, steps } = await llamaRun(promptName);
             assert.ok(steps.length >= 16, `llama.cpp generated ${steps.length} tokens`);

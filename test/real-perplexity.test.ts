@@ -17,7 +17,7 @@ import { promisify } from "node:util";
 import { nativeKernels } from "../src/kernels/native.js";
 import { llamaCppSkip, llamaCppTool } from "../scripts/llama-cpp-paths.js";
 import { projectRoot } from "./support/shared.js";
-import { KNOWN_GAPS, testModel } from "./support/test-models.js";
+import { testModel } from "./support/test-models.js";
 
 const run = promisify(execFile);
 const cli = join(projectRoot, "dist", "src", "cli", "main.js");
@@ -34,7 +34,7 @@ for (const name of ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
     (existsSync(text) ? false : `${text} not found (npm install)`) ||
     (nativeKernels() ? false : "native kernels unavailable (the TypeScript path takes half an hour here)");
 
-  describe(`${name}: perplexity against llama-perplexity`, { skip, todo: KNOWN_GAPS[name]?.tokenizer }, () => {
+  describe(`${name}: perplexity against llama-perplexity`, { skip }, () => {
     test(`${CHUNKS} windows of ${CTX} tokens: within ${TOLERANCE * 100} %`, { timeout: 20 * 60_000 }, async (t) => {
       const llama = await run(
         llamaCppTool("llama-perplexity") as string,

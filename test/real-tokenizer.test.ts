@@ -12,19 +12,18 @@ import type { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { llamaCppSkip } from "../scripts/llama-cpp-paths.js";
 import { TOKENIZER_CORPUS } from "./fixtures/tokenizer-corpus.js";
 import { llamaServerFixture } from "./support/llama-server.js";
-import { KNOWN_GAPS, testModel, testModelNames } from "./support/test-models.js";
+import { testModel, testModelNames } from "./support/test-models.js";
 
 for (const name of testModelNames()) {
   const model = testModel(name);
   const skip = model.skip || llamaCppSkip("llama-server");
-  const todo = KNOWN_GAPS[name]?.tokenizer;
 
   describe(`${name}: tokenizer against llama.cpp's`, { skip }, () => {
     const server = llamaServerFixture({ before, after }, model.path, { ctx: 512 });
     let ours: Tokenizer | undefined;
     const tokenizer = (): Tokenizer => (ours ??= ggufTokenizer(readGgufHeader(model.path as string)));
 
-    test("the corpus gives llama.cpp's ids (special-token text parsed, no BOS added)", { todo }, async () => {
+    test("the corpus gives llama.cpp's ids (special-token text parsed, no BOS added)", async () => {
       const mismatches: string[] = [];
       for (const text of TOKENIZER_CORPUS) {
         const expected = await server().tokenize(text);
@@ -35,12 +34,12 @@ for (const name of testModelNames()) {
       assert.deepEqual(mismatches, [], `${mismatches.length} of ${TOKENIZER_CORPUS.length} texts differ`);
     });
 
-    test("BOS is added as llama.cpp adds it", { todo }, async () => {
+    test("BOS is added as llama.cpp adds it", async () => {
       const text = TOKENIZER_CORPUS[0];
       assert.deepEqual(tokenizer().encode(text, { addSpecialTokens: true }), await server().tokenize(text, true));
     });
 
-    test("decoding gives the text back, as llama.cpp's does", { todo }, async () => {
+    test("decoding gives the text back, as llama.cpp's does", async () => {
       for (const text of TOKENIZER_CORPUS) {
         const ids = tokenizer().encode(text, { addSpecialTokens: false });
         assert.equal(tokenizer().decode(ids), text, `ours round-trips ${JSON.stringify(text)}`);

@@ -12,7 +12,7 @@
 //                isum_b = Σ qw · qx, with Q4_0's qw = q − 8
 //   MLX affine   per group g in order:  per block b of g in order:
 //                                         acc = fma(float(isum_b), scale_g · dx_b, acc)
-//                                       then acc = fma(bias_g, Σ_g x, acc)     (Σ_g x exact in f32)
+//                                       then acc = fma(bias_g, Σ_g x̂, acc)     (x̂ = x as quantized)
 //                isum_b = Σ q · qx, q the unsigned code
 //   Q4_K, Q5_K   per super-block in order:  acc = fma(float(isum), d · dx, acc)
 //                                           acc = fnmadd(float(imin), dmin · dx, acc)
@@ -46,7 +46,7 @@ inline float min_step(float acc, int32_t imin, float dmin, float dx) {
   return _mm_cvtss_f32(_mm_fnmadd_ss(_mm_set_ss(static_cast<float>(imin)), _mm_set_ss(dmin * dx), _mm_set_ss(acc)));
 }
 
-// acc + bias · gsum: an MLX affine group's biases against the exact sum of x over the group.
+// acc + bias · gsum: an MLX affine group's biases against the sum of x as quantized over the group.
 inline __m512 bias_step(__m512 acc, __m512 bias, __m512 gsum) { return _mm512_fmadd_ps(bias, gsum, acc); }
 
 }  // namespace

@@ -88,7 +88,7 @@ struct QuantX {
   int64_t q_stride;  // elements between rows of q (K rounded up to 128)
   int64_t b_stride;  // blocks between rows of d
   int64_t s_stride;  // sums between rows of s
-  float* gsum;       // affine weights: exact float sum of x over each weight group, per row
+  float* gsum;       // affine weights: the sum of x as quantized (Σ_b d_b · Σ q_b) over each weight group, per row
   int64_t g_stride;  // groups between rows of gsum
 };
 

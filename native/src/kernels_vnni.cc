@@ -669,7 +669,7 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
       }
     }
   } else if constexpr (kAffine<Type>) {
-    // w = scale · q + bias per group: the bias meets the exact sum of x over the group.
+    // w = scale · q + bias per group: the bias meets the sum of x as quantized over the group.
     pack_block_codes<Type>(w, n0, rows, row_bytes, strip);
     const int64_t groups = nb / strip.blocks_per_group;
     for (int64_t g = 0; g < groups; g++) {

@@ -318,7 +318,7 @@ inline void prefetch_block(const uint8_t* p, int64_t bytes, int64_t ahead) {
 // A row of x is quantized per block of 32 (q, d, s = d·Σq). For weight block b of row n:
 //   dot_b = Σ_j w_j x_j ≈ dw_b · dx_b · Σ_j qw_j qx_j
 // Q8_0 / Q4_0 scale each block by its own f16 dw_b; MLX affine weights (w = scale·q + bias per
-// group) by their group's scale, and add Σ_g bias_g · Σ_g x (exact sums of x per group).
+// group) by their group's scale, and add Σ_g bias_g · Σ_g x̂ (x as quantized, summed per group).
 //
 // A "unit" is what one vector load of weights holds: one block of 8-bit codes, two blocks of
 // 4-bit codes. The dot-product instructions multiply unsigned
@@ -475,7 +475,7 @@ inline void block_group(const TilePlan& plan, const BlockScales<Type, NR>& scale
     const V dx = kFull ? vload(p.xd[i] + g) : vload_n(p.xd[i] + g, n);
     for (int r = 0; r < NR; r++) vstore(scale[i][r], vmul(dw[r], dx));
   }
-  // The offset correction −offset · Σ_b dw_b · s_b and the affine bias half Σ_g bias_g · Σ_g x
+  // The offset correction −offset · Σ_b dw_b · s_b and the affine bias half Σ_g bias_g · Σ_g x̂
   // of these blocks join the same accumulators: only the sum of their lanes counts.
   if constexpr (kOffset<Type> != 0.0f) {
     for (int i = 0; i < MR; i++) {

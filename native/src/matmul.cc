@@ -1,6 +1,7 @@
 #include "matmul.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace tl {
 
@@ -111,13 +112,21 @@ QuantX quantize_for(Context& ctx, const float* x, int64_t M, const Weight& w, Qu
   auto quantize_row = [&](int64_t m) {
     const float* xm = x + m * w.cols;
     k.quantize_x(w.type, xm, w.cols, b.q.data() + m * stride, b.d.data() + m * nb, b.s.data() + m * ns);
+    // The bias of a group meets x as quantized (Σ_b d_b · Σ q_b), not the exact sum: then the
+    // rounding error of the whole product is Σ w · (x̂ − x) with w ≈ zero-mean, as it is for the
+    // signed types, instead of scale · q · (x̂ − x) with the codes all of one sign (about twice
+    // the error on trained weights). The codes are remade from x as quantize_x makes them.
+    const float* dm = b.d.data() + m * nb;
     float* gm = b.g.data() + m * groups;
     for (int64_t g = 0; g < groups; g++) {
-      // Eight running sums (group sizes are multiples of 8), which the compiler keeps in a vector.
-      float part[8] = {};
-      for (int64_t j = g * w.group_size; j < (g + 1) * w.group_size; j += 8)
-        for (int u = 0; u < 8; u++) part[u] += xm[j + u];
-      gm[g] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+      float sum = 0;
+      for (int64_t blk = g * w.group_size / kBlock; blk < (g + 1) * w.group_size / kBlock; blk++) {
+        const float id = dm[blk] != 0 ? 1.0f / dm[blk] : 0.0f;
+        int32_t codes = 0;
+        for (int64_t j = blk * kBlock; j < (blk + 1) * kBlock; j++) codes += static_cast<int32_t>(std::nearbyint(xm[j] * id));
+        sum = std::fma(static_cast<float>(codes), dm[blk], sum);
+      }
+      gm[g] = sum;
     }
   };
   // A prompt's rows are quantized by all threads; one row is not worth waking them for.
