@@ -8,12 +8,15 @@
  * throughput and TPOT against concurrency go into docs/benchmarks.md.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Random } from "../src/generation/random.js";
+import { PagedKvCache } from "../src/engine/kv-cache.js";
+import { readGgufHeader } from "../src/loaders/gguf.js";
+import { ggufModelConfig } from "../src/loaders/gguf-model.js";
 import { llamaCppTool } from "./llama-cpp-paths.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -22,6 +25,8 @@ const plotFile = join(root, "docs", "serving.svg");
 const BEGIN = "<!-- bench:serve begin -->";
 /** Stands for "llama-server's own /completion route" where a model name would go. */
 const LLAMA_NATIVE = "llama-server /completion";
+/** KV capacity of both servers, in tokens. */
+const KV_TOKENS = 16384;
 const END = "<!-- bench:serve end -->";
 
 /** Common English words: prompts of N of them are about 1.1 N tokens for a GPT-style BPE. */
@@ -278,14 +283,26 @@ interface Server {
   args: string[];
 }
 
-async function withServer<T>(server: Server, port: number, body: (url: string) => Promise<T>): Promise<T> {
+/** A process's peak resident memory so far (VmHWM), in bytes; undefined where /proc does not tell. */
+function peakRss(pid: number | undefined): number | undefined {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs `body` against the server, then stops it; also returns the server's peak RSS over the whole run. */
+async function withServer<T>(server: Server, port: number, body: (url: string) => Promise<T>): Promise<{ result: T; peakRss?: number }> {
   const child = spawn(server.command, server.args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
   try {
     await waitHealthy(url, child, 300_000);
-    return await body(url);
+    const result = await body(url);
+    return { result, peakRss: peakRss(child.pid) };
   } catch (err) {
     throw new Error(`${server.name}: ${(err as Error).message}\n${stderr}`);
   } finally {
@@ -415,12 +432,18 @@ async function main(argv: string[]): Promise<void> {
       threads,
       "--max-num-seqs",
       "64",
+      // llama-server's context below: both hold 16384 tokens of KV.
+      "--kv-cache-size",
+      `${KV_TOKENS}t`,
     ],
   });
   const llamaServer = values["no-llama"] ? undefined : llamaCppTool("llama-server");
   if (!values["no-llama"] && !llamaServer)
     process.stderr.write("bench:serve: llama-server is not built (npm run build:llama-cpp); measuring tiny-llm alone\n");
   const rows: LevelResult[] = [];
+  const memory: string[] = [];
+  const fileBytes = statSync(model).size;
+  const kvBytes = KV_TOKENS * PagedKvCache.bytesPerToken(ggufModelConfig(readGgufHeader(model)), "f16");
   for (const make of [
     ours,
     ...(llamaServer
@@ -438,7 +461,7 @@ async function main(argv: string[]): Promise<void> {
               "-np",
               "16",
               "-c",
-              "16384",
+              String(KV_TOKENS),
               "-cb",
               "--port",
               String(port),
@@ -452,7 +475,7 @@ async function main(argv: string[]): Promise<void> {
     const port = await freePort();
     const server = make(port);
     servers.push(server);
-    await withServer(server, port, async (url) => {
+    const { peakRss } = await withServer(server, port, async (url) => {
       // The name the server gives its model: ours checks it, as vLLM does.
       const modelId =
         server.name === "llama-server"
@@ -468,8 +491,15 @@ async function main(argv: string[]): Promise<void> {
         }
       }
     });
+    if (peakRss !== undefined) {
+      const mb = (b: number): string => (b / 1e6).toFixed(0);
+      memory.push(
+        `${server.name}: peak RSS ${mb(peakRss)} MB over the whole run, ${(peakRss / (fileBytes + kvBytes)).toFixed(2)} × the file ` +
+          `(${mb(fileBytes)} MB) + an f16 KV pool of ${KV_TOKENS} tokens (${mb(kvBytes)} MB)`,
+      );
+    }
   }
-  process.stdout.write("\n" + table(rows) + "\n");
+  process.stdout.write("\n" + table(rows) + "\n\n" + memory.join("\n") + "\n");
   if (values["no-write"]) return;
   writeFileSync(plotFile, plot(rows, workloads[0].name));
   const command = ["npm run bench:serve", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" ");
@@ -478,6 +508,8 @@ async function main(argv: string[]): Promise<void> {
     `Run ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, \`${command}\`, ${threads} threads, model \`${model.replace(root + "/", "")}\`; servers one after the other on the same file (llama-server \`-np 16 -c 16384 -cb\`). Streaming completions (ours: /v1/completions; llama-server: its /completion, whose OpenAI route fails on random weights' text), greedy, \`ignore_eos\`; each client sends its requests one after another. TTFT is to the first streamed text; TPOT is (last − first chunk) / (tokens − 1) per request; ITL the gaps between chunks.`,
     "",
     table(rows),
+    "",
+    ...memory.map((line) => `- ${line}`),
     "",
     "![throughput and TPOT against concurrency](serving.svg)",
     END,
