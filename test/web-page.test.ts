@@ -227,6 +227,7 @@ describe("the chat page in headless Chromium", { skip }, () => {
     await page.click("#new-chat");
     assert.equal(await page.locator(".message").count(), 0);
     await setting(page, "#system", "");
+    await setting(page, "#temperature", "0");
     await setting(page, "#max-tokens", "480");
     const long = "Once upon a time there was a dog";
     const full = await directReply(stories, { messages: [{ role: "user", content: long }], temperature: 0, max_tokens: 480 });
