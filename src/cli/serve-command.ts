@@ -17,13 +17,13 @@ import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions, parseWholeNumbe
 export const SERVE_HELP = `Usage: tiny-llm serve --model DIR [options]
 
 Serves the model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models),
-plus /health, /metrics, /tokenize and /detokenize.
+plus /health, /metrics, /tokenize, /detokenize and a chat page at /.
 
 Options:
   --model DIR             Hugging Face checkpoint folder or .gguf file
   --host H                address to listen on (default 127.0.0.1: this machine only)
   --port P                port (default 8000; 0 picks a free one)
-  --api-key KEY           require "Authorization: Bearer KEY" (all routes but /health)
+  --api-key KEY           require "Authorization: Bearer KEY" (all routes but /health and the chat page)
   --max-num-seqs N        most sequences running at once (default 64)
   --max-batch-tokens N    most tokens one engine step computes (default 256)
   --kv-cache-size S       KV pool: bytes ("2GB", "512MiB") or tokens ("16384t")

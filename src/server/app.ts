@@ -1,13 +1,14 @@
 /**
  * The HTTP server of `tiny-llm serve`: a Fastify instance with the OpenAI routes, /health,
- * /metrics, /tokenize and /detokenize, an API-key check, body limits, JSON-schema validation
- * (no type coercion: a wrong type is a 400 that names the field) and one error handler that
- * answers every failure in OpenAI's error shape. It listens before the model is loaded: until
+ * /metrics, /tokenize and /detokenize, the chat page at /, an API-key check, body limits,
+ * JSON-schema validation (no type coercion: a wrong type is a 400 that names the field) and one
+ * error handler that answers every failure in OpenAI's error shape. It listens before the model is loaded: until
  * ServerState.setModel, /health answers 503 {"status":"loading"} and the model routes 503.
  */
 import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import { registerChatCompletions } from "./chat-completions.js";
+import { registerChatPage } from "./chat-page.js";
 import { registerCompletions } from "./completions.js";
 import { notFound, toApiError, unauthorized } from "./errors.js";
 import { ServerState } from "./serving.js";
@@ -17,7 +18,7 @@ import { registerTokenize } from "./tokenize.js";
 export const DEFAULT_BODY_LIMIT = 4 * 1024 * 1024;
 
 export interface AppOptions {
-  /** Requests must send `Authorization: Bearer <apiKey>` (all routes but /health). */
+  /** Requests must send `Authorization: Bearer <apiKey>` (all routes but /health and the chat page's files). */
   apiKey?: string;
   /** Largest request body, bytes. */
   bodyLimit?: number;
@@ -105,6 +106,7 @@ export function buildApp(state: ServerState, opts: AppOptions = {}): FastifyInst
     };
   });
 
+  registerChatPage(app);
   registerChatCompletions(app, state);
   registerCompletions(app, state);
   registerTokenize(app, state);
