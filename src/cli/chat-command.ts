@@ -13,6 +13,7 @@ import type { ChatTemplateSettings, Engine } from "../api/engine.js";
 import type { GenerationResult } from "../api/generation.js";
 import type { GenerateOptions } from "../api/request-options.js";
 import { RequestRejectedError } from "../engine/api.js";
+import { Sampler } from "../generation/sampler.js";
 import { UsageError } from "./errors.js";
 import { BACKEND_OPTIONS, BATCH_INVARIANT_HELP, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
 
@@ -124,6 +125,11 @@ export function parseChatArgs(argv: string[]): ChatSettings | "help" {
     minP: parseReal("min-p", values["min-p"]),
     seed: parseWholeNumber("seed", values.seed, 0),
   };
+  try {
+    new Sampler(reply);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   const template: ChatTemplateSettings = {};
   if (values["chat-template"] !== undefined) template.chatTemplate = readTemplate(values["chat-template"]);
   if (values["chat-template-kwargs"] !== undefined) template.chatTemplateKwargs = parseKwargs(values["chat-template-kwargs"]);
@@ -171,7 +177,7 @@ class ChatPrompt {
 
   interrupt(): void {
     if (this.reply) {
-      this.reply.abort();
+      this.stopReply();
     } else if (this.rl.line.length > 0) {
       // As in a shell: Ctrl-C drops the line being typed.
       this.rl.write(null, { ctrl: true, name: "e" });
@@ -259,6 +265,11 @@ export async function runChat(argv: string[]): Promise<void> {
     },
   });
   try {
+    if (settings.template.chatTemplate === undefined && !engine.tokenizer.config.chat_template) {
+      throw new UsageError(
+        `${settings.model} has no chat template (its tokenizer_config.json has none): give one with --chat-template FILE`,
+      );
+    }
     try {
       // The template, its kwargs and any --chat-template are tried once before the first message.
       engine.applyChatTemplate([{ role: "user", content: "hi" }], settings.template);
@@ -284,14 +295,16 @@ async function repl(engine: Engine, settings: ChatSettings): Promise<void> {
   const onSigint = (): void => prompt.interrupt();
   rl.on("SIGINT", onSigint);
   if (!terminal) process.on("SIGINT", onSigint);
-  // Ctrl-D during a reply leaves at once.
-  rl.on("close", () => prompt.stopReply());
+  // Ctrl-D during a reply leaves at once; the end of piped input only means no more lines.
+  if (terminal) rl.on("close", () => prompt.stopReply());
   process.stdout.write("Type a message; /help lists the commands. Ctrl-C stops a reply, Ctrl-D exits.\n");
+  let open = true;
+  rl.on("close", () => (open = false));
   rl.prompt();
   try {
     for await (const line of rl) {
       await prompt.handle(line);
-      rl.prompt();
+      if (open) rl.prompt();
     }
   } finally {
     process.off("SIGINT", onSigint);
