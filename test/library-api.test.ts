@@ -203,8 +203,9 @@ test("the README's library example runs as written", { skip: STORIES.skip || GOL
   const section = readme.slice(readme.indexOf("\n## Library\n"));
   const example = /```js\n([\s\S]*?)```/.exec(section)?.[1];
   assert.ok(example?.includes('from "tiny-llm"'), "README.md's Library section has a js example importing tiny-llm");
-  // Inside the project, so that "tiny-llm" resolves to this package (its exports map).
-  const dir = join(projectRoot, "dist", "test", "readme");
+  // Inside the project, so that "tiny-llm" resolves to this package (its exports map), and not
+  // under dist/test, where the test runner would take it for a test of its own.
+  const dir = join(projectRoot, "dist", "readme");
   mkdirSync(dir, { recursive: true });
   const file = join(dir, "library-example.mjs");
   writeFileSync(file, example!);

@@ -21,6 +21,8 @@ export class ChatSession {
   /** The latest turn's prompt and reply as text, and as the ids the engine computed for them. */
   private computed: { text: string; ids: number[] } | undefined;
   private replying = false;
+  /** Counts resets, so that a reply that ends after one does not join the new conversation. */
+  private resets = 0;
 
   constructor(
     readonly engine: Engine,
@@ -37,6 +39,7 @@ export class ChatSession {
   /** Forgets the turns (the system message stays). */
   reset(): void {
     this.turns = [];
+    this.resets++;
   }
 
   /**
@@ -50,10 +53,11 @@ export class ChatSession {
     const promptIds = this.encode(text);
     const generation = this.engine.generate(promptIds, opts);
     this.replying = true;
+    const resets = this.resets;
     generation.result.then(
       (result) => {
         this.replying = false;
-        if (result.text.length === 0 && result.finishReason === "abort") return;
+        if (resets !== this.resets || (result.text.length === 0 && result.finishReason === "abort")) return;
         this.turns.push(message, { role: "assistant", content: result.text });
         const ids = [...promptIds, ...result.tokens.map((t) => t.id)];
         // Only a reply whose ids spell its text exactly can stand for it: a special token the
