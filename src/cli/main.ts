@@ -48,6 +48,8 @@ async function main(argv: string[]): Promise<void> {
       return (await import("./serve-command.js")).runServe(rest);
     case "perplexity":
       return (await import("./perplexity-command.js")).runPerplexity(rest);
+    case "chat":
+      return (await import("./chat-command.js")).runChat(rest);
     case undefined:
     case "-h":
     case "--help":

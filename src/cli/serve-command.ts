@@ -181,15 +181,13 @@ export async function runServe(argv: string[]): Promise<void> {
   let trace: WriteStream | undefined;
   try {
     // The tokenizer runs on this thread; the weights load in the engine's worker.
-    const [{ loadTokenizer }, { AsyncEngine }] = await Promise.all([
-      import("../generation/load-checkpoint.js"),
-      import("../engine/async-engine.js"),
-    ]);
-    const { tokenizer, eosTokenIds, sampling } = loadTokenizer(settings.model);
-    const engine = await AsyncEngine.start(settings.model, settings.engine);
+    const { loadModel } = await import("../api/load-model.js");
+    const model = await loadModel(settings.model, settings.engine);
+    const engine = model.core;
     if (stopping) {
       await engine.close();
     } else {
+      const { tokenizer, eosTokenIds, sampling } = model;
       state.setModel({ engine, tokenizer, eosTokenIds, sampling, name: settings.model });
       if (settings.traceSteps !== undefined) {
         const out = createWriteStream(settings.traceSteps, { flags: "w" });

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.js";
 import { invalidRequest, serverError, toApiError } from "./errors.js";
-import type { ReleasedToken } from "./generation.js";
+import type { ReleasedToken } from "../api/choice-run.js";
 import { chatCompletionSchema, type ChatCompletionBody, type ChatMessageBody } from "./openai-schemas.js";
 import { choiceSettings } from "./request-params.js";
 import { admit, checkModelName, failure, finishReason, launch, usage, type LoadedModel, type ServerState } from "./serving.js";

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 import { invalidRequest, serverError, toApiError } from "./errors.js";
-import type { ReleasedToken } from "./generation.js";
+import type { ReleasedToken } from "../api/choice-run.js";
 import { completionSchema, type CompletionBody } from "./openai-schemas.js";
 import { choiceSettings } from "./request-params.js";
 import {

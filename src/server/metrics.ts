@@ -4,8 +4,8 @@
  * engine step, time to first token and time per output token as each request runs.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ChoiceFinish } from "../api/choice-run.js";
 import type { EngineStats, StepTrace } from "../engine/api.js";
-import type { ChoiceFinish } from "./generation.js";
 
 const PREFIX = "tiny_llm_";
 

@@ -5,11 +5,12 @@
  */
 import { basename, resolve } from "node:path";
 import type { FastifyReply } from "fastify";
+import { ChoiceRun, type ChoiceObserver, type ChoiceResult } from "../api/choice-run.js";
 import { RequestRejectedError, type RequestParams } from "../engine/api.js";
+import type { AsyncEngine } from "../engine/async-engine.js";
 import type { SamplerOptions } from "../generation/sampler.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { invalidRequest, notFound, queueFull, serverError, unavailable, type ApiError } from "./errors.js";
-import { ChoiceRun, type ChoiceObserver, type ChoiceResult, type ServingEngine } from "./generation.js";
 import { ServerMetrics } from "./metrics.js";
 import { paramsForChoice, type ChoiceSettings, type ModelLimits } from "./request-params.js";
 import { onClientGone } from "./sse.js";
@@ -17,11 +18,14 @@ import { TokenText } from "./token-text.js";
 
 export const DEFAULT_MAX_QUEUE = 256;
 
+/** What the server needs of the engine (AsyncEngine). */
+export type ServingEngine = Pick<AsyncEngine, "info" | "check" | "submit" | "abort" | "inFlight" | "stats" | "onStep" | "close" | "failed">;
+
 /** A loaded model and what serving it needs. */
 export interface ServedModel {
   engine: ServingEngine;
   tokenizer: Tokenizer;
-  eosTokenIds: number[];
+  eosTokenIds: readonly number[];
   /** generation_config.json's sampling defaults. */
   sampling: SamplerOptions;
   /** The id /v1/models lists (the --model argument as given). */

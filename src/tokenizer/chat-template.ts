@@ -15,7 +15,14 @@ export interface ChatTemplateOptions {
   bosToken?: string;
   /** Defaults to tokenizer_config's eos_token. */
   eosToken?: string;
+  /** More variables for the template, such as Qwen3's `enable_thinking` (transformers' chat-template kwargs). */
+  kwargs?: Record<string, unknown>;
+  /** A template to use instead of the tokenizer's, and where it came from (for errors). */
+  template?: { source: string; origin: string };
 }
+
+/** The variables renderChatTemplate sets itself; kwargs may not replace them. */
+const RESERVED = ["messages", "add_generation_prompt", "bos_token", "eos_token"];
 
 /**
  * Renders tokenizer_config.json's chat template into prompt text. The text already holds the
@@ -23,9 +30,16 @@ export interface ChatTemplateOptions {
  * transformers encodes it without adding special tokens.
  */
 export function renderChatTemplate(config: TokenizerConfig, options: ChatTemplateOptions): string {
-  const source = pickTemplate(config);
+  const source = options.template?.source ?? pickTemplate(config);
+  const origin = options.template?.origin ?? "tokenizer_config.json";
+  const kwargs = options.kwargs ?? {};
+  const reserved = RESERVED.filter((name) => Object.hasOwn(kwargs, name));
+  if (reserved.length > 0) {
+    throw new Error(`chat-template kwargs may not set ${reserved.join(", ")}: the conversation and the generation prompt set them`);
+  }
   try {
     return new Template(source).render({
+      ...kwargs,
       messages: options.messages,
       add_generation_prompt: options.addGenerationPrompt,
       bos_token: options.bosToken ?? specialTokenContent(config.bos_token) ?? "",
@@ -33,7 +47,7 @@ export function renderChatTemplate(config: TokenizerConfig, options: ChatTemplat
     });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    throw new Error(`The chat template in tokenizer_config.json could not be rendered: ${message}`, { cause: err });
+    throw new Error(`The chat template in ${origin} could not be rendered: ${message}`, { cause: err });
   }
 }
 

@@ -7,8 +7,7 @@ import { AsyncEngine } from "../../src/engine/async-engine.js";
 import type { EngineOptions } from "../../src/engine/engine-options.js";
 import { loadTokenizer } from "../../src/generation/load-checkpoint.js";
 import { buildApp, type AppOptions } from "../../src/server/app.js";
-import type { ServingEngine } from "../../src/server/generation.js";
-import { ServerState } from "../../src/server/serving.js";
+import { ServerState, type ServingEngine } from "../../src/server/serving.js";
 import { gracefulShutdown } from "../../src/server/shutdown.js";
 
 export interface TestServer {

@@ -1,9 +1,10 @@
 /**
- * One choice of one request, from the engine's token events to text a client may see: tokens are
+ * One choice of one request, from the engine's token events to text a caller may see: tokens are
  * decoded as a stream (never splitting a character), stop strings are matched across token
  * boundaries and held back until they can be told apart from ordinary text, and each token's
  * log-probabilities are released together with the text they belong to. A stop string ends the
- * request in the engine as well, so its blocks are freed at once.
+ * request in the engine as well, so its blocks are freed at once. The library's generate() and
+ * chat() and the server's routes all drive the engine through this.
  */
 import type { RequestEvent, RequestParams, TopLogprob } from "../engine/api.js";
 import type { AsyncEngine } from "../engine/async-engine.js";
@@ -11,8 +12,8 @@ import { StopStringMatcher } from "../generation/stop-strings.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { StreamDecoder } from "../tokenizer/stream-decoder.js";
 
-/** What the server needs of the engine (AsyncEngine). */
-export type ServingEngine = Pick<AsyncEngine, "info" | "check" | "submit" | "abort" | "inFlight" | "stats" | "onStep" | "close" | "failed">;
+/** What a choice needs of the engine. */
+export type RequestEngine = Pick<AsyncEngine, "submit" | "abort">;
 
 /** A generated token, released with its text. */
 export interface ReleasedToken {
@@ -45,6 +46,16 @@ export interface ChoiceResult {
   promptTokens: number;
   cachedTokens: number;
   seed?: number;
+  timings: ChoiceTimings;
+}
+
+export interface ChoiceTimings {
+  /** From submission to the first generated token, ms (absent when none was generated). */
+  firstTokenMs?: number;
+  /** From submission to the end, ms. */
+  totalMs: number;
+  /** Tokens per second after the first (absent with fewer than two tokens). */
+  decodeTokensPerSecond?: number;
 }
 
 export interface ChoiceObserver {
@@ -55,6 +66,9 @@ export interface ChoiceObserver {
   /** Mean seconds per output token after the first, once a choice with two or more tokens ends. */
   onFinish?(result: ChoiceResult, secondsPerToken: number | undefined): void;
 }
+
+/** The message of a request its caller cancelled. */
+export const CANCELLED = "the request was cancelled";
 
 export class ChoiceRun {
   readonly done: Promise<ChoiceResult>;
@@ -78,22 +92,33 @@ export class ChoiceRun {
   private lastTokenAt = 0;
 
   constructor(
-    private readonly engine: ServingEngine,
+    private readonly engine: RequestEngine,
     tokenizer: Pick<Tokenizer, "decode">,
     readonly id: string,
     params: RequestParams,
     stops: readonly string[],
     private readonly observer: ChoiceObserver = {},
+    /** Aborting it aborts the request; one aborted already keeps it from being queued at all. */
+    signal?: AbortSignal,
   ) {
     this.done = new Promise((resolve) => (this.resolve = resolve));
     this.decoder = new StreamDecoder(tokenizer, { skipSpecialTokens: true, context: params.promptIds });
     this.matcher = new StopStringMatcher(stops);
     this.promptTokens = params.promptIds.length;
     this.seed = params.sampling.seed;
+    if (signal?.aborted) {
+      this.finish("abort", CANCELLED);
+      return;
+    }
     if (params.maxTokens === 0) {
       // Nothing to generate (echo of a prompt alone): the engine is not involved.
       this.finish("length");
       return;
+    }
+    if (signal) {
+      const onAbort = (): void => this.abort(CANCELLED);
+      signal.addEventListener("abort", onAbort, { once: true });
+      void this.done.then(() => signal.removeEventListener("abort", onAbort));
     }
     engine.submit(id, params, (event) => this.receive(event));
   }
@@ -141,7 +166,7 @@ export class ChoiceRun {
       return;
     }
     this.emit(delta, this.releaseShown());
-    if (event.finish === "abort") this.finish("abort", this.abortMessage ?? event.message ?? "the request was cancelled");
+    if (event.finish === "abort") this.finish("abort", this.abortMessage ?? event.message ?? CANCELLED);
     else if (event.finish === "error") this.finish("error", event.message ?? "the engine failed on this request");
   }
 
@@ -209,6 +234,10 @@ export class ChoiceRun {
 
   private finish(finish: ChoiceFinish, message?: string): void {
     this.ended = true;
+    const timings: ChoiceTimings = { totalMs: performance.now() - this.submitted };
+    if (this.generated > 0) timings.firstTokenMs = this.firstTokenAt - this.submitted;
+    const perToken = this.generated > 1 ? (this.lastTokenAt - this.firstTokenAt) / 1000 / (this.generated - 1) : undefined;
+    if (perToken !== undefined) timings.decodeTokensPerSecond = 1 / perToken;
     const result: ChoiceResult = {
       finish,
       text: this.text,
@@ -216,11 +245,11 @@ export class ChoiceRun {
       completionTokens: this.generated,
       promptTokens: this.promptTokens,
       cachedTokens: this.cachedTokens,
+      timings,
     };
     if (message !== undefined) result.message = message;
     if (this.matcher.matched !== undefined) result.stopString = this.matcher.matched;
     if (this.seed !== undefined) result.seed = this.seed;
-    const perToken = this.generated > 1 ? (this.lastTokenAt - this.firstTokenAt) / 1000 / (this.generated - 1) : undefined;
     this.observer.onFinish?.(result, perToken);
     this.resolve(result);
   }
