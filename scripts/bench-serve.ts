@@ -4,13 +4,15 @@
  * both at once: they would share the cores), sends streaming /v1/completions requests at fixed
  * concurrency levels or at a Poisson rate, with seeded random prompts, and reports output and
  * total tokens/s, requests/s, TTFT, TPOT and inter-token latency (p50/p99), and for our server
- * the peak KV blocks used and the prefix-cache hits. The results, the command and an SVG plot of
- * throughput and TPOT against concurrency go into docs/benchmarks.md.
+ * the peak KV blocks used and the prefix-cache hits. The results and the command go into
+ * docs/benchmarks.md, the rows into docs/data/serving.json, and the plot drawn from them
+ * (throughput and TPOT against concurrency, scripts/plots.ts) into docs/serving.svg.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { dirname, join, resolve } from "node:path";
+import { cpus, loadavg } from "node:os";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Random } from "../src/generation/random.js";
@@ -18,10 +20,10 @@ import { PagedKvCache } from "../src/engine/kv-cache.js";
 import { readGgufHeader } from "../src/loaders/gguf.js";
 import { ggufModelConfig } from "../src/loaders/gguf-model.js";
 import { llamaCppTool } from "./llama-cpp-paths.js";
+import { SERVING_PLOT as plot, SERVING_PLOT_WORKLOAD, writeData, type Percentiles, type ServingData, type ServingRow } from "./plots.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const docs = join(root, "docs", "benchmarks.md");
-const plotFile = join(root, "docs", "serving.svg");
 const BEGIN = "<!-- bench:serve begin -->";
 /** Stands for "llama-server's own /completion route" where a model name would go. */
 const LLAMA_NATIVE = "llama-server /completion";
@@ -61,28 +63,13 @@ interface RequestResult {
   endMs: number;
 }
 
-interface LevelResult {
-  engine: string;
-  workload: string;
-  concurrency: number;
-  requests: number;
-  seconds: number;
-  outputPerSecond: number;
-  totalPerSecond: number;
-  requestsPerSecond: number;
-  ttft: [number, number];
-  tpot: [number, number];
-  itl: [number, number];
-  peakKvBlocks?: number;
-  prefixHitRate?: number;
-  failed: number;
-}
-
 function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
+
+const percentiles = (values: number[]): Percentiles => ({ p50: percentile(values, 50), p99: percentile(values, 99) });
 
 function words(random: Random, n: number): string {
   return Array.from({ length: n }, () => WORDS[random.nextUint32() % WORDS.length]).join(" ");
@@ -192,7 +179,7 @@ async function kvMetrics(url: string): Promise<{ used: number; hitRate: number }
   }
 }
 
-async function runLevel(engine: string, url: string, model: string, w: Workload, concurrency: number, seed: number): Promise<LevelResult> {
+async function runLevel(engine: string, url: string, model: string, w: Workload, concurrency: number, seed: number): Promise<ServingRow> {
   const random = new Random(seed);
   const shared = w.prefixWords ? words(random, w.prefixWords) : "";
   const prompts = Array.from({ length: concurrency * w.requestsPerClient }, () => {
@@ -241,36 +228,9 @@ async function runLevel(engine: string, url: string, model: string, w: Workload,
     outputPerSecond: output / seconds,
     totalPerSecond: (output + prompt) / seconds,
     requestsPerSecond: results.length / seconds,
-    ttft: [
-      percentile(
-        results.map((r) => r.ttftMs),
-        50,
-      ),
-      percentile(
-        results.map((r) => r.ttftMs),
-        99,
-      ),
-    ],
-    tpot: [
-      percentile(
-        results.map((r) => r.tpotMs),
-        50,
-      ),
-      percentile(
-        results.map((r) => r.tpotMs),
-        99,
-      ),
-    ],
-    itl: [
-      percentile(
-        results.flatMap((r) => r.itlMs),
-        50,
-      ),
-      percentile(
-        results.flatMap((r) => r.itlMs),
-        99,
-      ),
-    ],
+    ttftMs: percentiles(results.map((r) => r.ttftMs)),
+    tpotMs: percentiles(results.map((r) => r.tpotMs)),
+    itlMs: percentiles(results.flatMap((r) => r.itlMs)),
     peakKvBlocks: metrics ? peak : undefined,
     prefixHitRate: metrics?.hitRate,
     failed,
@@ -313,7 +273,7 @@ async function withServer<T>(server: Server, port: number, body: (url: string) =
 
 const fmt = (x: number | undefined, digits = 1): string => (x === undefined || Number.isNaN(x) ? "–" : x.toFixed(digits));
 
-function table(rows: LevelResult[]): string {
+function table(rows: ServingRow[]): string {
   const lines = [
     "| engine | workload | C | requests | output tok/s | total tok/s | req/s | TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms | peak KV blocks | prefix hit rate | failed |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -321,53 +281,11 @@ function table(rows: LevelResult[]): string {
   for (const r of rows) {
     lines.push(
       `| ${r.engine} | ${r.workload} | ${r.concurrency} | ${r.requests} | ${fmt(r.outputPerSecond)} | ${fmt(r.totalPerSecond)} | ${fmt(r.requestsPerSecond, 2)} | ` +
-        `${fmt(r.ttft[0], 0)} / ${fmt(r.ttft[1], 0)} | ${fmt(r.tpot[0], 0)} / ${fmt(r.tpot[1], 0)} | ${fmt(r.itl[0], 0)} / ${fmt(r.itl[1], 0)} | ` +
+        `${fmt(r.ttftMs.p50, 0)} / ${fmt(r.ttftMs.p99, 0)} | ${fmt(r.tpotMs.p50, 0)} / ${fmt(r.tpotMs.p99, 0)} | ${fmt(r.itlMs.p50, 0)} / ${fmt(r.itlMs.p99, 0)} | ` +
         `${r.peakKvBlocks ?? "–"} | ${r.prefixHitRate === undefined ? "–" : (100 * r.prefixHitRate).toFixed(0) + " %"} | ${r.failed} |`,
     );
   }
   return lines.join("\n");
-}
-
-/** Output tokens/s (left) and TPOT p50 (right) against concurrency for each engine, as SVG, from the measured rows. */
-function plot(rows: LevelResult[], workload: string): string {
-  const W = 640;
-  const H = 300;
-  const pad = { l: 60, r: 60, t: 30, b: 40 };
-  const data = rows.filter((r) => r.workload === workload);
-  const levels = [...new Set(data.map((r) => r.concurrency))].sort((a, b) => a - b);
-  const engines = [...new Set(data.map((r) => r.engine))];
-  const maxOut = Math.max(1, ...data.map((r) => r.outputPerSecond)) * 1.1;
-  const maxTpot = Math.max(1, ...data.map((r) => r.tpot[0])) * 1.1;
-  const x = (c: number): number => pad.l + (levels.length < 2 ? 0 : (levels.indexOf(c) / (levels.length - 1)) * (W - pad.l - pad.r));
-  const yOut = (v: number): number => H - pad.b - (v / maxOut) * (H - pad.t - pad.b);
-  const yTpot = (v: number): number => H - pad.b - (v / maxTpot) * (H - pad.t - pad.b);
-  const colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-  const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="18" text-anchor="middle">${workload}: output tokens/s (solid, left) and TPOT p50 ms (dashed, right) against concurrency</text>`,
-    `<line x1="${pad.l}" y1="${H - pad.b}" x2="${W - pad.r}" y2="${H - pad.b}" stroke="black"/>`,
-    `<line x1="${pad.l}" y1="${pad.t}" x2="${pad.l}" y2="${H - pad.b}" stroke="black"/>`,
-    `<line x1="${W - pad.r}" y1="${pad.t}" x2="${W - pad.r}" y2="${H - pad.b}" stroke="black"/>`,
-  ];
-  for (const c of levels) parts.push(`<text x="${x(c)}" y="${H - pad.b + 16}" text-anchor="middle">${c}</text>`);
-  for (let i = 0; i <= 4; i++) {
-    parts.push(`<text x="${pad.l - 6}" y="${yOut((maxOut * i) / 4) + 4}" text-anchor="end">${((maxOut * i) / 4).toFixed(0)}</text>`);
-    parts.push(`<text x="${W - pad.r + 6}" y="${yTpot((maxTpot * i) / 4) + 4}">${((maxTpot * i) / 4).toFixed(0)}</text>`);
-  }
-  engines.forEach((engine, e) => {
-    const rowsOf = levels.map((c) => data.find((r) => r.engine === engine && r.concurrency === c)).filter((r) => r !== undefined);
-    const colour = colours[e % colours.length];
-    parts.push(
-      `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${rowsOf.map((r) => `${x(r.concurrency)},${yOut(r.outputPerSecond)}`).join(" ")}"/>`,
-    );
-    parts.push(
-      `<polyline fill="none" stroke="${colour}" stroke-width="2" stroke-dasharray="6 4" points="${rowsOf.map((r) => `${x(r.concurrency)},${yTpot(r.tpot[0])}`).join(" ")}"/>`,
-    );
-    parts.push(`<text x="${pad.l + 10}" y="${pad.t + 16 + 16 * e}" fill="${colour}">${engine}</text>`);
-  });
-  parts.push(`<text x="${W / 2}" y="${H - 8}" text-anchor="middle">concurrent clients</text>`, "</svg>");
-  return parts.join("\n") + "\n";
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -382,6 +300,7 @@ async function main(argv: string[]): Promise<void> {
       "no-write": { type: "boolean", default: false },
     },
   });
+  const load = loadavg()[0];
   const model = resolve(values.model!);
   if (!existsSync(model)) {
     throw new Error(`${model} does not exist: run npm run bench once (it writes bench-models/), or pass --model FILE.gguf`);
@@ -390,7 +309,7 @@ async function main(argv: string[]): Promise<void> {
   const threads = values.threads!;
   const perClient = values.quick ? 1 : 2;
   const workloads: Workload[] = [
-    { name: "prompt ≈110, 64 generated", promptWords: 100, genTokens: 64, concurrency: levels, requestsPerClient: perClient },
+    { name: SERVING_PLOT_WORKLOAD, promptWords: 100, genTokens: 64, concurrency: levels, requestsPerClient: perClient },
     {
       name: "prompt ≈14, 128 generated",
       promptWords: 12,
@@ -440,7 +359,7 @@ async function main(argv: string[]): Promise<void> {
   const llamaServer = values["no-llama"] ? undefined : llamaCppTool("llama-server");
   if (!values["no-llama"] && !llamaServer)
     process.stderr.write("bench:serve: llama-server is not built (npm run build:llama-cpp); measuring tiny-llm alone\n");
-  const rows: LevelResult[] = [];
+  const rows: ServingRow[] = [];
   const memory: string[] = [];
   const fileBytes = statSync(model).size;
   const kvBytes = KV_TOKENS * PagedKvCache.bytesPerToken(ggufModelConfig(readGgufHeader(model)), "f16");
@@ -485,7 +404,7 @@ async function main(argv: string[]): Promise<void> {
         for (const c of w.concurrency) {
           const r = await runLevel(server.name, url, modelId, w, c, 1000 + c);
           process.stdout.write(
-            `${server.name} | ${w.name} | C=${c}: ${r.outputPerSecond.toFixed(1)} output tok/s, TTFT p50 ${r.ttft[0].toFixed(0)} ms, TPOT p50 ${r.tpot[0].toFixed(0)} ms\n`,
+            `${server.name} | ${w.name} | C=${c}: ${r.outputPerSecond.toFixed(1)} output tok/s, TTFT p50 ${r.ttftMs.p50.toFixed(0)} ms, TPOT p50 ${r.tpotMs.p50.toFixed(0)} ms\n`,
           );
           rows.push(r);
         }
@@ -501,11 +420,18 @@ async function main(argv: string[]): Promise<void> {
   }
   process.stdout.write("\n" + table(rows) + "\n\n" + memory.join("\n") + "\n");
   if (values["no-write"]) return;
-  writeFileSync(plotFile, plot(rows, workloads[0].name));
   const command = ["npm run bench:serve", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" ");
+  const date = new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  const data: ServingData = {
+    source: "measured by npm run bench:serve",
+    run: { date, command, model: relative(root, model), threads: Number(threads), cpu: cpus()[0]?.model ?? "unknown CPU", load },
+    rows,
+  };
+  writeData(join(root, plot.data), data);
+  writeFileSync(join(root, plot.svg), plot.draw(data));
   const section = [
     BEGIN,
-    `Run ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, \`${command}\`, ${threads} threads, model \`${model.replace(root + "/", "")}\`; servers one after the other on the same file (llama-server \`-np 16 -c 16384 -cb\`). Streaming completions (ours: /v1/completions; llama-server: its /completion, whose OpenAI route fails on random weights' text), greedy, \`ignore_eos\`; each client sends its requests one after another. TTFT is to the first streamed text; TPOT is (last − first chunk) / (tokens − 1) per request; ITL the gaps between chunks.`,
+    `Run ${date}, \`${command}\`, ${threads} threads, model \`${model.replace(root + "/", "")}\`; servers one after the other on the same file (llama-server \`-np 16 -c 16384 -cb\`). Streaming completions (ours: /v1/completions; llama-server: its /completion, whose OpenAI route fails on random weights' text), greedy, \`ignore_eos\`; each client sends its requests one after another. TTFT is to the first streamed text; TPOT is (last − first chunk) / (tokens − 1) per request; ITL the gaps between chunks.`,
     "",
     table(rows),
     "",
@@ -519,7 +445,7 @@ async function main(argv: string[]): Promise<void> {
     ? old.slice(0, old.indexOf(BEGIN)) + section + old.slice(old.indexOf(END) + END.length)
     : `${old.trimEnd()}\n\n## Serving\n\n${section}\n`;
   writeFileSync(docs, next);
-  process.stdout.write(`wrote ${docs} and ${plotFile}\n`);
+  process.stdout.write(`wrote ${docs}, ${plot.data} and ${plot.svg}\n`);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: times tiny-llm and llama.cpp (through node-llama-cpp) on the same GGUF files,
  * the same prompt ids and the same thread count, prints a side-by-side table and records it in
- * docs/benchmarks.md. Checkpoint folders (plain or MLX-quantized safetensors) run on tiny-llm
- * alone, since llama.cpp cannot read them.
+ * docs/benchmarks.md, with the rows in docs/data/bench.json and the plot drawn from them (decode
+ * against the memory roof, scripts/plots.ts) in docs/decode-roofline.svg. Checkpoint folders
+ * (plain or MLX-quantized safetensors) run on tiny-llm alone, since llama.cpp cannot read them.
  *
  * Each engine runs in a child process of its own, one after the other, so that peak RSS is per
  * model and engine and the two never compete for cores. `--runs N` alternates them N times per
@@ -19,6 +20,7 @@ import type { BenchResult } from "../src/cli/bench-command.js";
 import { peakRssBytes } from "../src/cli/peak-rss.js";
 import { quantizeCheckpoint } from "../src/cli/quantize-command.js";
 import { fetchedModelPath, readManifest } from "./fetch-test-models.js";
+import { ROOFLINE_PLOT, writeData, type BenchData, type BenchRow } from "./plots.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const cli = join(root, "dist", "src", "cli", "main.js");
@@ -250,6 +252,8 @@ interface Row {
 
 const fixed = (x: number, digits: number): string => x.toFixed(digits);
 const mb = (bytes: number): string => fixed(bytes / 1e6, 0);
+const rounded = (x: number, digits: number): number => Number(x.toFixed(digits));
+const onCell = (o: BenchResult): string => (o.isa ? `${o.backend} ${o.isa}` : o.backend);
 
 /** A Markdown table with padded columns, readable as plain text too. */
 function table(header: string[], rows: string[][]): string {
@@ -289,7 +293,7 @@ function resultsTable(rows: readonly Row[]): string {
       model,
       format,
       o.weightTypes.join("+"),
-      o.isa ? `${o.backend} ${o.isa}` : o.backend,
+      onCell(o),
       fixed(o.prefillTokensPerSecond, 1),
       theirs(l?.prefillTokensPerSecond, 1),
       ratio(o.prefillTokensPerSecond, l?.prefillTokensPerSecond),
@@ -310,21 +314,60 @@ function resultsTable(rows: readonly Row[]): string {
   return table(header, cells);
 }
 
-function runSection(rows: readonly Row[], failed: readonly string[], opts: Options, argv: readonly string[], load: number): string {
-  const command = ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" ");
-  const date = new Date().toISOString().replace("T", " ").slice(0, 16) + " UTC";
+/** When and how the run was made, as docs/benchmarks.md and docs/data/bench.json record it. */
+function runInfo(opts: Options, argv: readonly string[], load: number): BenchData["run"] {
+  return {
+    date: new Date().toISOString().replace("T", " ").slice(0, 16) + " UTC",
+    command: ["npm run bench", ...(argv.length > 0 ? ["--", ...argv] : [])].join(" "),
+    threads: opts.threads,
+    promptTokens: opts.promptTokens,
+    genTokens: opts.genTokens,
+    cpu: cpus()[0]?.model ?? "unknown CPU",
+    node: process.version,
+    load: rounded(load, 2),
+  };
+}
+
+function runSection(rows: readonly Row[], failed: readonly string[], run: BenchData["run"]): string {
   return [
     RESULTS_HEADING,
     "",
-    `${date}: \`${command}\``,
+    `${run.date}: \`${run.command}\``,
     "",
-    `${opts.threads} threads, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated tokens; ` +
-      `${cpus()[0]?.model ?? "unknown CPU"}, Node ${process.version}; load average ${fixed(load, 2)} at the start.`,
+    `${run.threads} threads, ${run.promptTokens} prompt tokens, ${run.genTokens} generated tokens; ` +
+      `${run.cpu}, Node ${run.node}; load average ${fixed(Number(run.load), 2)} at the start.`,
     "",
     resultsTable(rows),
     "",
     ...(failed.length > 0 ? [`tiny-llm failed on ${failed.join(", ")}; not measured.`, ""] : []),
   ].join("\n");
+}
+
+/** The rows as docs/data/bench.json holds them, at the table's precision. */
+function benchRows(rows: readonly Row[]): BenchRow[] {
+  return rows.map(({ model, format, ours: o, llama: l }) => ({
+    model,
+    format,
+    type: o.weightTypes.join("+"),
+    on: onCell(o),
+    prefillTokensPerSecond: rounded(o.prefillTokensPerSecond, 1),
+    decodeTokensPerSecond: rounded(o.decodeTokensPerSecond, 1),
+    ttftMs: rounded(o.ttftMs, 1),
+    loadMs: rounded(o.loadMs, 0),
+    peakRssMB: rounded(o.peakRssBytes / 1e6, 0),
+    weightGBPerToken: rounded(o.weightBytesPerToken / 1e9, 3),
+    decodeGBps: rounded(o.decodeBytesPerSecond / 1e9, 2),
+    probeGBps: o.probeBytesPerSecond === null ? null : rounded(o.probeBytesPerSecond / 1e9, 1),
+    ...(l && {
+      llamaCpp: {
+        prefillTokensPerSecond: rounded(l.prefillTokensPerSecond, 1),
+        decodeTokensPerSecond: rounded(l.decodeTokensPerSecond, 1),
+        ttftMs: rounded(l.ttftMs, 1),
+        loadMs: rounded(l.loadMs, 0),
+        peakRssMB: rounded(l.peakRssBytes / 1e6, 0),
+      },
+    }),
+  }));
 }
 
 /** What both engines report. */
@@ -412,11 +455,15 @@ async function main(argv: string[]): Promise<void> {
     const llama = llamaRuns.length > 0 ? bestOf(llamaRuns) : undefined;
     rows.push({ model: basename(model), format, ours, llama });
   }
-  const section = runSection(rows, failed, opts, argv, load);
+  const run = runInfo(opts, argv, load);
+  const section = runSection(rows, failed, run);
   process.stdout.write(section.slice(RESULTS_HEADING.length).trimStart());
   if (opts.write) {
     writeDoc(section);
-    process.stdout.write(`\nwritten to ${relative(process.cwd(), docPath)}\n`);
+    const data: BenchData = { source: "measured by npm run bench", run, rows: benchRows(rows) };
+    writeData(join(root, ROOFLINE_PLOT.data), data);
+    writeFileSync(join(root, ROOFLINE_PLOT.svg), ROOFLINE_PLOT.draw(data));
+    process.stdout.write(`\nwritten to ${relative(process.cwd(), docPath)}, ${ROOFLINE_PLOT.data} and ${ROOFLINE_PLOT.svg}\n`);
   }
 }
 
