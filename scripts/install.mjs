@@ -71,7 +71,7 @@ function buildNative() {
   const steps = [];
   if (mtime(makefile) < mtime(join(root, "binding.gyp"))) steps.push(["configure", ...nodedirFlags()]);
   steps.push(["build", "--jobs=max"]);
-  say(`tiny-llm: building the native kernels (node-gyp, a minute or two; log: ${relative(process.cwd(), LOG) || LOG})`);
+  say(`tiny-llm: building the native kernels (node-gyp, about a minute; log: ${relative(process.cwd(), LOG) || LOG})`);
   const started = Date.now();
   const log = openSync(LOG, "w");
   let failure;

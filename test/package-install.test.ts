@@ -7,7 +7,7 @@
  *
  * Packs dist/ as it is (--ignore-scripts skips prepack's tsc, which would rewrite dist/ under
  * the other tests): `npm test` has just built it. One install is shared by the tests; the native
- * build in it takes a minute or two on 2 cores. Skips when the npm registry is unreachable.
+ * build in it takes under a minute on 2 cores. Skips when the npm registry is unreachable.
  */
 import assert from "node:assert/strict";
 import { spawnSync, type SpawnSyncReturns } from "node:child_process";
