@@ -85,7 +85,7 @@ describe("the packed package", { skip: stories.skip || model.skip || offline }, 
     for (const file of existsSync(page) ? readdirSync(page) : [])
       assert.ok(files.includes(`src/server/page/${file}`), `the chat page's ${file}`);
     const unwanted = files.filter(
-      (f) => /^(test|dist\/test|dist\/scripts|build|node_modules)\//.test(f) || /\.(map|ts|gguf|safetensors|node)$/.test(f),
+      (f) => /^(test|dist\/test|dist\/scripts|build|node_modules)\//.test(f) || /\.(map|gguf|safetensors|node)$|(?<!\.d)\.ts$/.test(f),
     );
     assert.deepEqual(unwanted, []);
     assert.ok(statSync(tarball).size < 1_000_000, `the tarball is ${statSync(tarball).size} bytes`);
