@@ -7,7 +7,7 @@ import type { FastifyInstance } from "fastify";
 import type { ServerState } from "./serving.js";
 
 /** How long aborted requests get to send their error before connections are cut. */
-const ABORT_GRACE_MS = 5000;
+export const ABORT_GRACE_MS = 5000;
 
 function within(promise: Promise<void>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
