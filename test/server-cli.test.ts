@@ -29,7 +29,7 @@ test("bad flags are one line on stderr and exit 1", () => {
     [["--model", model, "--shutdown-timeout", "soon"], /--shutdown-timeout expects seconds/],
     [["--model", model, "--backend", "gpu"], /--backend must be "native" or "ts"/],
     [["--model", model, "--batch-invariant", "maybe"], /--batch-invariant must be "on" or "off"/],
-    [["--model", model, "--bogus"], /Unknown option '--bogus'/],
+    [["--model", model, "--bogus"], /unknown option --bogus/],
     [["--model", "/nonexistent/model"], /does not exist/],
   ];
   for (const [args, message] of cases) {

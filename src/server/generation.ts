@@ -78,7 +78,7 @@ export class ChoiceRun {
   private lastTokenAt = 0;
 
   constructor(
-    private readonly engine: ServingEngine,
+    private readonly engine: Pick<ServingEngine, "submit" | "abort">,
     tokenizer: Pick<Tokenizer, "decode">,
     readonly id: string,
     params: RequestParams,
