@@ -122,8 +122,8 @@ test("tiny-llm bench without --model or with a missing one says what --model tak
   assert.match(missing.stderr, /^tiny-llm: error: .*does not exist.*\n$/);
 });
 
-test("tiny-llm --help lists bench", () => {
+test("tiny-llm --help lists bench, and tiny-llm bench --help tells its options", () => {
   const r = spawnSync(process.execPath, [cli, "--help"], { encoding: "utf8" });
   assert.match(r.stdout, /^ {2}bench /m);
-  assert.match(r.stdout, /Usage: tiny-llm bench/);
+  assert.match(spawnSync(process.execPath, [cli, "bench", "--help"], { encoding: "utf8" }).stdout, /Usage: tiny-llm bench/);
 });

@@ -5,11 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { readSse, withTimeout } from "./support/server.js";
+import { postJson, readSse, withTimeout } from "./support/server.js";
 import { projectRoot, sharedPath } from "./support/shared.js";
 
 const cli = join(projectRoot, "dist", "src", "cli", "main.js");
@@ -29,8 +29,13 @@ test("bad flags are one line on stderr and exit 1", () => {
     [["--model", model, "--shutdown-timeout", "soon"], /--shutdown-timeout expects seconds/],
     [["--model", model, "--backend", "gpu"], /--backend must be "native" or "ts"/],
     [["--model", model, "--batch-invariant", "maybe"], /--batch-invariant must be "on" or "off"/],
-    [["--model", model, "--bogus"], /Unknown option '--bogus'/],
+    [["--model", model, "--bogus"], /unknown option --bogus/],
     [["--model", "/nonexistent/model"], /does not exist/],
+    [
+      ["--model", model, "--chat-template", "/nonexistent/template.jinja"],
+      /--chat-template \/nonexistent\/template.jinja cannot be read: ENOENT/,
+    ],
+    [["--model", model, "--chat-template-kwargs", "[1]"], /--chat-template-kwargs must be a JSON object/],
   ];
   for (const [args, message] of cases) {
     const r = spawnSync(process.execPath, [cli, "serve", ...args], { encoding: "utf8", timeout: 30_000 });
@@ -87,6 +92,34 @@ describe("tiny-llm serve as a process", { skip: storiesModel.skip || randomModel
     child.stderr?.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
     return { child, stderr };
   }
+
+  test("--chat-template FILE gives a model without a template chat: the messages rendered by it, as a completion of that text", async () => {
+    const template = join(dir, "story.jinja");
+    writeFileSync(template, "{{ bos_token }}{% for message in messages %}{{ message.content }}\n{% endfor %}");
+    const started = [serve(["--model", storiesModel.path]), serve(["--model", storiesModel.path, "--chat-template", template])];
+    const [plain, templated] = await Promise.all(
+      started.map(async ({ child }) => {
+        const [, url] = await waitForOutput(child.stderr as NodeJS.ReadableStream, /listening on (http:\/\/127\.0\.0\.1:\d+)/, "the url");
+        await waitForOutput(child.stdout as NodeJS.ReadableStream, /^tiny-llm: serving .*\n/m, "the ready line");
+        return url;
+      }),
+    );
+    const chat = { messages: [{ role: "user", content: "Once upon a time" }], max_tokens: 24, temperature: 0 };
+    const refused = await postJson(`${plain}/v1/chat/completions`, chat);
+    assert.equal(refused.status, 400);
+    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /--chat-template FILE/);
+    const answered = await postJson(`${templated}/v1/chat/completions`, chat);
+    assert.equal(answered.status, 200);
+    const reply = (await answered.json()) as { choices: { message: { content: string } }[]; usage: { prompt_tokens: number } };
+    const completion = (await (
+      await postJson(`${templated}/v1/completions`, { prompt: "Once upon a time\n", max_tokens: 24, temperature: 0 })
+    ).json()) as { choices: { text: string }[]; usage: { prompt_tokens: number } };
+    assert.equal(reply.usage.prompt_tokens, completion.usage.prompt_tokens);
+    assert.equal(reply.choices[0].message.content, completion.choices[0].text);
+    for (const { child } of started) child.kill("SIGTERM");
+    for (const { child } of started)
+      assert.deepEqual(await withTimeout(exitOf(child), 30_000, "the server to exit"), { code: 0, signal: null });
+  });
 
   test("listens at once, says when ready, traces steps, and on SIGTERM finishes the running request and exits 0", async () => {
     const trace = join(dir, "steps.jsonl");

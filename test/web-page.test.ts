@@ -32,7 +32,7 @@ const skip = existsSync(CHROMIUM)
 
 /**
  * stories260k has no chat template. This one (BOS, then each message's text on a line of its
- * own) lets the story model go on with the conversation as a story; serve has no flag for it.
+ * own) lets the story model go on with the conversation as a story, as serve --chat-template FILE would.
  */
 const STORY_TEMPLATE = "{{ bos_token }}{% for message in messages %}{{ message.content }}\n{% endfor %}";
 const API_KEY = "page-test-key";
@@ -132,8 +132,7 @@ describe("the chat page in headless Chromium", { skip }, () => {
   before(async () => {
     // The TypeScript backend, at a third of the native kernels' speed: so that even on a busy
     // machine a reply takes long enough to reach the page in many reads.
-    stories = await startServer(storiesModel.path, { engine: { backend: "ts" } });
-    stories.state.model!.tokenizer.config.chat_template = STORY_TEMPLATE;
+    stories = await startServer(storiesModel.path, { engine: { backend: "ts" }, chatTemplate: { chatTemplate: STORY_TEMPLATE } });
     keyed = await startServer(chatModel.path, { app: { apiKey: API_KEY } });
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
     page = await browser.newPage({ viewport: { width: 800, height: 700 } });

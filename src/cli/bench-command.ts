@@ -3,7 +3,6 @@
  * time to first token, greedy decode speed, peak memory — and sets decode against the machine's
  * streaming-read bandwidth, measured in the same process because it drifts over time.
  */
-import { parseArgs } from "node:util";
 import { Random } from "../generation/random.js";
 import { Sampler } from "../generation/sampler.js";
 import { loadCheckpoint } from "../generation/load-checkpoint.js";
@@ -15,21 +14,27 @@ import type { WeightMatrix } from "../tensor/weight.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { UsageError } from "./errors.js";
 import { peakRssBytes } from "./peak-rss.js";
-import { BACKEND_OPTIONS, BATCH_INVARIANT_HELP, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
+import { notice } from "./output.js";
+import {
+  BACKEND_OPTIONS,
+  MODEL_OPTION,
+  backendHelp,
+  checkModelExists,
+  parseBackendOptions,
+  parseOptions,
+  parseWholeNumber,
+} from "./options.js";
 
-export const BENCH_HELP = `Usage: tiny-llm bench --model M [options]
+export const BENCH_HELP = `Usage: tiny-llm bench -m MODEL [options]
 
 Measures load time, prefill speed, time to first token, greedy decode speed and peak memory on a
 synthetic prompt, and compares decode with the machine's memory bandwidth measured in the same run.
 
 Options:
-  --model M           Hugging Face checkpoint folder or .gguf file
+  -m, --model M       Hugging Face checkpoint folder or .gguf file
   --prompt-tokens N   prompt length in tokens (default 128)
   --gen-tokens N      tokens to decode after the first (default 128); end-of-sequence is ignored
-  --threads N         threads for the native kernels and the bandwidth probe (default: one per core)
-  --backend B         native (the default where the kernels built) or ts
-  --isa I             pin the native kernels to amx, avx512, avx2 or scalar (default: the best here)
-${BATCH_INVARIANT_HELP}
+${backendHelp("threads for the native kernels and the bandwidth probe")}
   --json              print one JSON object instead of a report
   -h, --help          show this help`;
 
@@ -127,7 +132,7 @@ export function benchmark(opts: BenchOptions): BenchResult {
   const started = performance.now();
   const { model: reference, tokenizer } = loadCheckpoint(opts.model);
   const backend = selectBackend(reference, opts);
-  if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
+  if (backend.notice) notice(backend.notice);
   // The engine's forward pass and paged cache, one sequence, f16 K/V on the native kernels as the server stores them.
   const model = new SingleSequenceModel(backend.forward, backend.name === "native" ? "f16" : "f32");
   const loadMs = performance.now() - started;
@@ -210,24 +215,17 @@ function report(r: BenchResult): string {
   ].join("\n");
 }
 
+const OPTIONS = {
+  ...MODEL_OPTION,
+  "prompt-tokens": { type: "string" },
+  "gen-tokens": { type: "string" },
+  ...BACKEND_OPTIONS,
+  json: { type: "boolean", default: false },
+} as const;
+
 export async function runBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: "string" },
-      "prompt-tokens": { type: "string" },
-      "gen-tokens": { type: "string" },
-      ...BACKEND_OPTIONS,
-      json: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    process.stdout.write(BENCH_HELP + "\n");
-    return;
-  }
+  const values = parseOptions("bench", argv, OPTIONS, BENCH_HELP);
+  if (!values) return;
   if (!values.model) throw new UsageError("--model M is required (a checkpoint folder or a .gguf file)");
   const promptTokens = parseWholeNumber("prompt-tokens", values["prompt-tokens"], 1) ?? 128;
   const genTokens = parseWholeNumber("gen-tokens", values["gen-tokens"], 1) ?? 128;

@@ -5,9 +5,8 @@
  * shows how many prompt tokens came from the cache). Ctrl-C stops a reply and keeps the
  * conversation; Ctrl-C again at the prompt, or Ctrl-D, leaves.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createInterface, type Interface } from "node:readline";
-import { parseArgs } from "node:util";
 import { ChatSession } from "../api/chat-session.js";
 import type { ChatTemplateSettings, Engine } from "../api/engine.js";
 import type { GenerationResult } from "../api/generation.js";
@@ -15,7 +14,17 @@ import type { GenerateOptions } from "../api/request-options.js";
 import { RequestRejectedError } from "../engine/api.js";
 import { Sampler } from "../generation/sampler.js";
 import { UsageError } from "./errors.js";
-import { BACKEND_OPTIONS, BATCH_INVARIANT_HELP, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
+import { CHAT_TEMPLATE_OPTIONS, chatTemplateHelp, parseChatTemplateOptions } from "./chat-template-options.js";
+import {
+  BACKEND_OPTIONS,
+  MODEL_OPTION,
+  backendHelp,
+  checkModelExists,
+  parseBackendOptions,
+  parseNumber,
+  parseOptions,
+  parseWholeNumber,
+} from "./options.js";
 
 export const CHAT_HELP = `Usage: tiny-llm chat --model DIR [options]
 
@@ -23,20 +32,14 @@ Chats with the model in the terminal, with its own chat template. Replies stream
 generated; earlier turns are not computed again (prefix cache).
 
 Options:
-  --model DIR         Hugging Face checkpoint folder or .gguf file (a model with a chat template)
+  -m, --model DIR     Hugging Face checkpoint folder or .gguf file (a model with a chat template)
   --system TEXT       system message
-  --chat-template FILE
-                      a Jinja chat template to use instead of the model's
-  --chat-template-kwargs JSON
-                      extra template variables, e.g. '{"enable_thinking": false}' for Qwen3
-  --max-tokens N      most tokens per reply (default: the rest of the context)
+${chatTemplateHelp()}
+  -n, --max-tokens N  most tokens per reply (default: the rest of the context)
   --temperature T     0 is greedy; default from generation_config.json
   --top-k K, --top-p P, --min-p P, --seed S
                       sampling, as for generate
-  --backend B         native (C++ kernels, the default where they built) or ts
-  --threads N         threads for the native kernels (default: one per core)
-  --isa I             pin the native kernels to amx, avx512, avx2 or scalar
-${BATCH_INVARIANT_HELP}
+${backendHelp()}
   -h, --help          show this help
 
 In the chat: /reset starts over (keeping the system message), /system TEXT sets the system
@@ -58,71 +61,31 @@ export interface ChatSettings {
   engine: ReturnType<typeof parseBackendOptions>;
 }
 
-function parseReal(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--${name} expects a number, got "${value}"`);
-  return n;
-}
+const OPTIONS = {
+  ...MODEL_OPTION,
+  system: { type: "string" },
+  ...CHAT_TEMPLATE_OPTIONS,
+  "max-tokens": { type: "string", short: "n" },
+  temperature: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  "min-p": { type: "string" },
+  seed: { type: "string" },
+  ...BACKEND_OPTIONS,
+} as const;
 
-function readTemplate(file: string): { source: string; origin: string } {
-  try {
-    return { source: readFileSync(file, "utf8"), origin: file };
-  } catch (err) {
-    throw new UsageError(`--chat-template ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-}
-
-function parseKwargs(json: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(json);
-  } catch (err) {
-    throw new UsageError(
-      `--chat-template-kwargs is not JSON (${(err as Error).message}): give an object such as '{"enable_thinking": false}'`,
-    );
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new UsageError(`--chat-template-kwargs must be a JSON object such as '{"enable_thinking": false}', got ${json}`);
-  }
-  return value as Record<string, unknown>;
-}
-
-/** The command line as settings; throws a UsageError (one line) for anything wrong. */
-export function parseChatArgs(argv: string[]): ChatSettings | "help" {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        model: { type: "string" },
-        system: { type: "string" },
-        "chat-template": { type: "string" },
-        "chat-template-kwargs": { type: "string" },
-        "max-tokens": { type: "string" },
-        temperature: { type: "string" },
-        "top-k": { type: "string" },
-        "top-p": { type: "string" },
-        "min-p": { type: "string" },
-        seed: { type: "string" },
-        ...BACKEND_OPTIONS,
-        help: { type: "boolean", short: "h", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}; run tiny-llm chat --help for the options`);
-  }
-  if (values.help) return "help";
+/** The command line as settings, or undefined once --help is printed; throws a UsageError (one line) for anything wrong. */
+export function parseChatArgs(argv: string[]): ChatSettings | undefined {
+  const values = parseOptions("chat", argv, OPTIONS, CHAT_HELP);
+  if (!values) return undefined;
   if (!values.model)
     throw new UsageError("--model DIR is required (a checkpoint folder or .gguf file whose tokenizer has a chat template)");
   const reply: ChatSettings["reply"] = {
     maxTokens: parseWholeNumber("max-tokens", values["max-tokens"], 1),
-    temperature: parseReal("temperature", values.temperature),
+    temperature: parseNumber("temperature", values.temperature),
     topK: parseWholeNumber("top-k", values["top-k"], 0),
-    topP: parseReal("top-p", values["top-p"]),
-    minP: parseReal("min-p", values["min-p"]),
+    topP: parseNumber("top-p", values["top-p"]),
+    minP: parseNumber("min-p", values["min-p"]),
     seed: parseWholeNumber("seed", values.seed, 0),
   };
   try {
@@ -130,9 +93,7 @@ export function parseChatArgs(argv: string[]): ChatSettings | "help" {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const template: ChatTemplateSettings = {};
-  if (values["chat-template"] !== undefined) template.chatTemplate = readTemplate(values["chat-template"]);
-  if (values["chat-template-kwargs"] !== undefined) template.chatTemplateKwargs = parseKwargs(values["chat-template-kwargs"]);
+  const template = parseChatTemplateOptions(values);
   const settings: ChatSettings = { model: values.model, template, reply, engine: parseBackendOptions(values) };
   if (values.system !== undefined) settings.system = values.system;
   return settings;
@@ -252,10 +213,7 @@ class ChatPrompt {
 
 export async function runChat(argv: string[]): Promise<void> {
   const settings = parseChatArgs(argv);
-  if (settings === "help") {
-    process.stdout.write(CHAT_HELP + "\n");
-    return;
-  }
+  if (!settings) return;
   checkModelExists(settings.model);
   const { loadModel } = await import("../api/load-model.js");
   const engine = await loadModel(settings.model, {

@@ -12,72 +12,90 @@
  */
 import { readFileSync } from "node:fs";
 import { setFlagsFromString } from "node:v8";
+import { UsageError } from "./errors.js";
+import { closest } from "./options.js";
+import { errorLine, watchStdout } from "./output.js";
 
 setFlagsFromString("--semi-space-growth-factor=1");
 
+interface Command {
+  /** Its line in tiny-llm --help. */
+  summary: string;
+  run(argv: string[]): Promise<void>;
+}
+
+// Each command's modules are imported when it runs: a process that generates carries no
+// quantizer, and one that benchmarks no chat-template engine (the memory it measures is its own).
+// The list in tiny-llm --help is this table, in this order.
+const COMMANDS: Readonly<Record<string, Command>> = {
+  generate: {
+    summary: "generate text from a prompt",
+    run: async (argv) => (await import("./generate-command.js")).runGenerate(argv),
+  },
+  chat: {
+    summary: "chat with a model in the terminal",
+    run: async (argv) => (await import("./chat-command.js")).runChat(argv),
+  },
+  serve: {
+    summary: "serve a model over HTTP with OpenAI's API, and a chat page",
+    run: async (argv) => (await import("./serve-command.js")).runServe(argv),
+  },
+  bench: {
+    summary: "measure load time, prefill and decode speed, and memory",
+    run: async (argv) => (await import("./bench-command.js")).runBench(argv),
+  },
+  perplexity: {
+    summary: "score a model on a text file, as llama-perplexity does",
+    run: async (argv) => (await import("./perplexity-command.js")).runPerplexity(argv),
+  },
+  quantize: {
+    summary: "write an MLX-layout 4- or 8-bit copy of a checkpoint, or a GGUF file in another type",
+    run: async (argv) => (await import("./quantize-command.js")).runQuantize(argv),
+  },
+};
+
+const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length)) + 2;
 const HELP = `Usage: tiny-llm <command> [options]
 
 Commands:
-  generate    generate text from a prompt (tiny-llm generate --help)
-  bench       measure prefill, decode speed and memory on one model (tiny-llm bench --help)
-  quantize    write an MLX-layout 4- or 8-bit copy of a checkpoint, or a GGUF in another type (tiny-llm quantize --help)
-  serve       serve the model over HTTP with OpenAI's API (tiny-llm serve --help)
-  perplexity  score a model on a text file, as llama-perplexity does (tiny-llm perplexity --help)
+${Object.entries(COMMANDS)
+  .map(([name, { summary }]) => `  ${name.padEnd(width)}${summary}`)
+  .join("\n")}
+
+Run tiny-llm <command> --help for a command's options.
 
 Options:
   -h, --help     show this help
-  --version      print the version`;
+  -V, --version  print the version`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
   return pkg.version;
 }
 
-// Each command's modules are imported when it runs: a process that generates carries no
-// quantizer, and one that benchmarks no chat-template engine (the memory it measures is its own).
 async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
-  switch (command) {
-    case "generate":
-      return (await import("./generate-command.js")).runGenerate(rest);
-    case "bench":
-      return (await import("./bench-command.js")).runBench(rest);
-    case "quantize":
-      return (await import("./quantize-command.js")).runQuantize(rest);
-    case "serve":
-      return (await import("./serve-command.js")).runServe(rest);
-    case "perplexity":
-      return (await import("./perplexity-command.js")).runPerplexity(rest);
-    case "chat":
-      return (await import("./chat-command.js")).runChat(rest);
-    case undefined:
-    case "-h":
-    case "--help":
-    case "help": {
-      const [generate, bench, quantize, serve, perplexity] = await Promise.all([
-        import("./generate-command.js"),
-        import("./bench-command.js"),
-        import("./quantize-command.js"),
-        import("./serve-command.js"),
-        import("./perplexity-command.js"),
-      ]);
-      process.stdout.write(
-        `${HELP}\n\n${generate.GENERATE_HELP}\n\n${bench.BENCH_HELP}\n\n${quantize.QUANTIZE_HELP}\n\n${serve.SERVE_HELP}\n\n` +
-          `${perplexity.PERPLEXITY_HELP}\n`,
-      );
-      return;
-    }
-    case "--version":
-      process.stdout.write(version() + "\n");
-      return;
-    default:
-      throw new Error(`unknown command "${command}"; run tiny-llm --help for the list`);
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "-h" || name === "--help") {
+    process.stdout.write(HELP + "\n");
+    return;
   }
+  if (name === "-V" || name === "--version") {
+    process.stdout.write(`tiny-llm ${version()}\n`);
+    return;
+  }
+  // `tiny-llm help generate` is `tiny-llm generate --help`.
+  if (name === "help") return rest.length === 0 ? main([]) : main([rest[0], "--help"]);
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!command) {
+    const guess = closest(name, Object.keys(COMMANDS));
+    throw new UsageError(`unknown command "${name}"${guess ? ` (did you mean ${guess}?)` : ""}; run tiny-llm --help for the list`);
+  }
+  return command.run(rest);
 }
 
+watchStdout();
 main(process.argv.slice(2)).catch((err: unknown) => {
-  const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`tiny-llm: error: ${message}\n`);
+  process.stderr.write(errorLine(err instanceof Error ? err.message : String(err)));
   if (process.env.TINY_LLM_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   process.exitCode = 1;
 });

@@ -17,14 +17,22 @@
  * those generation would see).
  */
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { loadCheckpoint } from "../generation/load-checkpoint.js";
 import { selectBackend } from "../engine/backend.js";
 import type { LanguageModel } from "../models/language-model.js";
 import { UsageError } from "./errors.js";
-import { BACKEND_OPTIONS, BATCH_INVARIANT_HELP, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
+import { notice, status } from "./output.js";
+import {
+  BACKEND_OPTIONS,
+  MODEL_OPTION,
+  backendHelp,
+  checkModelExists,
+  parseBackendOptions,
+  parseOptions,
+  parseWholeNumber,
+} from "./options.js";
 
-export const PERPLEXITY_HELP = `Usage: tiny-llm perplexity --model M --file TEXT [options]
+export const PERPLEXITY_HELP = `Usage: tiny-llm perplexity -m MODEL --file TEXT [options]
 
 Perplexity of the model on a text file, as llama.cpp's llama-perplexity computes it: windows of
 --ctx tokens that do not overlap, the second half of each scored given the tokens before it. With
@@ -32,16 +40,13 @@ Perplexity of the model on a text file, as llama.cpp's llama-perplexity computes
 each scoring only its tokens that the window before it did not.
 
 Options:
-  --model M           Hugging Face checkpoint folder or .gguf file
+  -m, --model M       Hugging Face checkpoint folder or .gguf file
   --file TEXT         the text (UTF-8); it needs at least 2 × ctx tokens
   --ctx N             window length in tokens (default 512)
   --stride N          sliding windows that start N tokens apart, 1 ≤ N ≤ ctx (default: none,
                       llama-perplexity's windows)
   --chunks N          score only the first N windows (default: all)
-  --threads N         threads for the native kernels (default: one per core)
-  --backend B         native (the default where the kernels built) or ts
-  --isa I             pin the native kernels to amx, avx512, avx2 or scalar (default: the best here)
-${BATCH_INVARIANT_HELP}
+${backendHelp()}
   --json              print one JSON object instead of a report
   -h, --help          show this help`;
 
@@ -167,26 +172,19 @@ function logProbability(logits: Float32Array, id: number): number {
   return logits[id] - max - Math.log(sum);
 }
 
+const OPTIONS = {
+  ...MODEL_OPTION,
+  file: { type: "string" },
+  ctx: { type: "string" },
+  stride: { type: "string" },
+  chunks: { type: "string" },
+  ...BACKEND_OPTIONS,
+  json: { type: "boolean", default: false },
+} as const;
+
 export async function runPerplexity(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: "string" },
-      file: { type: "string" },
-      ctx: { type: "string" },
-      stride: { type: "string" },
-      chunks: { type: "string" },
-      ...BACKEND_OPTIONS,
-      json: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    process.stdout.write(PERPLEXITY_HELP + "\n");
-    return;
-  }
+  const values = parseOptions("perplexity", argv, OPTIONS, PERPLEXITY_HELP);
+  if (!values) return;
   if (!values.model) throw new UsageError("--model M is required (a checkpoint folder or a .gguf file)");
   if (!values.file) throw new UsageError("--file TEXT is required (the text to score)");
   const ctx = parseWholeNumber("ctx", values.ctx, 4) ?? 512;
@@ -201,9 +199,11 @@ export async function runPerplexity(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError(`cannot read --file ${values.file}: ${(err as Error).message}`);
   }
+  status.show(`loading ${values.model}…`);
   const { model, tokenizer } = loadCheckpoint(values.model);
   const backend = selectBackend(model, backendOptions);
-  if (backend.notice) process.stderr.write(`tiny-llm: ${backend.notice}\n`);
+  status.clear();
+  if (backend.notice) notice(backend.notice);
   const ids = tokenizer.encode(text, { addSpecialTokens: true });
   // llama-perplexity puts BOS at the start of every window when the tokenizer adds one.
   const bos =

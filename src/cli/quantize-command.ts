@@ -5,9 +5,10 @@
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { dirname, join, resolve } from "node:path";
+import { modelPathKind } from "../generation/load-checkpoint.js";
 import { CheckpointError, INDEX_FILE, SINGLE_FILE, readJson } from "../loaders/checkpoint.js";
+import { checkModelFolder } from "../loaders/model-loader.js";
 import {
   dtypeByteSize,
   readSafetensors,
@@ -28,9 +29,11 @@ import { dequantizeK, quantizeK, type KQuantDType } from "../tensor/k-quant.js";
 import { dequantizeLegacy, quantizeLegacy, type LegacyQuantDType } from "../tensor/legacy-quant.js";
 import { bf16ToF32, f16ToF32, numberToF16 } from "../tensor/dtype.js";
 import { UsageError } from "./errors.js";
+import { MODEL_OPTION, parseOptions } from "./options.js";
+import { notice, status } from "./output.js";
 
-export const QUANTIZE_HELP = `Usage: tiny-llm quantize --model DIR --bits B --out DIR [--group-size G]
-       tiny-llm quantize --model FILE.gguf --format gguf --type T --out FILE.gguf
+export const QUANTIZE_HELP = `Usage: tiny-llm quantize -m DIR --bits B --out DIR [--group-size G]
+       tiny-llm quantize -m FILE.gguf --format gguf --type T --out FILE.gguf
 
 Writes an MLX-layout quantized copy of a float checkpoint (F32, F16 or BF16 safetensors), as
 mlx-lm does: the linear layers and the embedding become packed B-bit codes with a scale and a
@@ -39,7 +42,7 @@ they are, and so does a matrix whose input width is not a multiple of G (config.
 it as unquantized). Tokenizer and other small files are copied.
 
 Options:
-  --model DIR         Hugging Face checkpoint folder to quantize, or a Qwen2/Qwen3 .gguf file
+  -m, --model DIR     Hugging Face checkpoint folder to quantize, or a Qwen2/Qwen3 .gguf file
                       (its matrices decoded to float16 first)
   --bits B            bits per weight: 4 or 8 (also ${AFFINE_BITS.filter((b) => b !== 4 && b !== 8).join(", ")})
   --group-size G      values per scale and bias: ${AFFINE_GROUP_SIZES.join(", ")} (default 64)
@@ -83,12 +86,38 @@ interface Planned {
   tensors: StreamedTensorToWrite[];
 }
 
+/** Called after each tensor is written: `done` of `total`. */
+export type ProgressListener = (done: number, total: number) => void;
+
+/**
+ * Creates `dir` and any missing folders above it. Not mkdirSync's `recursive`, which spins
+ * forever where the kernel refuses a folder with ENOENT under a parent that exists (/proc).
+ */
+function createFolder(dir: string): void {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      mkdirSync(d);
+    } catch (err) {
+      throw new UsageError(`cannot create the folder ${d} (${(err as NodeJS.ErrnoException).code}); choose a place you can write to`);
+    }
+  }
+}
+
+/** A function to call as each of `total` tensors is written. */
+function progressTicker(total: number, onProgress: ProgressListener | undefined): () => void {
+  let done = 0;
+  return () => onProgress?.(++done, total);
+}
+
 /**
  * Quantizes the checkpoint in `modelDir` into `outDir`. Everything is checked before anything is
  * written, and a failure part way removes what was written.
  */
-export function quantizeCheckpoint(modelDir: string, outDir: string, params: AffineParams): QuantizeSummary {
-  if (!existsSync(modelDir) || !statSync(modelDir).isDirectory()) throw new UsageError(`--model ${modelDir} is not a checkpoint folder`);
+export function quantizeCheckpoint(modelDir: string, outDir: string, params: AffineParams, onProgress?: ProgressListener): QuantizeSummary {
+  if (modelPathKind(modelDir) !== "folder") throw new UsageError(`--model ${modelDir} is not a checkpoint folder`);
+  checkModelFolder(modelDir);
   const configPath = join(modelDir, "config.json");
   const rawConfig = readJson(configPath, "model config") as Record<string, unknown>;
   const config = parseModelConfig(rawConfig, configPath);
@@ -142,10 +171,21 @@ export function quantizeCheckpoint(modelDir: string, outDir: string, params: Aff
     written.push(join(outDir, name));
     body();
   };
+  const tick = progressTicker(
+    planned.reduce((n, p) => n + p.tensors.length, 0),
+    onProgress,
+  );
+  const counted = (t: StreamedTensorToWrite): StreamedTensorToWrite => ({
+    ...t,
+    chunks: function* () {
+      yield* t.chunks();
+      tick();
+    },
+  });
   try {
-    mkdirSync(outDir, { recursive: true });
+    createFolder(outDir);
     for (const { file, tensors } of planned) {
-      write(file, () => writeSafetensorsStreamed(join(outDir, file), tensors, { format: "mlx" }));
+      write(file, () => writeSafetensorsStreamed(join(outDir, file), tensors.map(counted), { format: "mlx" }));
       summary.bytesOut += statSync(join(outDir, file)).size;
     }
     if (existsSync(indexPath)) {
@@ -353,13 +393,18 @@ export interface GgufQuantizeSummary {
  * (norms, biases) are copied, and so is the metadata, but for general.file_type. Memory stays near
  * one output tensor's size.
  */
-export function quantizeGguf(inPath: string, outPath: string, target: GgufTargetType): GgufQuantizeSummary {
+export function quantizeGguf(inPath: string, outPath: string, target: GgufTargetType, onProgress?: ProgressListener): GgufQuantizeSummary {
   if (!existsSync(inPath) || statSync(inPath).isDirectory()) throw new UsageError(`--model ${inPath} is not a .gguf file`);
   if (existsSync(outPath)) throw new UsageError(`--out ${outPath} exists; give a new file`);
   const header = readGgufHeader(inPath);
   const summary: GgufQuantizeSummary = { written: {}, copied: 0, bytesIn: header.fileSize, bytesOut: 0 };
+  const tick = progressTicker(header.tensors.size, onProgress);
   const tensors: GgufTensorToWrite[] = [...header.tensors.values()].map((info: GgufTensorInfo) => {
-    const data = (): Uint8Array => readGgufTensors(header, [info.name]).get(info.name) as Uint8Array;
+    const data = (): Uint8Array => {
+      const bytes = readGgufTensors(header, [info.name]).get(info.name) as Uint8Array;
+      tick();
+      return bytes;
+    };
     if (info.dims.length !== 2) {
       summary.copied++;
       return { name: info.name, type: info.type, dims: info.dims, data };
@@ -386,7 +431,17 @@ export function quantizeGguf(inPath: string, outPath: string, target: GgufTarget
     key === "general.file_type" ? { type: "uint32", value: FILE_TYPES[target] } : entry,
   ]);
   if (!header.metadata.has("general.file_type")) metadata.push(["general.file_type", { type: "uint32", value: FILE_TYPES[target] }]);
-  writeGguf(outPath, metadata, tensors);
+  createFolder(dirname(outPath));
+  try {
+    writeGguf(outPath, metadata, tensors);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // A refused open or write is the place's fault, not the model's: one line that says so.
+    if (code !== undefined && (err as NodeJS.ErrnoException).syscall !== undefined) {
+      throw new UsageError(`cannot write --out ${outPath} (${code}); choose a place you can write to`);
+    }
+    throw err;
+  }
   summary.bytesOut = statSync(outPath).size;
   return summary;
 }
@@ -426,7 +481,7 @@ export function ggufToFloatFolder(inPath: string, dir: string): void {
     ...(config.eosTokenIds.length === 0 ? {} : { eos_token_id: config.eosTokenIds[0] }),
   };
   const { tokenizerJson, config: tokenizerConfig } = ggufTokenizerFiles(header);
-  mkdirSync(dir, { recursive: true });
+  createFolder(dir);
   writeFileSync(join(dir, "config.json"), JSON.stringify(hfConfig, null, 2) + "\n");
   writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tokenizerJson));
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(tokenizerConfig, null, 2) + "\n");
@@ -455,27 +510,26 @@ export function ggufToFloatFolder(inPath: string, dir: string): void {
   writeSafetensorsStreamed(join(dir, SINGLE_FILE), tensors);
 }
 
+const OPTIONS = {
+  ...MODEL_OPTION,
+  bits: { type: "string" },
+  "group-size": { type: "string" },
+  out: { type: "string" },
+  format: { type: "string" },
+  type: { type: "string" },
+} as const;
+
+/** Progress on the terminal's status line. */
+function showProgress(what: string): ProgressListener {
+  return (done, total) => status.show(`${what}: tensor ${done} of ${total}`, done === total);
+}
+
 export function runQuantize(argv: string[]): void {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: "string" },
-      bits: { type: "string" },
-      "group-size": { type: "string" },
-      out: { type: "string" },
-      format: { type: "string" },
-      type: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    process.stdout.write(QUANTIZE_HELP + "\n");
-    return;
-  }
+  const values = parseOptions("quantize", argv, OPTIONS, QUANTIZE_HELP);
+  if (!values) return;
   const format = values.format ?? "mlx";
   if (format !== "mlx" && format !== "gguf") throw new UsageError(`--format must be mlx or gguf, got "${format}"`);
+  const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
   if (format === "gguf") {
     if (!values.model) throw new UsageError("--model FILE.gguf is required (the GGUF file to convert)");
     if (!values.out) throw new UsageError("--out FILE.gguf is required (the file to write)");
@@ -485,14 +539,12 @@ export function runQuantize(argv: string[]): void {
     if (type === undefined || !GGUF_TARGET_TYPES.includes(type)) {
       throw new UsageError(`--type must be one of ${GGUF_TARGET_TYPES.join(", ")}, got ${type === undefined ? "none" : `"${type}"`}`);
     }
-    const s = quantizeGguf(values.model, values.out, type);
-    const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
+    const s = quantizeGguf(values.model, values.out, type, showProgress(`writing ${values.out}`));
+    status.clear();
     const written = Object.entries(s.written)
       .map(([t, n]) => `${n} ${t}`)
       .join(", ");
-    process.stderr.write(
-      `tiny-llm: wrote ${written} matrices and copied ${s.copied} tensors: ${mb(s.bytesIn)} MB -> ${mb(s.bytesOut)} MB in ${values.out}\n`,
-    );
+    notice(`wrote ${written} matrices and copied ${s.copied} tensors: ${mb(s.bytesIn)} MB -> ${mb(s.bytesOut)} MB in ${values.out}`);
     return;
   }
   if (values.type !== undefined) throw new UsageError("--type is for --format gguf");
@@ -500,24 +552,25 @@ export function runQuantize(argv: string[]): void {
   if (!values.out) throw new UsageError("--out DIR is required (the folder to write)");
   const bits = parseChoice("bits", values.bits, AFFINE_BITS);
   const groupSize = parseChoice("group-size", values["group-size"], AFFINE_GROUP_SIZES, 64);
+  const progress = showProgress(`quantizing to ${bits} bits`);
   let s: QuantizeSummary;
-  if (values.model.endsWith(".gguf") && existsSync(values.model) && !statSync(values.model).isDirectory()) {
+  if (modelPathKind(values.model) === "gguf") {
     // A GGUF file goes through a float16 checkpoint folder of its own, removed afterwards.
     const floatDir = mkdtempSync(join(tmpdir(), "tiny-llm-quantize-f16-"));
     try {
+      status.show(`decoding ${values.model} to float16…`);
       ggufToFloatFolder(values.model, floatDir);
-      s = quantizeCheckpoint(floatDir, values.out, { bits, groupSize });
+      s = quantizeCheckpoint(floatDir, values.out, { bits, groupSize }, progress);
     } finally {
       rmSync(floatDir, { recursive: true, force: true });
     }
   } else {
-    s = quantizeCheckpoint(values.model, values.out, { bits, groupSize });
+    s = quantizeCheckpoint(values.model, values.out, { bits, groupSize }, progress);
   }
-  const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
-  const lines = [
+  status.clear();
+  notice(
     `quantized ${s.quantized.length} matrices to ${bits} bits (group size ${groupSize}): ${mb(s.bytesIn)} MB -> ${mb(s.bytesOut)} MB in ${values.out}`,
-  ];
-  if (s.unquantized.length > 0) lines.push(`kept in float (input width not a multiple of ${groupSize}): ${s.unquantized.join(", ")}`);
-  if (s.skippedFiles.length > 0) lines.push(`not copied (over ${mb(MAX_COPIED_FILE_BYTES)} MB): ${s.skippedFiles.join(", ")}`);
-  process.stderr.write(lines.map((l) => `tiny-llm: ${l}\n`).join(""));
+  );
+  if (s.unquantized.length > 0) notice(`kept in float (input width not a multiple of ${groupSize}): ${s.unquantized.join(", ")}`);
+  if (s.skippedFiles.length > 0) notice(`not copied (over ${mb(MAX_COPIED_FILE_BYTES)} MB): ${s.skippedFiles.join(", ")}`);
 }

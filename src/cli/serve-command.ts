@@ -5,22 +5,23 @@
  * within --shutdown-timeout seconds, aborts the rest and exits 0.
  */
 import { createWriteStream, type WriteStream } from "node:fs";
-import { parseArgs } from "node:util";
 import type { EngineOptions } from "../engine/engine-options.js";
 import { kvCacheTokens } from "../engine/kv-cache.js";
 import { buildApp } from "../server/app.js";
 import { DEFAULT_MAX_QUEUE, ServerState } from "../server/serving.js";
 import { gracefulShutdown } from "../server/shutdown.js";
+import type { ChatTemplateSettings } from "../api/engine.js";
+import { CHAT_TEMPLATE_OPTIONS, chatTemplateHelp, parseChatTemplateOptions } from "./chat-template-options.js";
 import { UsageError } from "./errors.js";
-import { BACKEND_OPTIONS, checkModelExists, parseBackendOptions, parseWholeNumber } from "./options.js";
+import { BACKEND_OPTIONS, MODEL_OPTION, checkModelExists, parseBackendOptions, parseOptions, parseWholeNumber } from "./options.js";
 
-export const SERVE_HELP = `Usage: tiny-llm serve --model DIR [options]
+export const SERVE_HELP = `Usage: tiny-llm serve -m MODEL [options]
 
 Serves the model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models),
 plus /health, /metrics, /tokenize, /detokenize and a chat page at /.
 
 Options:
-  --model DIR             Hugging Face checkpoint folder or .gguf file
+  -m, --model DIR         Hugging Face checkpoint folder or .gguf file
   --host H                address to listen on (default 127.0.0.1: this machine only)
   --port P                port (default 8000; 0 picks a free one)
   --api-key KEY           require "Authorization: Bearer KEY" (all routes but /health and the chat page)
@@ -31,8 +32,9 @@ Options:
   --max-queue N           requests that may wait beyond --max-num-seqs before 429 (default ${DEFAULT_MAX_QUEUE})
   --shutdown-timeout S    seconds running requests get to finish on SIGTERM/SIGINT (default 30)
   --trace-steps FILE      write one JSON line per engine step to FILE
+${chatTemplateHelp(26)}
   --backend B             native (C++ kernels, the default where they built) or ts
-  --threads N             threads for the native kernels (default: one per core)
+  -t, --threads N         threads for the native kernels (default and most: one per core)
   --isa I                 pin the native kernels to amx, avx512, avx2 or scalar
   --batch-invariant on|off
                           on (default): a request's tokens and log-probabilities do not depend on
@@ -50,41 +52,34 @@ export interface ServeSettings {
   maxQueue: number;
   shutdownTimeoutMs: number;
   traceSteps?: string;
+  /** --chat-template and --chat-template-kwargs, for /v1/chat/completions. */
+  chatTemplate: ChatTemplateSettings;
   engine: EngineOptions;
 }
 
-/** The command line as settings; throws a UsageError (one line) for anything wrong. */
-export function parseServeArgs(argv: string[]): ServeSettings | "help" {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        model: { type: "string" },
-        host: { type: "string", default: "127.0.0.1" },
-        port: { type: "string", default: "8000" },
-        "api-key": { type: "string" },
-        "max-num-seqs": { type: "string" },
-        "max-batch-tokens": { type: "string" },
-        "kv-cache-size": { type: "string" },
-        "kv-dtype": { type: "string" },
-        "max-queue": { type: "string" },
-        "shutdown-timeout": { type: "string" },
-        "trace-steps": { type: "string" },
-        ...BACKEND_OPTIONS,
-        help: { type: "boolean", short: "h", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}; run tiny-llm serve --help for the options`);
-  }
-  if (values.help) return "help";
+const OPTIONS = {
+  ...MODEL_OPTION,
+  host: { type: "string", default: "127.0.0.1" },
+  port: { type: "string", default: "8000" },
+  "api-key": { type: "string" },
+  "max-num-seqs": { type: "string" },
+  "max-batch-tokens": { type: "string" },
+  "kv-cache-size": { type: "string" },
+  "kv-dtype": { type: "string" },
+  "max-queue": { type: "string" },
+  "shutdown-timeout": { type: "string" },
+  "trace-steps": { type: "string" },
+  ...CHAT_TEMPLATE_OPTIONS,
+  ...BACKEND_OPTIONS,
+} as const;
+
+/** The command line as settings, or undefined once --help is printed; throws a UsageError (one line) for anything wrong. */
+export function parseServeArgs(argv: string[]): ServeSettings | undefined {
+  const values = parseOptions("serve", argv, OPTIONS, SERVE_HELP);
+  if (!values) return undefined;
   if (!values.model)
     throw new UsageError("--model DIR is required (a checkpoint folder with config.json, weights and tokenizer files, or a .gguf file)");
-  const port = parseWholeNumber("port", values.port, 0) as number;
-  if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  const port = parseWholeNumber("port", values.port, 0, 65535) as number;
   if (values.host.trim() === "") throw new UsageError("--host must not be empty");
   const apiKey = values["api-key"];
   if (apiKey !== undefined && apiKey.trim() === "") throw new UsageError("--api-key must not be empty");
@@ -127,6 +122,7 @@ export function parseServeArgs(argv: string[]): ServeSettings | "help" {
     port,
     maxQueue: parseWholeNumber("max-queue", values["max-queue"], 0) ?? DEFAULT_MAX_QUEUE,
     shutdownTimeoutMs,
+    chatTemplate: parseChatTemplateOptions(values),
     engine,
   };
   if (apiKey !== undefined) settings.apiKey = apiKey;
@@ -145,10 +141,7 @@ function urlOf(host: string, port: number): string {
 
 export async function runServe(argv: string[]): Promise<void> {
   const settings = parseServeArgs(argv);
-  if (settings === "help") {
-    process.stdout.write(SERVE_HELP + "\n");
-    return;
-  }
+  if (!settings) return;
   checkModelExists(settings.model);
   const state = new ServerState(settings.maxQueue);
   const app = buildApp(state, {
@@ -188,7 +181,7 @@ export async function runServe(argv: string[]): Promise<void> {
       await engine.close();
     } else {
       const { tokenizer, eosTokenIds, sampling } = model;
-      state.setModel({ engine, tokenizer, eosTokenIds, sampling, name: settings.model });
+      state.setModel({ engine, tokenizer, eosTokenIds, sampling, name: settings.model, chatTemplate: settings.chatTemplate });
       if (settings.traceSteps !== undefined) {
         const out = createWriteStream(settings.traceSteps, { flags: "w" });
         trace = out;

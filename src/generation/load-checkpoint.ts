@@ -3,6 +3,7 @@
  * GGUF file: the model, its tokenizer, the ids that end generation and the sampling defaults.
  */
 import { existsSync, statSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { readGenerationConfig } from "./generation-config.js";
 import type { SamplerOptions } from "./sampler.js";
 import type { ModelConfig } from "../models/config.js";
@@ -24,13 +25,31 @@ export interface LoadedCheckpoint {
   sampling: SamplerOptions;
 }
 
+/**
+ * Whether `path` is a checkpoint folder or (any other file) a GGUF file. A file of a checkpoint
+ * (its config.json, its .safetensors) is an error that says to pass the folder, not that the
+ * file is no GGUF.
+ */
+export function modelPathKind(path: string): "folder" | "gguf" {
+  if (!existsSync(path)) throw new CheckpointError(`${path} does not exist; expected a checkpoint folder or a .gguf file`);
+  if (statSync(path).isDirectory()) return "folder";
+  const dir = dirname(path);
+  if (
+    !/\.gguf$/i.test(path) &&
+    (/\.safetensors$/i.test(path) || basename(path) === "config.json" || existsSync(join(dir, "config.json")))
+  ) {
+    throw new CheckpointError(`${path} is one file of a checkpoint; pass the folder that holds it: ${dir}`);
+  }
+  return "gguf";
+}
+
 /** Loads a Hugging Face checkpoint folder, or a GGUF file when `path` is a file. */
 export function loadCheckpoint(path: string): LoadedCheckpoint {
-  if (!existsSync(path)) throw new CheckpointError(`${path} does not exist; expected a checkpoint folder or a .gguf file`);
+  const kind = modelPathKind(path);
   // The native addon, where it built, sets the allocator's policy for large buffers as it loads
   // (addon.cc): loaded first, the policy holds for the tokenizer's tables too.
   nativeKernels();
-  return statSync(path).isDirectory() ? loadFolder(path) : loadGguf(path);
+  return kind === "folder" ? loadFolder(path) : loadGguf(path);
 }
 
 export type LoadedTokenizer = Omit<LoadedCheckpoint, "model">;
@@ -40,25 +59,33 @@ export type LoadedTokenizer = Omit<LoadedCheckpoint, "model">;
  * its weights: for a process that tokenizes while another thread runs the model.
  */
 export function loadTokenizer(path: string): LoadedTokenizer {
-  if (!existsSync(path)) throw new CheckpointError(`${path} does not exist; expected a checkpoint folder or a .gguf file`);
-  if (!statSync(path).isDirectory()) {
+  if (modelPathKind(path) === "gguf") {
     const { tokenizer, eosTokenIds } = readGgufHead(path);
     return { tokenizer, eosTokenIds, sampling: { temperature: 0 } };
   }
-  return folderTokenizer(path, readModelConfig(path).eosTokenIds);
+  return folderTokenizer(path, readModelConfig(path));
 }
 
-function folderTokenizer(dir: string, configEosIds: readonly number[]): LoadedTokenizer {
+function folderTokenizer(dir: string, config: ModelConfig): LoadedTokenizer {
   const tokenizer = Tokenizer.fromDir(dir);
+  // Checked here, not at the first id past the embedding, which may come long into a run.
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new CheckpointError(
+      `${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model only ${config.vocabSize} (vocab_size in config.json); ` +
+        `tokenizer.json is from another model: use the one from this model's repository`,
+    );
+  }
   const generationConfig = readGenerationConfig(dir);
   // generation_config.json's list is authoritative; config.json's is the fallback.
-  const configured = generationConfig.eosTokenIds.length > 0 ? generationConfig.eosTokenIds : configEosIds;
+  const configured = generationConfig.eosTokenIds.length > 0 ? generationConfig.eosTokenIds : config.eosTokenIds;
   return { tokenizer, eosTokenIds: [...new Set([...configured, ...tokenizer.eosIds])], sampling: generationConfig.sampling };
 }
 
 function loadFolder(dir: string): LoadedCheckpoint {
-  const model = loadModel(dir);
-  return { model, ...folderTokenizer(dir, model.config.eosTokenIds) };
+  // The tokenizer first: a mismatch is found before the weights are read.
+  const config = readModelConfig(dir);
+  const tokenizer = folderTokenizer(dir, config);
+  return { model: loadModel(dir, config), ...tokenizer };
 }
 
 function loadGguf(path: string): LoadedCheckpoint {

@@ -3,25 +3,15 @@
  * the oracle each native kernel is tested against. Sums are accumulated in float64 and every
  * row is computed on its own, so a row's result never depends on the other rows of its batch.
  */
-import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from "../tensor/dtype.js";
+import { bf16ToNumber, f16Values, numberToBf16, numberToF16 } from "../tensor/dtype.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import { SEQ_FIELDS, type Kernels, type KvArray, type KvDtype } from "./kernels.js";
-
-let f16Table: Float32Array | undefined;
-
-/** Every f16 bit pattern's value: attention reads f16 keys and values by lookup. */
-function f16Values(): Float32Array {
-  if (!f16Table) {
-    f16Table = new Float32Array(65536);
-    for (let bits = 0; bits < 65536; bits++) f16Table[bits] = f16ToNumber(bits);
-  }
-  return f16Table;
-}
 
 /** A cache array's values as f32 (a view for f32, a decoded copy for 16-bit types). */
 function kvValues(cache: KvArray, dtype: KvDtype, from: number, n: number, out: Float32Array): Float32Array {
   if (dtype === "f32") return (cache as Float32Array).subarray(from, from + n);
   if (dtype === "f16") {
+    // Attention reads f16 keys and values by lookup.
     const table = f16Values();
     for (let i = 0; i < n; i++) out[i] = table[cache[from + i]];
   } else {

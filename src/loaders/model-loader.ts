@@ -4,6 +4,7 @@
  * and no unknown tensor may be left over, so a mismatched checkpoint fails here with a message
  * instead of producing garbage later.
  */
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Attention } from "../layers/attention.js";
 import { Embedding } from "../layers/embedding.js";
@@ -207,15 +208,29 @@ export function buildTransformer(config: ModelConfig, tensors: ReadonlyMap<strin
   return new Transformer(config, embed, layers, finalNorm, lmHead);
 }
 
+/**
+ * Throws unless `dir` has a config.json, saying what a model folder holds (and naming a GGUF
+ * file found there instead), rather than failing later on whichever file is read first.
+ */
+export function checkModelFolder(dir: string): void {
+  if (existsSync(join(dir, "config.json"))) return;
+  const gguf = readdirSync(dir).find((name) => name.toLowerCase().endsWith(".gguf"));
+  throw new CheckpointError(
+    `${dir} is not a model folder: it has no config.json (a Hugging Face checkpoint folder holds config.json, ` +
+      `model.safetensors or its shards with model.safetensors.index.json, tokenizer.json and tokenizer_config.json)` +
+      (gguf === undefined ? "" : `; to run the GGUF file in it, pass that file: ${join(dir, gguf)}`),
+  );
+}
+
 /** A checkpoint folder's config.json. */
 export function readModelConfig(dir: string): ModelConfig {
+  checkModelFolder(dir);
   const configPath = join(dir, "config.json");
   return parseModelConfig(readJson(configPath, "model config") as Record<string, unknown>, configPath);
 }
 
-/** Reads config.json and the safetensors weights of a checkpoint folder. */
-export function loadModel(dir: string): Transformer {
-  const config = readModelConfig(dir);
+/** Reads config.json (unless given) and the safetensors weights of a checkpoint folder. */
+export function loadModel(dir: string, config = readModelConfig(dir)): Transformer {
   const tensors = new Map([...loadCheckpointTensors(dir)].map(([name, t]) => [name, safetensorsTensor(t)]));
   return buildTransformer(config, tensors, dir);
 }

@@ -36,10 +36,12 @@ function messageText(message: ChatMessageBody, index: number): string {
 
 /** The messages as the chat template's prompt ids. */
 export function chatPromptIds(model: LoadedModel, messages: ChatMessageBody[], addGenerationPrompt = true): number[] {
-  const { tokenizer } = model;
-  if (!tokenizer.config.chat_template) {
+  const { tokenizer, chatTemplate = {} } = model;
+  const override = chatTemplate.chatTemplate;
+  if (override === undefined && !tokenizer.config.chat_template) {
     throw invalidRequest(
-      "messages need a chat template and this model has none (its tokenizer_config.json has no chat_template): use /v1/completions with a plain prompt",
+      "messages need a chat template and this model has none (its tokenizer_config.json has no chat_template): " +
+        "start the server with --chat-template FILE, or use /v1/completions with a plain prompt",
       "messages",
     );
   }
@@ -49,7 +51,12 @@ export function chatPromptIds(model: LoadedModel, messages: ChatMessageBody[], a
   }));
   let text: string;
   try {
-    text = renderChatTemplate(tokenizer.config, { messages: rendered, addGenerationPrompt });
+    text = renderChatTemplate(tokenizer.config, {
+      messages: rendered,
+      addGenerationPrompt,
+      kwargs: chatTemplate.chatTemplateKwargs,
+      template: typeof override === "string" ? { source: override, origin: "the chat template given" } : override,
+    });
   } catch (err) {
     throw invalidRequest((err as Error).message, "messages");
   }

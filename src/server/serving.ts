@@ -6,6 +6,7 @@
 import { basename, resolve } from "node:path";
 import type { FastifyReply } from "fastify";
 import { ChoiceRun, type ChoiceObserver, type ChoiceResult } from "../api/choice-run.js";
+import type { ChatTemplateSettings } from "../api/engine.js";
 import { RequestRejectedError, type RequestParams } from "../engine/api.js";
 import type { AsyncEngine } from "../engine/async-engine.js";
 import type { SamplerOptions } from "../generation/sampler.js";
@@ -30,6 +31,8 @@ export interface ServedModel {
   sampling: SamplerOptions;
   /** The id /v1/models lists (the --model argument as given). */
   name: string;
+  /** A template to use instead of the model's, and extra variables for it (serve's --chat-template options). */
+  chatTemplate?: ChatTemplateSettings;
 }
 
 export interface LoadedModel extends ServedModel {

@@ -2,7 +2,8 @@
  * Conversions between the 16-bit float formats checkpoints store and float32.
  *
  * bfloat16 is the top half of a float32, so widening is a 16-bit shift. IEEE half (f16) has a
- * 5-bit exponent and needs its exponent rebiased (with subnormals, infinities and NaN kept).
+ * 5-bit exponent and needs its exponent rebiased (with subnormals, infinities and NaN kept), on
+ * the bits as well.
  */
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -20,13 +21,23 @@ export function numberToBf16(x: number): number {
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-export function f16ToNumber(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
+/** The float32 bit pattern of an IEEE half, exactly (every half is a float32), in integer arithmetic. */
+function f16ToF32Bits(bits: number): number {
+  const sign = (bits & 0x8000) << 16;
   const exponent = (bits >> 10) & 0x1f;
   const mantissa = bits & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 0x1f) return mantissa ? NaN : sign * Infinity;
-  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+  // Rebias the exponent from 15 to 127; infinities and NaN (payload kept) go to exponent 255.
+  if (exponent === 0x1f) return sign | 0x7f800000 | (mantissa << 13);
+  if (exponent !== 0) return sign | ((exponent + 112) << 23) | (mantissa << 13);
+  if (mantissa === 0) return sign;
+  // A subnormal, mantissa × 2^-24, is normal in float32: shift its leading 1 up to the implicit bit.
+  const shift = Math.clz32(mantissa) - 21;
+  return sign | ((113 - shift) << 23) | (((mantissa << shift) & 0x3ff) << 13);
+}
+
+export function f16ToNumber(bits: number): number {
+  u32[0] = f16ToF32Bits(bits);
+  return f32[0];
 }
 
 /** Round-to-nearest-even float32 -> IEEE half bits, saturating to infinity. */
@@ -68,7 +79,27 @@ export function bf16ToF32(bits: Uint16Array, out: Float32Array = new Float32Arra
   return out;
 }
 
+/** Every half's float32 bits, and the same memory as values; made on first use (256 KB). */
+let f16Table: { bits: Uint32Array; values: Float32Array } | undefined;
+
+function f16Tables(): { bits: Uint32Array; values: Float32Array } {
+  if (!f16Table) {
+    const bits = new Uint32Array(65536);
+    for (let h = 0; h < 65536; h++) bits[h] = f16ToF32Bits(h);
+    f16Table = { bits, values: new Float32Array(bits.buffer) };
+  }
+  return f16Table;
+}
+
+/** Every half's value, indexed by its bits: a lookup is as fast as bf16's shift. */
+export function f16Values(): Float32Array {
+  return f16Tables().values;
+}
+
 export function f16ToF32(bits: Uint16Array, out: Float32Array = new Float32Array(bits.length), outOffset = 0): Float32Array {
-  for (let i = 0; i < bits.length; i++) out[outOffset + i] = f16ToNumber(bits[i]);
+  // Bits, not values, are copied, so NaN payloads survive.
+  const table = f16Tables().bits;
+  const wide = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < bits.length; i++) wide[outOffset + i] = table[bits[i]];
   return out;
 }

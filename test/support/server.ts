@@ -2,6 +2,7 @@
  * A real tiny-llm server on 127.0.0.1 for tests: the engine in its worker thread, the Fastify
  * app on a free port, and helpers to read its streams and metrics with plain fetch.
  */
+import type { ChatTemplateSettings } from "../../src/api/engine.js";
 import type { FastifyInstance } from "fastify";
 import { AsyncEngine } from "../../src/engine/async-engine.js";
 import type { EngineOptions } from "../../src/engine/engine-options.js";
@@ -38,12 +39,12 @@ export async function listen(state: ServerState, opts: AppOptions = {}): Promise
 /** Serves `modelPath` on a real engine with these options. */
 export async function startServer(
   modelPath: string,
-  opts: { engine?: EngineOptions; app?: AppOptions; maxQueue?: number; graceMs?: number } = {},
+  opts: { engine?: EngineOptions; app?: AppOptions; maxQueue?: number; graceMs?: number; chatTemplate?: ChatTemplateSettings } = {},
 ): Promise<TestServer & { shutdown(): Promise<void> }> {
   const { tokenizer, eosTokenIds, sampling } = loadTokenizer(modelPath);
   const engine = await withTimeout(AsyncEngine.start(modelPath, opts.engine ?? {}), 60_000, "engine start");
   const state = new ServerState(opts.maxQueue);
-  state.setModel({ engine, tokenizer, eosTokenIds, sampling, name: modelPath });
+  state.setModel({ engine, tokenizer, eosTokenIds, sampling, name: modelPath, chatTemplate: opts.chatTemplate });
   let app: FastifyInstance;
   let url: string;
   try {
