@@ -145,7 +145,7 @@ describe("the packed package", { skip: stories.skip || model.skip || offline }, 
     const prefix = join(scratch, "global");
     run("npm", ["install", "--global", "--prefix", prefix, "--ignore-scripts", ...NPM_FLAGS, tarball], scratch, env);
     const bin = join(prefix, "bin", "tiny-llm");
-    assert.equal(run(bin, ["--version"], scratch, env).stdout.trim(), pkg.version);
+    assert.equal(run(bin, ["--version"], scratch, env).stdout.trim(), `tiny-llm ${pkg.version}`);
     const args = ["generate", "--model", model.path, "--prompt", "", "--max-tokens", "256", "--temperature", "0"];
     assert.equal(run(bin, args, scratch, env, 2 * MINUTES).stdout, golden() + "\n");
   });
