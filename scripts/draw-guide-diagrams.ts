@@ -30,7 +30,7 @@ import { parseModelConfig, type ModelConfig } from "../src/models/config.js";
 import { DecoderLayer, Transformer } from "../src/models/transformer.js";
 import { Tensor } from "../src/tensor/tensor.js";
 import { DenseWeight } from "../src/tensor/weight.js";
-import { PRESETS } from "./make-random-checkpoint.js";
+import { PRESETS, presetConfig } from "./make-random-checkpoint.js";
 import { PLOTS, readData } from "./plots.js";
 import { TRACE_FILE, TRACE_MODEL, TRACE_SERVER_ARGS } from "./record-batching-trace.js";
 import { Svg } from "./svg.js";
@@ -46,17 +46,7 @@ const GREY = "#d9d9d9";
 
 /** Qwen2-0.5B's hyper-parameters, as config.json would give them. */
 function qwen2Config(): ModelConfig {
-  const p = PRESETS["qwen2-0.5b"];
-  return parseModelConfig({
-    model_type: "qwen2",
-    hidden_size: p.hiddenSize,
-    intermediate_size: p.intermediateSize,
-    num_hidden_layers: p.numLayers,
-    num_attention_heads: p.numHeads,
-    num_key_value_heads: p.numKvHeads,
-    vocab_size: p.vocabSize,
-    max_position_embeddings: p.maxPositionEmbeddings,
-  });
+  return parseModelConfig(presetConfig(PRESETS["qwen2-0.5b"]));
 }
 
 const shape = (names: string, values: number[]): string => `[${names}] = [${values.join(", ")}]`;

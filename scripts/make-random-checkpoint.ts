@@ -178,6 +178,26 @@ export function makeRandomCheckpoint(opts: MakeRandomCheckpointOptions): Written
 }
 
 /** A tensor to make, and how to draw its values. */
+/** The hyper-parameters of config.json for a preset. */
+export function presetConfig(p: RandomModelPreset): Record<string, unknown> {
+  return {
+    architectures: ["Qwen2ForCausalLM"],
+    model_type: "qwen2",
+    hidden_act: "silu",
+    hidden_size: p.hiddenSize,
+    intermediate_size: p.intermediateSize,
+    num_hidden_layers: p.numLayers,
+    num_attention_heads: p.numHeads,
+    num_key_value_heads: p.numKvHeads,
+    vocab_size: p.vocabSize,
+    max_position_embeddings: p.maxPositionEmbeddings,
+    rope_theta: p.ropeTheta,
+    rms_norm_eps: p.rmsNormEps,
+    tie_word_embeddings: p.tieWordEmbeddings,
+    use_sliding_window: false,
+  };
+}
+
 export interface PlannedTensor {
   /** The Hugging Face name; it also keys the tensor's random stream. */
   hfName: string;
@@ -378,20 +398,7 @@ function writeSafetensorsFolder(
   mkdirSync(partial);
   const json = (name: string, value: unknown): void => writeFileSync(join(partial, name), JSON.stringify(value, null, 2) + "\n");
   json("config.json", {
-    architectures: ["Qwen2ForCausalLM"],
-    model_type: "qwen2",
-    hidden_act: "silu",
-    hidden_size: p.hiddenSize,
-    intermediate_size: p.intermediateSize,
-    num_hidden_layers: p.numLayers,
-    num_attention_heads: p.numHeads,
-    num_key_value_heads: p.numKvHeads,
-    vocab_size: p.vocabSize,
-    max_position_embeddings: p.maxPositionEmbeddings,
-    rope_theta: p.ropeTheta,
-    rms_norm_eps: p.rmsNormEps,
-    tie_word_embeddings: p.tieWordEmbeddings,
-    use_sliding_window: false,
+    ...presetConfig(p),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     torch_dtype: TORCH_DTYPES[type],
