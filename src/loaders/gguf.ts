@@ -164,6 +164,42 @@ export function readGgufHeader(path: string): GgufHeader {
   }
 }
 
+/** A split GGUF part's name, as llama.cpp's gguf-split writes them: `name-00001-of-00003.gguf`. */
+export const SPLIT_NAME = /-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/**
+ * The headers of every part of a GGUF file split by llama.cpp's gguf-split, in order, given the
+ * first one's (whose metadata says `split.count`); a file that is not split is its one part. Each
+ * part is a GGUF file of its own holding some of the tensors; together they must hold
+ * `split.tensors.count`, each once.
+ */
+export function readGgufParts(first: GgufHeader): GgufHeader[] {
+  const count = metadataNumber(first, "split.count") ?? 1;
+  if (count <= 1) return [first];
+  const name = SPLIT_NAME.exec(first.path);
+  if (!name || Number(name[1]) !== 1 || Number(name[2]) !== count) {
+    throw new CheckpointError(
+      `${first.path} is part of a GGUF file split in ${count}; pass its first part, named …-00001-of-${String(count).padStart(5, "0")}.gguf`,
+    );
+  }
+  const parts = [first];
+  for (let no = 2; no <= count; no++) {
+    const path = first.path.slice(0, name.index) + `-${String(no).padStart(5, "0")}-of-${name[2]}.gguf`;
+    const part = readGgufHeader(path);
+    if (metadataNumber(part, "split.no") !== no - 1) throw new CheckpointError(`${path}: split.no is not ${no - 1}; ${RECONVERT}`);
+    parts.push(part);
+  }
+  const names = new Set(parts.flatMap((part) => [...part.tensors.keys()]));
+  const total = parts.reduce((n, part) => n + part.tensors.size, 0);
+  const expected = metadataNumber(first, "split.tensors.count") ?? total;
+  if (names.size !== total || total !== expected) {
+    throw new CheckpointError(
+      `${first.path}: its ${count} parts hold ${total} tensors (${names.size} distinct), not the ${expected} split.tensors.count says; ${RECONVERT}`,
+    );
+  }
+  return parts;
+}
+
 /** A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a copy. */
 const MAP_MIN_BYTES = 64 * 1024;
 
