@@ -11,7 +11,7 @@ export type { DownloadProgress } from "./download.js";
 import { HubError, downloadFiles, hubEndpoint, isNetworkError, networkReason, repoInfo, type DownloadProgress } from "./download.js";
 import { cachedCommit, hubCacheDir, repoCacheDir, snapshotDir, snapshotFiles, writeRef } from "./hf-cache.js";
 import { parseModelSpec, type ModelSpec } from "./model-spec.js";
-import { selectRepoFiles, type RepoSelection } from "./repo-files.js";
+import { ggufQuant, selectRepoFiles, type RepoSelection } from "./repo-files.js";
 
 export interface ResolveOptions {
   /** A branch, tag or commit of a repo id (default main). */
@@ -56,9 +56,10 @@ export async function pullRepo(spec: Extract<ModelSpec, { kind: "repo" }>, opts:
   const label = spec.quant === undefined ? spec.repo : `${spec.repo}:${spec.quant}`;
   const at = spec.revision === "main" ? "" : ` at revision ${spec.revision}`;
   const commit = cachedCommit(repoDir, spec.revision);
-  const cached = commit === undefined ? undefined : completeSnapshot(spec, snapshotDir(repoDir, commit));
+  const offline = opts.offline || offlineFromEnv();
+  const cached = commit === undefined ? undefined : completeSnapshot(spec, snapshotDir(repoDir, commit), offline);
   if (commit !== undefined && cached) return { ...located(repoDir, commit, cached), downloaded: false };
-  if (opts.offline || offlineFromEnv()) {
+  if (offline) {
     throw new HubError(
       `${label}${at} is not in the Hugging Face cache (${hubCacheDir()}) and downloads are off (--offline or HF_HUB_OFFLINE); ` +
         `download it first with network (tiny-llm pull ${label}), or ${LOCAL_HINT}`,
@@ -85,9 +86,11 @@ function located(repoDir: string, commit: string, selection: RepoSelection): Omi
 
 /**
  * The files of a cached snapshot that `spec` needs, when it has them all: a folder's config and
- * every weight file (each shard its index lists), or every part of the GGUF file.
+ * every weight file (each shard its index lists), or every part of the GGUF file. With no
+ * quantization named, a GGUF file other than Q4_K_M (the hub's pick) is only taken offline: the
+ * cache may hold another one because it was named before.
  */
-function completeSnapshot(spec: Extract<ModelSpec, { kind: "repo" }>, dir: string): RepoSelection | undefined {
+function completeSnapshot(spec: Extract<ModelSpec, { kind: "repo" }>, dir: string, offline: boolean): RepoSelection | undefined {
   const files = snapshotFiles(dir);
   let selection: RepoSelection;
   try {
@@ -95,7 +98,8 @@ function completeSnapshot(spec: Extract<ModelSpec, { kind: "repo" }>, dir: strin
   } catch {
     return undefined;
   }
-  if (selection.kind === "gguf") return selection;
+  if (selection.kind === "gguf")
+    return spec.quant !== undefined || offline || ggufQuant(selection.entry) === "Q4_K_M" ? selection : undefined;
   if (files.includes(INDEX_FILE)) {
     const index = readJson(join(dir, INDEX_FILE), "safetensors index") as { weight_map?: Record<string, string> };
     const shards = new Set(Object.values(index.weight_map ?? {}));
