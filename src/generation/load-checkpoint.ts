@@ -103,11 +103,12 @@ function loadGguf(path: string): LoadedCheckpoint {
  */
 function readGgufHead(path: string): { config: ModelConfig; tokenizer: Tokenizer; eosTokenIds: number[]; parts: GgufHeader[] } {
   const header = readGgufHeader(path);
+  // First: a later part of a split file has no model metadata to read.
+  const parts = readGgufParts(header).map((part) => ({ ...part, metadata: new Map() }));
   const config = ggufModelConfig(header);
   const tokenizer = ggufTokenizer(header);
   // End of turn and end of message (chat models) end generation as well as end of sequence.
   const stopKeys = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"];
   const eosTokenIds = [...new Set(stopKeys.map((key) => metadataNumber(header, key)).filter((id) => id !== undefined))];
-  const parts = readGgufParts(header).map((part) => ({ ...part, metadata: new Map() }));
   return { config, tokenizer, eosTokenIds, parts };
 }
