@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { BackendName, BackendOptions } from "../engine/backend.js";
+import type { KvDtype } from "../kernels/kernels.js";
 import { UsageError } from "./errors.js";
 import { DEFAULT_MODEL, parseModelSpec } from "../hub/model-spec.js";
 import { resolveModel } from "../hub/resolve-model.js";
@@ -30,6 +31,17 @@ export function parseOptions<const T extends OptionsConfig>(
   options: T,
   help: string,
 ): OptionValues<T> | undefined {
+  return parseCommandLine(command, argv, options, help, 0)?.values;
+}
+
+/** parseOptions for a command that also takes up to `maxArgs` arguments (`tiny-llm pull REPO`). */
+export function parseCommandLine<const T extends OptionsConfig>(
+  command: string,
+  argv: readonly string[],
+  options: T,
+  help: string,
+  maxArgs: number,
+): { values: OptionValues<T>; args: string[] } | undefined {
   const end = argv.indexOf("--");
   if ((end < 0 ? argv : argv.slice(0, end)).some((a) => a === "-h" || a === "--help")) {
     process.stdout.write(help + "\n");
@@ -43,8 +55,15 @@ export function parseOptions<const T extends OptionsConfig>(
     allowPositionals: true,
     tokens: true,
   });
+  const args: string[] = [];
   for (const token of tokens) {
-    if (token.kind === "positional") throw new UsageError(`unexpected argument "${token.value}"; ${hint}`);
+    if (token.kind === "positional") {
+      if (args.length < maxArgs) {
+        args.push(token.value);
+        continue;
+      }
+      throw new UsageError(`unexpected argument "${token.value}"; ${hint}`);
+    }
     if (token.kind !== "option") continue;
     const declared = Object.hasOwn(options, token.name) ? options[token.name] : undefined;
     if (declared === undefined) {
@@ -53,7 +72,7 @@ export function parseOptions<const T extends OptionsConfig>(
     }
     if (declared.type === "boolean" && token.value !== undefined) throw new UsageError(`--${token.name} takes no value; ${hint}`);
   }
-  return values as OptionValues<T>;
+  return { values: values as OptionValues<T>, args };
 }
 
 /**
@@ -133,6 +152,15 @@ function inRange(name: string, n: number, min: number, max: number): number {
   if (n < min) throw new UsageError(`--${name} must be at least ${min}, got ${n}`);
   if (n > max) throw new UsageError(`--${name} must be at most ${max}, got ${n}`);
   return n;
+}
+
+const KV_DTYPES: readonly KvDtype[] = ["f32", "f16", "bf16"];
+
+/** --kv-dtype; undefined when the option is absent. */
+export function parseKvDtype(value: string | undefined): KvDtype | undefined {
+  if (value !== undefined && !KV_DTYPES.includes(value as KvDtype))
+    throw new UsageError(`--kv-dtype must be f32, f16 or bf16, got "${value}"`);
+  return value as KvDtype | undefined;
 }
 
 /** --model, with -m. */

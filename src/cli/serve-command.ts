@@ -22,6 +22,7 @@ import {
   localModel,
   modelHelp,
   parseBackendOptions,
+  parseKvDtype,
   parseOptions,
   parseWholeNumber,
 } from "./options.js";
@@ -51,9 +52,6 @@ ${chatTemplateHelp(26)}
                           on (default): a request's tokens and log-probabilities do not depend on
                           what shares its batch; off: prompts use the faster batched kernels
   -h, --help              show this help`;
-
-type KvDtype = NonNullable<EngineOptions["kvDtype"]>;
-const KV_DTYPES: readonly KvDtype[] = ["f32", "f16", "bf16"];
 
 export interface ServeSettings {
   /** As --model names it: a path or a Hugging Face repo id. */
@@ -96,10 +94,7 @@ export function parseServeArgs(argv: string[]): ServeSettings | undefined {
   if (values.host.trim() === "") throw new UsageError("--host must not be empty");
   const apiKey = values["api-key"];
   if (apiKey !== undefined && apiKey.trim() === "") throw new UsageError("--api-key must not be empty");
-  const kvDtype = values["kv-dtype"];
-  if (kvDtype !== undefined && !KV_DTYPES.includes(kvDtype as KvDtype)) {
-    throw new UsageError(`--kv-dtype must be f32, f16 or bf16, got "${kvDtype}"`);
-  }
+  const kvDtype = parseKvDtype(values["kv-dtype"]);
   const kvCacheSize = values["kv-cache-size"];
   if (kvCacheSize !== undefined) {
     try {
@@ -128,7 +123,7 @@ export function parseServeArgs(argv: string[]): ServeSettings | undefined {
   const maxBatchTokens = parseWholeNumber("max-batch-tokens", values["max-batch-tokens"], 1);
   if (maxBatchTokens !== undefined) engine.maxBatchTokens = maxBatchTokens;
   if (kvCacheSize !== undefined) engine.kvCacheSize = kvCacheSize;
-  if (kvDtype !== undefined) engine.kvDtype = kvDtype as KvDtype;
+  if (kvDtype !== undefined) engine.kvDtype = kvDtype;
   const settings: ServeSettings = {
     model: values.model ?? DEFAULT_MODEL,
     offline: values.offline,

@@ -95,3 +95,12 @@ export function selectRepoFiles(repo: string, files: readonly string[], quant?: 
   }
   return { kind: "gguf", files: parts, entry: parts[0] };
 }
+
+/** What a snapshot holding `files` runs as: "safetensors", "mlx" (when `quantized`), or one "gguf QUANT" per quantization. */
+export function modelFormats(files: readonly string[], quantized: boolean): string[] {
+  const formats = ggufQuants(files).map((quant) => `gguf ${quant}`);
+  if (files.includes("config.json") && files.some((file) => !file.includes("/") && file.endsWith(".safetensors"))) {
+    formats.unshift(quantized ? "mlx" : "safetensors");
+  }
+  return formats;
+}
