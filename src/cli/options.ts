@@ -246,7 +246,7 @@ export async function localModel(values: { model?: string; revision?: string; of
   const spec = parseModelSpec(model, values.revision);
   if (spec.kind === "path" && !existsSync(spec.path)) {
     throw new UsageError(
-      `model folder or file ${model} does not exist; --model takes a checkpoint folder, a .gguf file, or a Hugging Face repo id (org/name or org/name:QUANT)`,
+      `model folder or file ${model} does not exist; --model takes a checkpoint folder or a .gguf file, or a Hugging Face repo id (org/name or org/name:QUANT)`,
     );
   }
   return resolveModel(model, { revision: values.revision, offline: values.offline, onDownload: downloadBar() });
