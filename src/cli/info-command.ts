@@ -4,7 +4,7 @@
  * memory it needs at a context length.
  */
 import { DEFAULT_MODEL } from "../hub/model-spec.js";
-import { memoryBytes, readModelInfo } from "../loaders/model-info.js";
+import { readModelInfo } from "../loaders/model-info.js";
 import { PagedKvCache } from "../engine/kv-cache.js";
 import { formatBytes, writeOut } from "./output.js";
 import { HUB_OPTIONS, MODEL_OPTION, localModel, modelHelp, parseKvDtype, parseOptions, parseWholeNumber } from "./options.js";
@@ -42,6 +42,8 @@ export async function runInfo(argv: string[]): Promise<void> {
   const c = info.config;
   const ctx = ctxGiven ?? c.maxPositionEmbeddings;
   const kvBytes = PagedKvCache.bytesPerToken(c, kvDtype) * ctx;
+  // What loading takes: the weights as stored, and the K/V of `ctx` tokens.
+  const memory = info.weightBytes + kvBytes;
   const model = values.model ?? DEFAULT_MODEL;
   if (values.json) {
     const out = {
@@ -63,7 +65,7 @@ export async function runInfo(argv: string[]): Promise<void> {
       kvDtype,
       weightBytes: info.weightBytes,
       kvBytes,
-      memoryBytes: memoryBytes(info, ctx, kvDtype),
+      memoryBytes: memory,
     };
     writeOut(JSON.stringify(out) + "\n");
     return;
@@ -84,7 +86,7 @@ export async function runInfo(argv: string[]): Promise<void> {
     ["chat template", info.chatTemplate ? "yes" : "no"],
     [
       "memory",
-      `${formatBytes(memoryBytes(info, ctx, kvDtype))} at ${ctx} tokens: weights ${formatBytes(info.weightBytes)} + ` +
+      `${formatBytes(memory)} at ${ctx} tokens: weights ${formatBytes(info.weightBytes)} + ` +
         `KV cache ${formatBytes(kvBytes)} (${kvDtype})`,
     ],
   ];

@@ -1,12 +1,10 @@
 /**
  * What a model is, read from its headers alone (no weights): architecture, parameters counted
- * from tensor shapes, weight types, context, vocabulary, whether it has a chat template, and the
- * memory it needs at a context length. For `tiny-llm info`.
+ * from tensor shapes, weight types and their bytes, context, vocabulary, and whether it has a
+ * chat template. For `tiny-llm info`.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { PagedKvCache } from "../engine/kv-cache.js";
-import type { KvDtype } from "../kernels/kernels.js";
 import type { ModelConfig } from "../models/config.js";
 import { readJson } from "./checkpoint.js";
 import { metadataString, readGgufHeader, readGgufParts } from "./gguf.js";
@@ -30,11 +28,6 @@ export interface ModelInfo {
 /** Facts of a checkpoint folder or GGUF file. */
 export function readModelInfo(path: string): ModelInfo {
   return statSync(path).isDirectory() ? folderInfo(path) : ggufInfo(path);
-}
-
-/** Bytes of the weights plus a KV cache of `ctx` tokens in `kvDtype`. */
-export function memoryBytes(info: ModelInfo, ctx: number, kvDtype: KvDtype): number {
-  return info.weightBytes + PagedKvCache.bytesPerToken(info.config, kvDtype) * ctx;
 }
 
 function ggufInfo(path: string): ModelInfo {
