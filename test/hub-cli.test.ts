@@ -3,13 +3,15 @@
  * writes what it writes from the local folder (and llama.cpp's greedy text), pull, ls, rm and
  * info print what they should, and without network or cache the error is one line.
  */
+/* eslint-disable no-control-regex -- terminal escapes are what the progress bar test looks for */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { runCliAsync } from "./support/cli.js";
+import { spawn, spawnSync } from "node:child_process";
+import { cliPath, runCliAsync } from "./support/cli.js";
 import { FakeHub, fakeCommit, folderFiles } from "./support/fake-hub.js";
 import { sharedPath } from "./support/shared.js";
 
@@ -146,6 +148,60 @@ test("info describes a repo, a folder and a GGUF file: parameters, weights, cont
   assert.match(table.stdout, /^model {9}.*stories260k-qwen2\nformat {8}safetensors\narchitecture {2}qwen2\nparameters {4}0\.26 M\n/);
   assert.match(table.stdout, /\nmemory {8}1\.4 MB at 512 tokens: weights 1\.0 MB \+ KV cache 0\.3 MB \(f16\)\n$/);
 });
+
+test("an MLX-quantized folder counts its packed matrices' values: the parameters of the float model", { skip }, async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "tiny-llm-hub-cli-")), "q4");
+  const quantized = await runCliAsync(["quantize", "-m", stories.path, "--bits", "4", "--out", out], hubEnv());
+  assert.equal(quantized.status, 0, quantized.stderr);
+  const float = JSON.parse((await runCliAsync(["info", "-m", stories.path, "--json"], hubEnv())).stdout) as { parameters: number };
+  const q4 = JSON.parse((await runCliAsync(["info", "-m", out, "--json"], hubEnv())).stdout) as {
+    format: string;
+    parameters: number;
+    weightTypes: Record<string, number>;
+    weightBytes: number;
+  };
+  assert.equal(q4.format, "mlx");
+  assert.equal(q4.parameters, float.parameters);
+  assert.ok(
+    Object.keys(q4.weightTypes).some((type) => /^4-bit affine \(group \d+\)$/.test(type)),
+    JSON.stringify(q4.weightTypes),
+  );
+  assert.ok(q4.weightBytes < float.parameters * 4 * 0.5, "4-bit weights take well under half the f32 bytes");
+});
+
+/** `tiny-llm ...args` on a terminal (script(1)), not blocking this process, whose fake hub must answer. */
+async function onTerminal(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const quoted = [process.execPath, cliPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  // Wide enough for the bar beside the figures.
+  const child = spawn("script", ["-qec", `stty cols 120; ${quoted}`, "/dev/null"], {
+    env: { ...env, TERM: "xterm" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
+  const status = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  assert.equal(status, 0, output);
+  return output;
+}
+
+const noScript = spawnSync("script", ["--version"]).error ? "script(1) from util-linux is not installed" : false;
+
+test(
+  "a download shows a progress bar on a terminal (dim, or plain with NO_COLOR), erased before the output",
+  { skip: skip || noScript },
+  async () => {
+    const bar = (dim: string): RegExp =>
+      new RegExp(
+        `\\r\\x1b\\[2K${dim}downloading test-org/stories260k-qwen2 \\[[#-]{30}\\] [\\d.]+ MB / 1\\.1 MB  [\\d.]+ MB/s  ETA \\S+(?:\\x1b|\\r)`,
+      );
+    const coloured = await onTerminal(["pull", REPO], { ...hubEnv(), NO_COLOR: "" });
+    assert.match(coloured, bar("\\x1b\\[2m"));
+    assert.match(coloured, /\r\x1b\[2Ktest-org\/stories260k-qwen2: 5 files, 1\.1 MB, downloaded/);
+    const plain = await onTerminal(["pull", REPO], hubEnv());
+    assert.match(plain, bar(""));
+    assert.doesNotMatch(plain, /\x1b\[2m/);
+  },
+);
 
 test("without network and cache, and offline, the default model's error is one line saying how to pass a local model", async () => {
   const env = { ...hubEnv(), HF_HUB_OFFLINE: "1" };

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { parseModelSpec, type ModelSpec } from "../src/hub/model-spec.js";
 import { ggufQuant, ggufQuants, selectRepoFiles } from "../src/hub/repo-files.js";
+import { progressText } from "../src/cli/progress.js";
 
 test("--model is a path when it exists or is written as one, else org/name[:QUANT] is a repo id", () => {
   const cwd = process.cwd();
@@ -131,4 +132,16 @@ test("a GGUF repo gives the one file of the quantization named (any case), all p
     () => selectRepoFiles("org/m-GGUF", ["qwen-Q8_0-00001-of-00002.gguf"], "Q8_0"),
     /the split GGUF qwen-Q8_0-00001-of-00002\.gguf has 1 of its 2 parts in the repo/,
   );
+});
+
+test("the download bar shows bytes, rate and time left, and a bar only where the terminal has room", () => {
+  const p = { repo: "Qwen/Qwen2.5-0.5B-Instruct", file: "model.safetensors", bytes: 500e6, totalBytes: 1000e6 };
+  // 400 MB arrived in 20 s (100 MB were there from an earlier run): 20 MB/s, 25 s to go.
+  assert.equal(
+    progressText(p, 20, 100e6, 120),
+    "downloading Qwen/Qwen2.5-0.5B-Instruct [###############---------------] 500.0 MB / 1.00 GB  20.0 MB/s  ETA 25s",
+  );
+  assert.equal(progressText(p, 20, 100e6, 80), "downloading Qwen/Qwen2.5-0.5B-Instruct 500.0 MB / 1.00 GB  20.0 MB/s  ETA 25s");
+  assert.match(progressText({ ...p, bytes: 0 }, 0, 0, 80), /0\.0 MB \/ 1\.00 GB {2}0\.0 MB\/s {2}ETA --$/);
+  assert.match(progressText(p, 1, 499e6, 80), /ETA 8m20s$/);
 });

@@ -1,12 +1,12 @@
 /** `tiny-llm pull REPO`: downloads a Hugging Face repo's model files into the cache, without running it. */
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import { parseModelSpec } from "../hub/model-spec.js";
 import { pullRepo } from "../hub/resolve-model.js";
 import { UsageError } from "./errors.js";
 import { formatBytes, writeOut } from "./output.js";
 import { HUB_OPTIONS, parseCommandLine } from "./options.js";
 import { downloadBar } from "./progress.js";
-import { statSync } from "node:fs";
-import { dirname, join } from "node:path";
 
 export const PULL_HELP = `Usage: tiny-llm pull REPO [options]
 
@@ -28,8 +28,7 @@ export async function runPull(argv: string[]): Promise<void> {
   const spec = parseModelSpec(repo, parsed.values.revision);
   if (spec.kind !== "repo") throw new UsageError(`${repo} is not a Hugging Face repo id (org/name or org/name:QUANT)`);
   const pulled = await pullRepo(spec, { offline: parsed.values.offline, onDownload: downloadBar() });
-  const snapshot = spec.quant === undefined ? pulled.path : dirname(pulled.path);
-  const bytes = pulled.files.reduce((sum, file) => sum + statSync(join(snapshot, file)).size, 0);
+  const bytes = pulled.files.reduce((sum, file) => sum + statSync(join(pulled.snapshot, file)).size, 0);
   const how = pulled.downloaded ? "downloaded" : "already in the cache";
   writeOut(`${repo}: ${pulled.files.length} files, ${formatBytes(bytes)}, ${how} (commit ${pulled.commit})\n${pulled.path}\n`);
 }

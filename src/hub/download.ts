@@ -88,16 +88,28 @@ interface FileMeta {
 
 /** A file's etag, size and download address, read from the hub's answer as huggingface_hub reads it (HEAD, no redirects). */
 async function fileMeta(repo: string, commit: string, file: string): Promise<FileMeta> {
-  const url = `${hubEndpoint()}/${repo}/resolve/${commit}/${file.split("/").map(encodeURIComponent).join("/")}`;
-  const res = await fetch(url, { method: "HEAD", redirect: "manual", headers: authHeaders(url) });
+  let url = `${hubEndpoint()}/${repo}/resolve/${commit}/${file.split("/").map(encodeURIComponent).join("/")}`;
+  // identity: a compressed answer's Content-Length is not the file's size.
+  const head = (at: string): Promise<Response> =>
+    fetch(at, { method: "HEAD", redirect: "manual", headers: { ...authHeaders(at), "Accept-Encoding": "identity" } });
+  let res = await head(url);
+  // A renamed repo redirects on the hub itself before any CDN: follow that (a few times at most).
+  for (let hops = 0; hops < 5 && isRedirect(res.status) && !res.headers.has("x-linked-etag"); hops++) {
+    const next = new URL(res.headers.get("location") ?? "", url);
+    if (next.origin !== new URL(hubEndpoint()).origin) break;
+    url = next.href;
+    res = await head(url);
+  }
   if (res.status >= 400) throw statusError(res.status, `${repo} file ${file}`);
   // LFS files: the hub redirects and names the content by X-Linked-Etag (its SHA-256); others carry an ETag.
   const rawEtag = res.headers.get("x-linked-etag") ?? res.headers.get("etag");
   const size = Number(res.headers.get("x-linked-size") ?? res.headers.get("content-length"));
   if (!rawEtag || !Number.isSafeInteger(size)) throw new HubError(`${hubEndpoint()} gave no ETag or size for ${repo} file ${file}`);
-  const location = res.status >= 300 ? res.headers.get("location") : null;
+  const location = isRedirect(res.status) ? res.headers.get("location") : null;
   return { etag: rawEtag.replace(/^W\//, "").replace(/"/g, ""), size, url: location ? new URL(location, url).href : url };
 }
+
+const isRedirect = (status: number): boolean => status >= 300 && status < 400;
 
 /** The token goes only to the hub itself, never to the CDN it redirects to. */
 function authHeaders(url: string): Record<string, string> {

@@ -43,7 +43,9 @@ export async function resolveModel(model: string, opts: ResolveOptions = {}): Pr
 }
 
 export interface PulledRepo {
+  /** What the loader opens: the snapshot folder, or the (first) GGUF file in it. */
   path: string;
+  snapshot: string;
   commit: string;
   files: string[];
   /** Whether anything was downloaded. */
@@ -81,7 +83,8 @@ export async function pullRepo(spec: Extract<ModelSpec, { kind: "repo" }>, opts:
 }
 
 function located(repoDir: string, commit: string, selection: RepoSelection): Omit<PulledRepo, "downloaded"> {
-  return { path: join(snapshotDir(repoDir, commit), selection.entry), commit, files: selection.files };
+  const snapshot = snapshotDir(repoDir, commit);
+  return { path: join(snapshot, selection.entry), snapshot, commit, files: selection.files };
 }
 
 /**
