@@ -11,6 +11,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, test } from "node:test";
+import { loadModel, type LoadProgress } from "../src/api/load-model.js";
 import { loadTokenizer } from "../src/generation/load-checkpoint.js";
 import { downloadFiles } from "../src/hub/download.js";
 import { repoCacheDir } from "../src/hub/hf-cache.js";
@@ -226,5 +227,36 @@ test(
       resolveModel("test-org/stories-GGUF:Q5_K_S"),
       /^ModelSpecError: test-org\/stories-GGUF has no GGUF file of quantization Q5_K_S; it has F32, Q4_K_M, Q8_0$/,
     );
+  },
+);
+
+test(
+  "loadModel takes a repo id, reporting the download's bytes as a download phase, and generates the folder's text",
+  { skip },
+  async () => {
+    const phases: LoadProgress[] = [];
+    const engine = await loadModel(REPO, { kvCacheSize: "1024t", onProgress: (p) => phases.push(p) });
+    try {
+      const downloads = phases.filter((p) => p.phase === "download");
+      assert.ok(downloads.length > 0);
+      const total = [...folder.values()].reduce((n, b) => n + b.byteLength, 0);
+      assert.ok(downloads.every((p) => p.repo === REPO && p.totalBytes === total && p.bytes <= total));
+      assert.equal(downloads.at(-1)?.bytes, total);
+      assert.deepEqual(
+        phases.filter((p) => p.phase !== "download").map((p) => p.phase),
+        ["tokenizer", "weights", "ready"],
+      );
+      const local = await loadModel(stories.path, { kvCacheSize: "1024t" });
+      try {
+        const [a, b] = await Promise.all(
+          [engine, local].map(async (e) => (await e.generate("Once", { maxTokens: 40, temperature: 0 }).result).text),
+        );
+        assert.equal(a, b);
+      } finally {
+        await local.close();
+      }
+    } finally {
+      await engine.close();
+    }
   },
 );
