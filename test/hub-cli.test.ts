@@ -55,6 +55,42 @@ test("generate --model org/repo writes what the local folder gives, llama.cpp's 
   assert.equal(hub.requests.length, seen);
 });
 
+test("serve --model org/repo serves it under that name, answering as generate does from the folder", { skip }, async () => {
+  const env = hubEnv();
+  const child = spawn(process.execPath, [cliPath, "serve", "-m", REPO, "--port", "0"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  try {
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    let stdout = "";
+    child.stdout.setEncoding("utf8");
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (chunk: string) => {
+        stdout += chunk;
+        const ready = /serving test-org\/stories260k-qwen2 at (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout);
+        if (ready) resolve(ready[1]);
+      });
+      child.on("exit", () => reject(new Error(`serve exited: ${stderr}`)));
+    });
+    const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
+    assert.deepEqual(
+      models.data.map((m) => m.id),
+      [REPO],
+    );
+    const body = { prompt: "Once upon a time", max_tokens: 24, temperature: 0 };
+    const res = await fetch(`${url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const text = ((await res.json()) as { choices: { text: string }[] }).choices[0].text;
+    const local = await runCliAsync(["generate", "-m", stories.path, "-p", "Once upon a time", "-n", "24", "--temperature", "0"], env);
+    // generate ends its text with a newline.
+    assert.equal(text + "\n", local.stdout);
+  } finally {
+    child.kill("SIGTERM");
+  }
+});
+
 test("pull downloads into the cache, ls lists it with size and format, rm deletes it", { skip }, async () => {
   const cache = mkdtempSync(join(tmpdir(), "tiny-llm-hub-cli-"));
   const env = hubEnv(cache);
