@@ -74,7 +74,7 @@ export class FakeHub {
     const path = decodeURIComponent(url.pathname);
     this.requests.push({ method: req.method ?? "GET", path, range: req.headers.range, authorization: req.headers.authorization });
     const info = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(path);
-    if (info) return this.modelInfo(res, info[1], info[2]);
+    if (info) return this.modelInfo(res, info[1], info[2], url.searchParams.getAll("expand"));
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     if (resolve) return this.resolve(req, res, resolve[1], resolve[2], resolve[3]);
     const cdn = /^\/cdn\/([0-9a-f]{64})$/.exec(path);
@@ -90,12 +90,11 @@ export class FakeHub {
     return undefined;
   }
 
-  private modelInfo(res: ServerResponse, name: string, revision: string): void {
+  /** As the real API: with `expand` parameters, only the fields they name (besides the ids). */
+  private modelInfo(res: ServerResponse, name: string, revision: string, expand: string[]): void {
     const repo = this.repoAt(res, name, revision);
     if (!repo) return;
-    this.json(res, 200, {
-      _id: repo.commit.slice(0, 24),
-      id: name,
+    const fields: Record<string, unknown> = {
       sha: repo.commit,
       private: false,
       gated: repo.token === undefined ? false : "manual",
@@ -103,7 +102,9 @@ export class FakeHub {
       likes: 0,
       lastModified: "2025-01-01T00:00:00.000Z",
       siblings: [...repo.files.keys()].map((rfilename) => ({ rfilename })),
-    });
+    };
+    const shown = expand.length === 0 ? Object.keys(fields) : expand.filter((key) => key in fields);
+    this.json(res, 200, { _id: repo.commit.slice(0, 24), id: name, ...Object.fromEntries(shown.map((key) => [key, fields[key]])) });
   }
 
   private resolve(req: IncomingMessage, res: ServerResponse, name: string, revision: string, file: string): void {
