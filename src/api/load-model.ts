@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { AsyncEngine } from "../engine/async-engine.js";
 import type { EngineOptions } from "../engine/engine-options.js";
 import { loadTokenizer } from "../generation/load-checkpoint.js";
+import { ggufPartPaths } from "../loaders/gguf.js";
 import { resolveModel, type DownloadProgress } from "../hub/resolve-model.js";
 import { Engine } from "./engine.js";
 
@@ -50,9 +51,9 @@ export async function loadModel(model: string, opts: LoadModelOptions = {}): Pro
   return new Engine({ core, tokenizer, eosTokenIds, sampling, path });
 }
 
-/** The size of a GGUF file, or of a folder's safetensors files. */
+/** The size of a GGUF file (all its parts when it is split), or of a folder's safetensors files. */
 function weightBytes(path: string): number {
-  if (!statSync(path).isDirectory()) return statSync(path).size;
+  if (!statSync(path).isDirectory()) return ggufPartPaths(path).reduce((sum, part) => sum + statSync(part).size, 0);
   return readdirSync(path)
     .filter((name) => name.endsWith(".safetensors"))
     .reduce((sum, name) => sum + statSync(join(path, name)).size, 0);

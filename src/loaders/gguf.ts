@@ -167,6 +167,14 @@ export function readGgufHeader(path: string): GgufHeader {
 /** A split GGUF part's name, as llama.cpp's gguf-split writes them: `name-00001-of-00003.gguf`. */
 export const SPLIT_NAME = /-(\d{5})-of-(\d{5})\.gguf$/i;
 
+/** Every part's path of the split GGUF file whose part `path` names, in order; [path] for a file not named as a part. */
+export function ggufPartPaths(path: string): string[] {
+  const name = SPLIT_NAME.exec(path);
+  if (!name) return [path];
+  const stem = path.slice(0, name.index);
+  return Array.from({ length: Number(name[2]) }, (_, i) => `${stem}-${String(i + 1).padStart(5, "0")}-of-${name[2]}.gguf`);
+}
+
 /**
  * The headers of every part of a GGUF file split by llama.cpp's gguf-split, in order, given the
  * first one's (whose metadata says `split.count`); a file that is not split is its one part. Each
@@ -182,13 +190,11 @@ export function readGgufParts(first: GgufHeader): GgufHeader[] {
       `${first.path} is part of a GGUF file split in ${count}; pass its first part, named …-00001-of-${String(count).padStart(5, "0")}.gguf`,
     );
   }
-  const parts = [first];
-  for (let no = 2; no <= count; no++) {
-    const path = first.path.slice(0, name.index) + `-${String(no).padStart(5, "0")}-of-${name[2]}.gguf`;
-    const part = readGgufHeader(path);
-    if (metadataNumber(part, "split.no") !== no - 1) throw new CheckpointError(`${path}: split.no is not ${no - 1}; ${RECONVERT}`);
-    parts.push(part);
-  }
+  const parts = ggufPartPaths(first.path).map((path, i) => {
+    const part = i === 0 ? first : readGgufHeader(path);
+    if (metadataNumber(part, "split.no") !== i) throw new CheckpointError(`${path}: split.no is not ${i}; ${RECONVERT}`);
+    return part;
+  });
   const names = new Set(parts.flatMap((part) => [...part.tensors.keys()]));
   const total = parts.reduce((n, part) => n + part.tensors.size, 0);
   const expected = metadataNumber(first, "split.tensors.count") ?? total;
