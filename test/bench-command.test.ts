@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { BenchResult } from "../src/cli/bench-command.js";
@@ -114,9 +115,11 @@ for (const [what, args, message] of badOptions) {
 }
 
 test("tiny-llm bench without --model or with a missing one says what --model takes", () => {
-  const none = bench();
+  // No --model is the default model: offline with an empty cache, one line saying how to pass one.
+  const env = { ...process.env, HF_HUB_OFFLINE: "1", HF_HUB_CACHE: join(tmpdir(), "tiny-llm-bench-no-cache") };
+  const none = spawnSync(process.execPath, [cli, "bench"], { encoding: "utf8", env });
   assert.equal(none.status, 1);
-  assert.match(none.stderr, /^tiny-llm: error: --model M is required.*\n$/);
+  assert.match(none.stderr, /^tiny-llm: error: Qwen\/Qwen2\.5-0\.5B-Instruct is not in the Hugging Face cache .*--model \.\/my-model.*\n$/);
   const missing = bench("--model", join(projectRoot, "no-such-model.gguf"));
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /^tiny-llm: error: .*does not exist.*\n$/);

@@ -154,7 +154,8 @@ test("generation stops at the context length instead of overflowing it", { skip:
 
 test("CLI usage errors are one line and a non-zero exit", { skip: stories.skip }, () => {
   const cases: [string[], RegExp][] = [
-    [["generate", "--prompt", "x"], /--model DIR is required/],
+    // No --model is the default model: offline with an empty cache, that is one line too.
+    [["generate", "--prompt", "x"], /Qwen\/Qwen2\.5-0\.5B-Instruct is not in the Hugging Face cache .* downloads are off/],
     [["generate", "--model", stories.path], /--prompt TEXT is required/],
     [["generate", "--model", join(tmp, "nope"), "--prompt", "x"], /model folder .*nope does not exist/],
     [["generate", "--model", stories.path, "--prompt", "x", "--temperature", "hot"], /--temperature expects a number, got "hot"/],
@@ -163,7 +164,8 @@ test("CLI usage errors are one line and a non-zero exit", { skip: stories.skip }
     [["frobnicate"], /unknown command "frobnicate"/],
   ];
   for (const [args, pattern] of cases) {
-    const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8" });
+    const env = { ...process.env, HF_HUB_OFFLINE: "1", HF_HUB_CACHE: join(tmp, "empty-cache") };
+    const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", env });
     assert.equal(r.status, 1, args.join(" "));
     assert.match(r.stderr, pattern);
     assert.equal(r.stderr.trim().split("\n").length, 1, `one line for ${args.join(" ")}: ${r.stderr}`);

@@ -19,7 +19,8 @@ const randomModel = sharedPath("models", "tiny-random-qwen2");
 test("bad flags are one line on stderr and exit 1", () => {
   const model = storiesModel.path;
   const cases: [string[], RegExp][] = [
-    [[], /--model DIR is required/],
+    // No --model is the default model: offline with an empty cache, one line before listening.
+    [[], /Qwen\/Qwen2\.5-0\.5B-Instruct is not in the Hugging Face cache .* downloads are off/],
     [["--model", model, "--port", "abc"], /--port expects a whole number/],
     [["--model", model, "--port", "70000"], /--port must be at most 65535/],
     [["--model", model, "--kv-dtype", "f8"], /--kv-dtype must be f32, f16 or bf16/],
@@ -38,7 +39,8 @@ test("bad flags are one line on stderr and exit 1", () => {
     [["--model", model, "--chat-template-kwargs", "[1]"], /--chat-template-kwargs must be a JSON object/],
   ];
   for (const [args, message] of cases) {
-    const r = spawnSync(process.execPath, [cli, "serve", ...args], { encoding: "utf8", timeout: 30_000 });
+    const env = { ...process.env, HF_HUB_OFFLINE: "1", HF_HUB_CACHE: join(tmpdir(), "tiny-llm-serve-no-cache") };
+    const r = spawnSync(process.execPath, [cli, "serve", ...args], { encoding: "utf8", timeout: 30_000, env });
     assert.equal(r.status, 1, `${args.join(" ")}: ${r.stderr}`);
     assert.equal(r.stdout, "");
     const lines = r.stderr.trimEnd().split("\n");

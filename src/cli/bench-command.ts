@@ -12,26 +12,29 @@ import { decodeMatrices } from "../engine/batch-forward.js";
 import { SingleSequenceModel } from "../engine/single-sequence.js";
 import type { WeightMatrix } from "../tensor/weight.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
+import { DEFAULT_MODEL } from "../hub/model-spec.js";
 import { UsageError } from "./errors.js";
 import { peakRssBytes } from "./peak-rss.js";
 import { notice } from "./output.js";
 import {
   BACKEND_OPTIONS,
+  HUB_OPTIONS,
   MODEL_OPTION,
   backendHelp,
-  checkModelExists,
+  localModel,
+  modelHelp,
   parseBackendOptions,
   parseOptions,
   parseWholeNumber,
 } from "./options.js";
 
-export const BENCH_HELP = `Usage: tiny-llm bench -m MODEL [options]
+export const BENCH_HELP = `Usage: tiny-llm bench [-m MODEL] [options]
 
 Measures load time, prefill speed, time to first token, greedy decode speed and peak memory on a
 synthetic prompt, and compares decode with the machine's memory bandwidth measured in the same run.
 
 Options:
-  -m, --model M       Hugging Face checkpoint folder or .gguf file
+${modelHelp(DEFAULT_MODEL)}
   --prompt-tokens N   prompt length in tokens (default 128)
   --gen-tokens N      tokens to decode after the first (default 128); end-of-sequence is ignored
 ${backendHelp("threads for the native kernels and the bandwidth probe")}
@@ -217,6 +220,7 @@ function report(r: BenchResult): string {
 
 const OPTIONS = {
   ...MODEL_OPTION,
+  ...HUB_OPTIONS,
   "prompt-tokens": { type: "string" },
   "gen-tokens": { type: "string" },
   ...BACKEND_OPTIONS,
@@ -226,11 +230,10 @@ const OPTIONS = {
 export async function runBench(argv: string[]): Promise<void> {
   const values = parseOptions("bench", argv, OPTIONS, BENCH_HELP);
   if (!values) return;
-  if (!values.model) throw new UsageError("--model M is required (a checkpoint folder or a .gguf file)");
   const promptTokens = parseWholeNumber("prompt-tokens", values["prompt-tokens"], 1) ?? 128;
   const genTokens = parseWholeNumber("gen-tokens", values["gen-tokens"], 1) ?? 128;
   const backendOptions = parseBackendOptions(values);
-  checkModelExists(values.model);
-  const result = benchmark({ model: values.model, promptTokens, genTokens, ...backendOptions });
+  const path = await localModel(values);
+  const result = benchmark({ model: path, promptTokens, genTokens, ...backendOptions });
   process.stdout.write((values.json ? JSON.stringify(result) : report(result)) + "\n");
 }

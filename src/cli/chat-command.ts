@@ -13,26 +13,29 @@ import type { GenerationResult } from "../api/generation.js";
 import type { GenerateOptions } from "../api/request-options.js";
 import { RequestRejectedError } from "../engine/api.js";
 import { Sampler } from "../generation/sampler.js";
+import { DEFAULT_MODEL } from "../hub/model-spec.js";
 import { UsageError } from "./errors.js";
 import { CHAT_TEMPLATE_OPTIONS, chatTemplateHelp, parseChatTemplateOptions } from "./chat-template-options.js";
 import {
   BACKEND_OPTIONS,
+  HUB_OPTIONS,
   MODEL_OPTION,
   backendHelp,
-  checkModelExists,
+  localModel,
+  modelHelp,
   parseBackendOptions,
   parseNumber,
   parseOptions,
   parseWholeNumber,
 } from "./options.js";
 
-export const CHAT_HELP = `Usage: tiny-llm chat --model DIR [options]
+export const CHAT_HELP = `Usage: tiny-llm chat [--model M] [options]
 
 Chats with the model in the terminal, with its own chat template. Replies stream as they are
 generated; earlier turns are not computed again (prefix cache).
 
 Options:
-  -m, --model DIR     Hugging Face checkpoint folder or .gguf file (a model with a chat template)
+${modelHelp(`${DEFAULT_MODEL}; the model needs a chat template`)}
   --system TEXT       system message
 ${chatTemplateHelp()}
   -n, --max-tokens N  most tokens per reply (default: the rest of the context)
@@ -53,7 +56,10 @@ const COMMANDS_HELP = `/reset         start the conversation over (the system me
 Ctrl-C stops a reply; Ctrl-C twice at an empty prompt, or Ctrl-D, exits.`;
 
 export interface ChatSettings {
+  /** As --model names it: a path or a Hugging Face repo id. */
   model: string;
+  revision?: string;
+  offline: boolean;
   system?: string;
   template: ChatTemplateSettings;
   /** Sampling and max tokens of every reply. */
@@ -63,6 +69,7 @@ export interface ChatSettings {
 
 const OPTIONS = {
   ...MODEL_OPTION,
+  ...HUB_OPTIONS,
   system: { type: "string" },
   ...CHAT_TEMPLATE_OPTIONS,
   "max-tokens": { type: "string", short: "n" },
@@ -78,8 +85,6 @@ const OPTIONS = {
 export function parseChatArgs(argv: string[]): ChatSettings | undefined {
   const values = parseOptions("chat", argv, OPTIONS, CHAT_HELP);
   if (!values) return undefined;
-  if (!values.model)
-    throw new UsageError("--model DIR is required (a checkpoint folder or .gguf file whose tokenizer has a chat template)");
   const reply: ChatSettings["reply"] = {
     maxTokens: parseWholeNumber("max-tokens", values["max-tokens"], 1),
     temperature: parseNumber("temperature", values.temperature),
@@ -94,8 +99,15 @@ export function parseChatArgs(argv: string[]): ChatSettings | undefined {
     throw new UsageError((err as Error).message);
   }
   const template = parseChatTemplateOptions(values);
-  const settings: ChatSettings = { model: values.model, template, reply, engine: parseBackendOptions(values) };
+  const settings: ChatSettings = {
+    model: values.model ?? DEFAULT_MODEL,
+    offline: values.offline,
+    template,
+    reply,
+    engine: parseBackendOptions(values),
+  };
   if (values.system !== undefined) settings.system = values.system;
+  if (values.revision !== undefined) settings.revision = values.revision;
   return settings;
 }
 
@@ -214,9 +226,9 @@ class ChatPrompt {
 export async function runChat(argv: string[]): Promise<void> {
   const settings = parseChatArgs(argv);
   if (!settings) return;
-  checkModelExists(settings.model);
+  const path = await localModel(settings);
   const { loadModel } = await import("../api/load-model.js");
-  const engine = await loadModel(settings.model, {
+  const engine = await loadModel(path, {
     ...settings.engine,
     onProgress: (p) => {
       if (p.phase === "weights") process.stderr.write(`tiny-llm: loading ${p.path} (${(p.bytes / 1e6).toFixed(1)} MB of weights)\n`);

@@ -13,6 +13,7 @@ import { MAX_STOP_STRINGS } from "../generation/stop-strings.js";
 import { DEFAULT_SAMPLING, type RequestEvent, type RequestParams, type SamplingParams } from "../engine/api.js";
 import { createEngine } from "../engine/create-engine.js";
 import type { Engine } from "../engine/engine.js";
+import { DEFAULT_MODEL } from "../hub/model-spec.js";
 import { ChoiceRun, type ChoiceResult } from "../api/choice-run.js";
 import { TokenText } from "../server/token-text.js";
 import type { ChatMessage } from "../tokenizer/chat-template.js";
@@ -22,9 +23,11 @@ import { notice, outputClosed, status, writeOut } from "./output.js";
 import { peakRssBytes } from "./peak-rss.js";
 import {
   BACKEND_OPTIONS,
+  HUB_OPTIONS,
   MODEL_OPTION,
   backendHelp,
-  checkModelExists,
+  localModel,
+  modelHelp,
   parseBackendOptions,
   parseNumber,
   parseOptions,
@@ -32,14 +35,13 @@ import {
   type OptionValues,
 } from "./options.js";
 
-export const GENERATE_HELP = `Usage: tiny-llm generate -m MODEL -p PROMPT [options]
+export const GENERATE_HELP = `Usage: tiny-llm generate [-m MODEL] -p PROMPT [options]
 
 Generates text from a prompt and streams it to stdout. Notices, and with --verbose what ran, go
 to stderr; a sample drawn without --seed prints its seed there, so it can be repeated.
 
 Options:
-  -m, --model M       Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files),
-                      or a .gguf file (weights and tokenizer in one file)
+${modelHelp(DEFAULT_MODEL)}
   -p, --prompt TEXT   the prompt; "-" reads it from stdin; "" starts from the BOS token alone
   --prompt-file FILE  read the prompt from FILE (from stdin and files, one final newline is dropped)
   --chat              wrap the prompt in the model's chat template as a user message
@@ -75,6 +77,7 @@ ${backendHelp()}
 
 const OPTIONS = {
   ...MODEL_OPTION,
+  ...HUB_OPTIONS,
   prompt: { type: "string", short: "p" },
   "prompt-file": { type: "string" },
   chat: { type: "boolean", default: false },
@@ -239,8 +242,6 @@ function runRequest(
 export async function runGenerate(argv: string[]): Promise<void> {
   const values = parseOptions("generate", argv, OPTIONS, GENERATE_HELP);
   if (!values) return;
-  if (!values.model)
-    throw new UsageError("--model DIR is required (a checkpoint folder with config.json, weights and tokenizer files, or a .gguf file)");
   if (values.system !== undefined && !values.chat) throw new UsageError("--system needs --chat");
   const maxTokens = parseWholeNumber("max-tokens", values["max-tokens"], 0) ?? 256;
   const flags = samplingFlags(values);
@@ -249,12 +250,13 @@ export async function runGenerate(argv: string[]): Promise<void> {
   if (logprobs !== undefined && !values.json)
     throw new UsageError("--logprobs needs --json (the log-probabilities are part of its object)");
   const backendOptions = parseBackendOptions(values);
-  checkModelExists(values.model);
   const promptGiven = await readPrompt(values);
+  const name = values.model ?? DEFAULT_MODEL;
+  const path = await localModel(values);
 
   const started = performance.now();
-  status.show(`loading ${values.model}…`);
-  const { model, tokenizer, eosTokenIds, sampling } = loadCheckpoint(values.model);
+  status.show(`loading ${name}…`);
+  const { model, tokenizer, eosTokenIds, sampling } = loadCheckpoint(path);
   status.clear();
   const loadMs = performance.now() - started;
 
@@ -275,7 +277,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const configFile = existsSync(join(values.model, "generation_config.json"));
+  const configFile = existsSync(join(path, "generation_config.json"));
   const fromFile = configFile ? Object.keys(fileValues).filter((key) => !(key in flags)) : [];
 
   // One request on the serving engine, with a KV pool just large enough for it.
@@ -285,7 +287,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
   if (backend.notice) notice(backend.notice);
   if (values.verbose) {
     notice(
-      `${values.model} (${model.config.modelType}, context ${context}) | ${backend.name} backend (${backend.isa}, ` +
+      `${name} (${model.config.modelType}, context ${context}) | ${backend.name} backend (${backend.isa}, ` +
         `${backend.threads} thread(s)) | loaded in ${loadMs.toFixed(0)} ms`,
     );
     const seed = greedy ? "" : ` | seed ${params.seed}${seedDrawn ? " (drawn)" : ""}`;
@@ -312,7 +314,7 @@ export async function runGenerate(argv: string[]): Promise<void> {
 
   if (values.json) {
     const out: Record<string, unknown> = {
-      model: values.model,
+      model: name,
       text: result.text,
       finishReason: finish,
       ...(result.stopString === undefined ? {} : { stopString: result.stopString }),

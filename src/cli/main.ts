@@ -48,6 +48,22 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     summary: "score a model on a text file, as llama-perplexity does",
     run: async (argv) => (await import("./perplexity-command.js")).runPerplexity(argv),
   },
+  info: {
+    summary: "describe a model: architecture, parameters, weight types, context, memory needed",
+    run: async (argv) => (await import("./info-command.js")).runInfo(argv),
+  },
+  pull: {
+    summary: "download a Hugging Face repo's model files into the Hugging Face cache",
+    run: async (argv) => (await import("./pull-command.js")).runPull(argv),
+  },
+  ls: {
+    summary: "list the models in the Hugging Face cache, with sizes and formats",
+    run: async (argv) => (await import("./ls-command.js")).runLs(argv),
+  },
+  rm: {
+    summary: "delete a repo from the Hugging Face cache",
+    run: async (argv) => (await import("./rm-command.js")).runRm(argv),
+  },
   quantize: {
     summary: "write an MLX-layout 4- or 8-bit copy of a checkpoint, or a GGUF file in another type",
     run: async (argv) => (await import("./quantize-command.js")).runQuantize(argv),

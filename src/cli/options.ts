@@ -1,14 +1,18 @@
 /**
  * Command lines parsed one way for every command: -h/--help, short flags, option values that
  * begin with a dash, one-line errors, numbers in range, and the options several commands share
- * (--backend, --threads, --isa, --batch-invariant, the --model path).
+ * (--backend, --threads, --isa, --batch-invariant, --model and where its model is).
  */
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { BackendName, BackendOptions } from "../engine/backend.js";
+import type { KvDtype } from "../kernels/kernels.js";
 import { UsageError } from "./errors.js";
+import { DEFAULT_MODEL, parseModelSpec } from "../hub/model-spec.js";
+import { resolveModel } from "../hub/resolve-model.js";
 import { notice } from "./output.js";
+import { downloadBar } from "./progress.js";
 
 type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
 type StrictConfig<T extends OptionsConfig> = { args: string[]; options: T; strict: true; allowPositionals: false };
@@ -27,6 +31,17 @@ export function parseOptions<const T extends OptionsConfig>(
   options: T,
   help: string,
 ): OptionValues<T> | undefined {
+  return parseCommandLine(command, argv, options, help, 0)?.values;
+}
+
+/** parseOptions for a command that also takes up to `maxArgs` arguments (`tiny-llm pull REPO`). */
+export function parseCommandLine<const T extends OptionsConfig>(
+  command: string,
+  argv: readonly string[],
+  options: T,
+  help: string,
+  maxArgs: number,
+): { values: OptionValues<T>; args: string[] } | undefined {
   const end = argv.indexOf("--");
   if ((end < 0 ? argv : argv.slice(0, end)).some((a) => a === "-h" || a === "--help")) {
     process.stdout.write(help + "\n");
@@ -40,8 +55,15 @@ export function parseOptions<const T extends OptionsConfig>(
     allowPositionals: true,
     tokens: true,
   });
+  const args: string[] = [];
   for (const token of tokens) {
-    if (token.kind === "positional") throw new UsageError(`unexpected argument "${token.value}"; ${hint}`);
+    if (token.kind === "positional") {
+      if (args.length < maxArgs) {
+        args.push(token.value);
+        continue;
+      }
+      throw new UsageError(`unexpected argument "${token.value}"; ${hint}`);
+    }
     if (token.kind !== "option") continue;
     const declared = Object.hasOwn(options, token.name) ? options[token.name] : undefined;
     if (declared === undefined) {
@@ -50,7 +72,7 @@ export function parseOptions<const T extends OptionsConfig>(
     }
     if (declared.type === "boolean" && token.value !== undefined) throw new UsageError(`--${token.name} takes no value; ${hint}`);
   }
-  return values as OptionValues<T>;
+  return { values: values as OptionValues<T>, args };
 }
 
 /**
@@ -132,8 +154,31 @@ function inRange(name: string, n: number, min: number, max: number): number {
   return n;
 }
 
+const KV_DTYPES: readonly KvDtype[] = ["f32", "f16", "bf16"];
+
+/** --kv-dtype; undefined when the option is absent. */
+export function parseKvDtype(value: string | undefined): KvDtype | undefined {
+  if (value !== undefined && !KV_DTYPES.includes(value as KvDtype))
+    throw new UsageError(`--kv-dtype must be f32, f16 or bf16, got "${value}"`);
+  return value as KvDtype | undefined;
+}
+
 /** --model, with -m. */
 export const MODEL_OPTION = { model: { type: "string", short: "m" } } as const;
+
+/** --revision and --offline, for the commands whose --model may be a Hugging Face repo id. */
+export const HUB_OPTIONS = { revision: { type: "string" }, offline: { type: "boolean", default: false } } as const;
+
+/** Help lines for --model (of the commands with HUB_OPTIONS) and HUB_OPTIONS, with the model used when none is named. */
+export function modelHelp(fallback: string | undefined, width = 22): string {
+  const pad = (option: string): string => `  ${option.padEnd(width - 2)}`;
+  const more = " ".repeat(width);
+  return `${pad("-m, --model M")}a checkpoint folder, a .gguf file, or a Hugging Face repo id: org/name
+${more}(safetensors or MLX) or org/name:Q4_K_M (one GGUF quantization), taken
+${more}from the Hugging Face cache or downloaded into it${fallback === undefined ? "" : `\n${more}(default ${fallback})`}
+${pad("--revision R")}branch, tag or commit of the repo (default main)
+${pad("--offline")}use only the cache, never the network (also HF_HUB_OFFLINE=1)`;
+}
 
 /** parseArgs declarations of --backend, --threads (-t), --isa and --batch-invariant. */
 export const BACKEND_OPTIONS = {
@@ -191,9 +236,18 @@ export function parseBackendOptions(values: {
   };
 }
 
-/** Throws a UsageError unless `model` exists. */
-export function checkModelExists(model: string): void {
-  if (!existsSync(model)) {
-    throw new UsageError(`model folder or file ${model} does not exist; --model takes a checkpoint folder or a .gguf file`);
+/**
+ * The path on this machine of the model --model names (DEFAULT_MODEL when absent): itself, or a
+ * repo's snapshot in the Hugging Face cache, downloaded with a progress bar when it is missing.
+ * A path that does not exist is a UsageError that says what --model takes.
+ */
+export async function localModel(values: { model?: string; revision?: string; offline?: boolean }): Promise<string> {
+  const model = values.model ?? DEFAULT_MODEL;
+  const spec = parseModelSpec(model, values.revision);
+  if (spec.kind === "path" && !existsSync(spec.path)) {
+    throw new UsageError(
+      `model folder or file ${model} does not exist; --model takes a checkpoint folder or a .gguf file, or a Hugging Face repo id (org/name or org/name:QUANT)`,
+    );
   }
+  return resolveModel(model, { revision: values.revision, offline: values.offline, onDownload: downloadBar() });
 }

@@ -80,6 +80,11 @@ class StatusLine {
 
 export const status = new StatusLine(process.stderr);
 
+/** Bytes in MB, or GB from a gigabyte on (powers of 1000, as the hub and `ls -h --si` count). */
+export function formatBytes(bytes: number): string {
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
 /** A one-line notice on stderr ("tiny-llm: …"). */
 export function notice(text: string): void {
   status.clear();

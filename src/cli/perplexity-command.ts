@@ -24,9 +24,11 @@ import { UsageError } from "./errors.js";
 import { notice, status } from "./output.js";
 import {
   BACKEND_OPTIONS,
+  HUB_OPTIONS,
   MODEL_OPTION,
   backendHelp,
-  checkModelExists,
+  localModel,
+  modelHelp,
   parseBackendOptions,
   parseOptions,
   parseWholeNumber,
@@ -40,7 +42,7 @@ Perplexity of the model on a text file, as llama.cpp's llama-perplexity computes
 each scoring only its tokens that the window before it did not.
 
 Options:
-  -m, --model M       Hugging Face checkpoint folder or .gguf file
+${modelHelp(undefined)}
   --file TEXT         the text (UTF-8); it needs at least 2 × ctx tokens
   --ctx N             window length in tokens (default 512)
   --stride N          sliding windows that start N tokens apart, 1 ≤ N ≤ ctx (default: none,
@@ -174,6 +176,7 @@ function logProbability(logits: Float32Array, id: number): number {
 
 const OPTIONS = {
   ...MODEL_OPTION,
+  ...HUB_OPTIONS,
   file: { type: "string" },
   ctx: { type: "string" },
   stride: { type: "string" },
@@ -185,14 +188,14 @@ const OPTIONS = {
 export async function runPerplexity(argv: string[]): Promise<void> {
   const values = parseOptions("perplexity", argv, OPTIONS, PERPLEXITY_HELP);
   if (!values) return;
-  if (!values.model) throw new UsageError("--model M is required (a checkpoint folder or a .gguf file)");
+  if (!values.model) throw new UsageError("--model M is required (a checkpoint folder, a .gguf file or a Hugging Face repo id)");
   if (!values.file) throw new UsageError("--file TEXT is required (the text to score)");
   const ctx = parseWholeNumber("ctx", values.ctx, 4) ?? 512;
   const chunks = parseWholeNumber("chunks", values.chunks, 1);
   const stride = parseWholeNumber("stride", values.stride, 1);
   if (stride !== undefined && stride > ctx) throw new UsageError(`--stride must be at most --ctx (${ctx}), got ${stride}`);
   const backendOptions = parseBackendOptions(values);
-  checkModelExists(values.model);
+  const path = await localModel(values);
   let text: string;
   try {
     text = readFileSync(values.file, "utf8");
@@ -200,7 +203,7 @@ export async function runPerplexity(argv: string[]): Promise<void> {
     throw new UsageError(`cannot read --file ${values.file}: ${(err as Error).message}`);
   }
   status.show(`loading ${values.model}…`);
-  const { model, tokenizer } = loadCheckpoint(values.model);
+  const { model, tokenizer } = loadCheckpoint(path);
   const backend = selectBackend(model, backendOptions);
   status.clear();
   if (backend.notice) notice(backend.notice);

@@ -13,15 +13,27 @@ import { gracefulShutdown } from "../server/shutdown.js";
 import type { ChatTemplateSettings } from "../api/engine.js";
 import { CHAT_TEMPLATE_OPTIONS, chatTemplateHelp, parseChatTemplateOptions } from "./chat-template-options.js";
 import { UsageError } from "./errors.js";
-import { BACKEND_OPTIONS, MODEL_OPTION, checkModelExists, parseBackendOptions, parseOptions, parseWholeNumber } from "./options.js";
+import { DEFAULT_MODEL } from "../hub/model-spec.js";
+import { formatBytes } from "./output.js";
+import {
+  BACKEND_OPTIONS,
+  HUB_OPTIONS,
+  MODEL_OPTION,
+  localModel,
+  modelHelp,
+  parseBackendOptions,
+  parseKvDtype,
+  parseOptions,
+  parseWholeNumber,
+} from "./options.js";
 
-export const SERVE_HELP = `Usage: tiny-llm serve -m MODEL [options]
+export const SERVE_HELP = `Usage: tiny-llm serve [-m MODEL] [options]
 
 Serves the model over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models),
 plus /health, /metrics, /tokenize, /detokenize and a chat page at /.
 
 Options:
-  -m, --model DIR         Hugging Face checkpoint folder or .gguf file
+${modelHelp(DEFAULT_MODEL, 26)}
   --host H                address to listen on (default 127.0.0.1: this machine only)
   --port P                port (default 8000; 0 picks a free one)
   --api-key KEY           require "Authorization: Bearer KEY" (all routes but /health and the chat page)
@@ -41,11 +53,11 @@ ${chatTemplateHelp(26)}
                           what shares its batch; off: prompts use the faster batched kernels
   -h, --help              show this help`;
 
-type KvDtype = NonNullable<EngineOptions["kvDtype"]>;
-const KV_DTYPES: readonly KvDtype[] = ["f32", "f16", "bf16"];
-
 export interface ServeSettings {
+  /** As --model names it: a path or a Hugging Face repo id. */
   model: string;
+  revision?: string;
+  offline: boolean;
   host: string;
   port: number;
   apiKey?: string;
@@ -59,6 +71,7 @@ export interface ServeSettings {
 
 const OPTIONS = {
   ...MODEL_OPTION,
+  ...HUB_OPTIONS,
   host: { type: "string", default: "127.0.0.1" },
   port: { type: "string", default: "8000" },
   "api-key": { type: "string" },
@@ -77,16 +90,11 @@ const OPTIONS = {
 export function parseServeArgs(argv: string[]): ServeSettings | undefined {
   const values = parseOptions("serve", argv, OPTIONS, SERVE_HELP);
   if (!values) return undefined;
-  if (!values.model)
-    throw new UsageError("--model DIR is required (a checkpoint folder with config.json, weights and tokenizer files, or a .gguf file)");
   const port = parseWholeNumber("port", values.port, 0, 65535) as number;
   if (values.host.trim() === "") throw new UsageError("--host must not be empty");
   const apiKey = values["api-key"];
   if (apiKey !== undefined && apiKey.trim() === "") throw new UsageError("--api-key must not be empty");
-  const kvDtype = values["kv-dtype"];
-  if (kvDtype !== undefined && !KV_DTYPES.includes(kvDtype as KvDtype)) {
-    throw new UsageError(`--kv-dtype must be f32, f16 or bf16, got "${kvDtype}"`);
-  }
+  const kvDtype = parseKvDtype(values["kv-dtype"]);
   const kvCacheSize = values["kv-cache-size"];
   if (kvCacheSize !== undefined) {
     try {
@@ -115,9 +123,10 @@ export function parseServeArgs(argv: string[]): ServeSettings | undefined {
   const maxBatchTokens = parseWholeNumber("max-batch-tokens", values["max-batch-tokens"], 1);
   if (maxBatchTokens !== undefined) engine.maxBatchTokens = maxBatchTokens;
   if (kvCacheSize !== undefined) engine.kvCacheSize = kvCacheSize;
-  if (kvDtype !== undefined) engine.kvDtype = kvDtype as KvDtype;
+  if (kvDtype !== undefined) engine.kvDtype = kvDtype;
   const settings: ServeSettings = {
-    model: values.model,
+    model: values.model ?? DEFAULT_MODEL,
+    offline: values.offline,
     host: values.host,
     port,
     maxQueue: parseWholeNumber("max-queue", values["max-queue"], 0) ?? DEFAULT_MAX_QUEUE,
@@ -126,12 +135,9 @@ export function parseServeArgs(argv: string[]): ServeSettings | undefined {
     engine,
   };
   if (apiKey !== undefined) settings.apiKey = apiKey;
+  if (values.revision !== undefined) settings.revision = values.revision;
   if (values["trace-steps"] !== undefined) settings.traceSteps = values["trace-steps"];
   return settings;
-}
-
-function formatBytes(bytes: number): string {
-  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 /** A URL for the address, with IPv6 hosts in brackets. */
@@ -142,7 +148,8 @@ function urlOf(host: string, port: number): string {
 export async function runServe(argv: string[]): Promise<void> {
   const settings = parseServeArgs(argv);
   if (!settings) return;
-  checkModelExists(settings.model);
+  // Found (or downloaded) before the server listens: a model that cannot be had is one error line.
+  const path = await localModel(settings);
   const state = new ServerState(settings.maxQueue);
   const app = buildApp(state, {
     apiKey: settings.apiKey,
@@ -175,7 +182,7 @@ export async function runServe(argv: string[]): Promise<void> {
   try {
     // The tokenizer runs on this thread; the weights load in the engine's worker.
     const { loadModel } = await import("../api/load-model.js");
-    const model = await loadModel(settings.model, settings.engine);
+    const model = await loadModel(path, settings.engine);
     const engine = model.core;
     if (stopping) {
       await engine.close();

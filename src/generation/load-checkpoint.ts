@@ -10,7 +10,7 @@ import type { ModelConfig } from "../models/config.js";
 import type { Transformer } from "../models/transformer.js";
 import { ggufTokenizer } from "../tokenizer/gguf-tokenizer.js";
 import { Tokenizer } from "../tokenizer/tokenizer.js";
-import { metadataNumber, readGgufHeader, type GgufHeader } from "../loaders/gguf.js";
+import { metadataNumber, readGgufHeader, readGgufParts, type GgufHeader } from "../loaders/gguf.js";
 import { ggufModelConfig, loadGgufModel } from "../loaders/gguf-model.js";
 import { loadModel, readModelConfig } from "../loaders/model-loader.js";
 import { nativeKernels } from "../kernels/native.js";
@@ -91,19 +91,24 @@ function loadFolder(dir: string): LoadedCheckpoint {
 function loadGguf(path: string): LoadedCheckpoint {
   // The metadata is done with before the weights are read, so that the collections their loading
   // sets off free it (the tokenizer's 150k-entry arrays are most of it).
-  const { config, tokenizer, eosTokenIds, layout } = readGgufHead(path);
-  const model = loadGgufModel(layout, config);
+  const { config, tokenizer, eosTokenIds, parts } = readGgufHead(path);
+  const model = loadGgufModel(parts[0], config, parts);
   // GGUF carries no sampling settings.
   return { model, tokenizer, eosTokenIds, sampling: { temperature: 0 } };
 }
 
-/** What a GGUF file's header gives, checked before gigabytes of weights are read, and its tensor layout alone. */
-function readGgufHead(path: string): { config: ModelConfig; tokenizer: Tokenizer; eosTokenIds: number[]; layout: GgufHeader } {
+/**
+ * What a GGUF file's header gives, checked before gigabytes of weights are read, and the tensor
+ * layout alone of each of its parts (one unless it is split).
+ */
+function readGgufHead(path: string): { config: ModelConfig; tokenizer: Tokenizer; eosTokenIds: number[]; parts: GgufHeader[] } {
   const header = readGgufHeader(path);
+  // First: a later part of a split file has no model metadata to read.
+  const parts = readGgufParts(header).map((part) => ({ ...part, metadata: new Map() }));
   const config = ggufModelConfig(header);
   const tokenizer = ggufTokenizer(header);
   // End of turn and end of message (chat models) end generation as well as end of sequence.
   const stopKeys = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"];
   const eosTokenIds = [...new Set(stopKeys.map((key) => metadataNumber(header, key)).filter((id) => id !== undefined))];
-  return { config, tokenizer, eosTokenIds, layout: { ...header, metadata: new Map() } };
+  return { config, tokenizer, eosTokenIds, parts };
 }

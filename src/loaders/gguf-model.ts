@@ -17,7 +17,15 @@ import { KQuantWeight } from "../tensor/k-quant.js";
 import { reencodeLegacy } from "../tensor/legacy-quant.js";
 import { Tensor } from "../tensor/tensor.js";
 import { DenseWeight, type WeightMatrix } from "../tensor/weight.js";
-import { metadataNumber, metadataString, metadataStrings, readGgufTensors, type GgufHeader, type GgufTensorInfo } from "./gguf.js";
+import {
+  metadataNumber,
+  metadataString,
+  metadataStrings,
+  readGgufParts,
+  readGgufTensors,
+  type GgufHeader,
+  type GgufTensorInfo,
+} from "./gguf.js";
 import { buildTransformer, type StoredTensor } from "./model-loader.js";
 import { CheckpointError } from "./safetensors.js";
 
@@ -192,12 +200,17 @@ export function ggufStoredTensor(info: GgufTensorInfo, data: Uint8Array<ArrayBuf
   };
 }
 
-/** Builds the model in a parsed GGUF file, reading its tensors; `config` is ggufModelConfig's. */
-export function loadGgufModel(header: GgufHeader, config = ggufModelConfig(header)): Transformer {
-  const data = readGgufTensors(header);
+/**
+ * Builds the model in a parsed GGUF file, reading its tensors from all its `parts` (readGgufParts';
+ * a file that is not split is its own one part); `config` is ggufModelConfig's.
+ */
+export function loadGgufModel(header: GgufHeader, config = ggufModelConfig(header), parts = readGgufParts(header)): Transformer {
   const tensors = new Map<string, StoredTensor>();
-  for (const [name, info] of header.tensors) {
-    tensors.set(huggingFaceTensorName(name) ?? name, ggufStoredTensor(info, data.get(name) as Uint8Array<ArrayBuffer>, header.path));
+  for (const part of parts) {
+    const data = readGgufTensors(part);
+    for (const [name, info] of part.tensors) {
+      tensors.set(huggingFaceTensorName(name) ?? name, ggufStoredTensor(info, data.get(name) as Uint8Array<ArrayBuffer>, part.path));
+    }
   }
   return buildTransformer(config, tensors, header.path);
 }

@@ -164,6 +164,48 @@ export function readGgufHeader(path: string): GgufHeader {
   }
 }
 
+/** A split GGUF part's name, as llama.cpp's gguf-split writes them: `name-00001-of-00003.gguf`. */
+export const SPLIT_NAME = /-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/** Every part's path of the split GGUF file whose part `path` names, in order; [path] for a file not named as a part. */
+export function ggufPartPaths(path: string): string[] {
+  const name = SPLIT_NAME.exec(path);
+  if (!name) return [path];
+  const stem = path.slice(0, name.index);
+  return Array.from({ length: Number(name[2]) }, (_, i) => `${stem}-${String(i + 1).padStart(5, "0")}-of-${name[2]}.gguf`);
+}
+
+/**
+ * The headers of every part of a GGUF file split by llama.cpp's gguf-split, in order, given the
+ * first one's (whose metadata says `split.count`); a file that is not split is its one part. Each
+ * part is a GGUF file of its own holding some of the tensors; together they must hold
+ * `split.tensors.count`, each once.
+ */
+export function readGgufParts(first: GgufHeader): GgufHeader[] {
+  const count = metadataNumber(first, "split.count") ?? 1;
+  if (count <= 1) return [first];
+  const name = SPLIT_NAME.exec(first.path);
+  if (!name || Number(name[1]) !== 1 || Number(name[2]) !== count) {
+    throw new CheckpointError(
+      `${first.path} is part of a GGUF file split in ${count}; pass its first part, named …-00001-of-${String(count).padStart(5, "0")}.gguf`,
+    );
+  }
+  const parts = ggufPartPaths(first.path).map((path, i) => {
+    const part = i === 0 ? first : readGgufHeader(path);
+    if (metadataNumber(part, "split.no") !== i) throw new CheckpointError(`${path}: split.no is not ${i}; ${RECONVERT}`);
+    return part;
+  });
+  const names = new Set(parts.flatMap((part) => [...part.tensors.keys()]));
+  const total = parts.reduce((n, part) => n + part.tensors.size, 0);
+  const expected = metadataNumber(first, "split.tensors.count") ?? total;
+  if (names.size !== total || total !== expected) {
+    throw new CheckpointError(
+      `${first.path}: its ${count} parts hold ${total} tensors (${names.size} distinct), not the ${expected} split.tensors.count says; ${RECONVERT}`,
+    );
+  }
+  return parts;
+}
+
 /** A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a copy. */
 const MAP_MIN_BYTES = 64 * 1024;
 
