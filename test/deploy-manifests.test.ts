@@ -3,16 +3,20 @@
  * Dockerfile is one `tiny-llm serve --help` lists and the CLI accepts with its value; ports,
  * names and grace periods agree with each other and with the CLI's defaults; and the probes'
  * paths and every metric name the manifests and docs/deploy.md use are answered by a real
- * server started with the Deployment's own flags. (Docker cannot build here: no engine.)
+ * server started with the Deployment's own flags; the Job's `tiny-llm pull`, run against a loopback
+ * hub, fills the cache that a replica then reads offline. (Docker cannot build here: no engine.)
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadAll } from "js-yaml";
 import { parseServeArgs, type ServeSettings } from "../src/cli/serve-command.js";
 import { ABORT_GRACE_MS } from "../src/server/shutdown.js";
+import { runCliAsync } from "./support/cli.js";
+import { FakeHub, fakeCommit, folderFiles } from "./support/fake-hub.js";
 import { withTimeout } from "./support/server.js";
 import { projectRoot, sharedPath } from "./support/shared.js";
 
@@ -26,6 +30,7 @@ interface Probe {
   failureThreshold: number;
 }
 interface Container {
+  image: string;
   args: string[];
   env: { name: string; value: string }[];
   ports: { name: string; containerPort: number }[];
@@ -69,10 +74,10 @@ const pod = deploymentSpec.template;
 const container = pod.spec.containers[0];
 const dockerfile = readFileSync(join(deployDir, "Dockerfile"), "utf8");
 
-/** The container's arguments as the kubelet passes them: $(VAR) replaced by the container's env. */
-function expandedArgs(): string[] {
-  const env = new Map(container.env.map((e) => [e.name, e.value]));
-  return container.args.map((arg) =>
+/** A container's arguments as the kubelet passes them: $(VAR) replaced by the container's env. */
+function expandedArgs(of: Container = container): string[] {
+  const env = new Map(of.env.map((e) => [e.name, e.value]));
+  return of.args.map((arg) =>
     arg.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (ref, name: string) => {
       assert.ok(env.has(name), `${ref} is set in the container's env`);
       return env.get(name) as string;
@@ -114,6 +119,38 @@ test("every flag in the Deployment and the Dockerfile is one tiny-llm serve --he
     serveSettings(args);
   }
 });
+
+test(
+  "the Job fills the cache the replicas read: tiny-llm pull of the Deployment's model, after which a replica's offline run needs no hub",
+  { skip: model.skip },
+  async () => {
+    const job = (find("Job").spec as unknown as { template: DeploymentSpec["template"] }).template.spec.containers[0];
+    assert.equal(job.image, container.image, "the Job runs the server's own image");
+    const env = (c: Container, name: string): string | undefined => c.env.find((e) => e.name === name)?.value;
+    const [command, repo, ...rest] = expandedArgs(job);
+    assert.deepEqual([command, rest], ["pull", []]);
+    assert.equal(repo, expandedArgs()[expandedArgs().indexOf("--model") + 1], "the Job pulls the model the Deployment serves");
+    assert.equal(env(job, "HF_HOME"), env(container, "HF_HOME"));
+    assert.equal(env(container, "HF_HUB_OFFLINE"), "1");
+    // The Job's command against a hub on loopback, the replica's environment after it: no request.
+    const hub = await new FakeHub().start();
+    try {
+      hub.repos.set(repo, { files: folderFiles(model.path), commit: fakeCommit(repo) });
+      const home = mkdtempSync(join(tmpdir(), "tiny-llm-deploy-"));
+      const base = { ...process.env, HF_ENDPOINT: hub.url, HF_HOME: home, HF_HUB_CACHE: "", HF_TOKEN: "" };
+      const pulled = await runCliAsync(expandedArgs(job), { ...base, HF_HUB_OFFLINE: "" });
+      assert.equal(pulled.status, 0, pulled.stderr);
+      const seen = hub.requests.length;
+      const replica = { ...base, HF_HUB_OFFLINE: env(container, "HF_HUB_OFFLINE") };
+      const run = await runCliAsync(["generate", "-m", repo, "-p", "", "-n", "8", "--temperature", "0"], replica);
+      assert.equal(run.status, 0, run.stderr);
+      assert.ok(run.stdout.length > 0);
+      assert.equal(hub.requests.length, seen, "the replica asked the hub nothing");
+    } finally {
+      await hub.close();
+    }
+  },
+);
 
 test("ports agree: the CLI's default, --port, the container port, EXPOSE, the scrape annotation, the Service and the Ingress", () => {
   const settings = serveSettings(expandedArgs());
