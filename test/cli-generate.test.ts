@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -212,3 +212,23 @@ test("the penalties from the command line reach the sampler and change greedy te
     assert.notEqual(out.text, plain.text, `${flag} changes the text`);
   }
 });
+
+test(
+  "generation_config.json's repetition_penalty applies as --repetition-penalty would, greedy too, and the flag replaces it",
+  { skip: stories.skip },
+  () => {
+    const dir = join(mkdtempSync(join(tmpdir(), "tiny-llm-penalty-")), "model");
+    cpSync(S, dir, { recursive: true });
+    writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [1, 2], do_sample: false, repetition_penalty: 1.3 }));
+    const args = ["-p", "", "-n", "64"];
+    const fromFile = generate(["-m", dir, ...args, "--verbose"]);
+    assert.match(
+      fromFile.stderr,
+      /sampling: greedy, repetition penalty 1\.3 \(temperature, repetition penalty from generation_config\.json\)\n/,
+    );
+    assert.equal(fromFile.stdout, generate(["-m", S, ...args, "--repetition-penalty", "1.3"]).stdout);
+    const plain = generate(["-m", S, ...args]).stdout;
+    assert.notEqual(fromFile.stdout, plain, "the penalty changes this story");
+    assert.equal(generate(["-m", dir, ...args, "--repetition-penalty", "1"]).stdout, plain);
+  },
+);

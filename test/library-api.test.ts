@@ -4,7 +4,8 @@
 // it is written there.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { DEFAULT_BLOCK_SIZE } from "../src/engine/engine-options.js";
@@ -213,3 +214,24 @@ test("the README's library example runs as written", { skip: STORIES.skip || GOL
   assert.equal(run.status, 0, run.stderr);
   assert.ok(run.stdout.startsWith(golden().greedy_text.slice("Once upon a time".length, 100)), run.stdout);
 });
+
+test(
+  "generation_config.json's repetition_penalty is every request's default; a request's own value replaces it",
+  { skip: STORIES.skip },
+  async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), "tiny-llm-penalty-")), "model");
+    cpSync(STORIES.path, dir, { recursive: true });
+    writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [1, 2], do_sample: false, repetition_penalty: 1.3 }));
+    const penalised = await loadModel(dir, { kvCacheSize: "4096t" });
+    try {
+      const text = async (engine: Engine, repetitionPenalty?: number): Promise<string> =>
+        (await engine.generate("", { maxTokens: 64, repetitionPenalty }).result).text;
+      const fromFile = await text(penalised);
+      assert.equal(fromFile, await text(stories, 1.3));
+      assert.notEqual(fromFile, await text(stories), "the penalty changes this story");
+      assert.equal(await text(penalised, 1), await text(stories));
+    } finally {
+      await penalised.close();
+    }
+  },
+);

@@ -38,6 +38,13 @@ test("unset fields come from the model's generation config; max_tokens defaults 
   assert.equal(choiceSettings({}, [1, 5, 6], { ...limits, poolTokens: 100 }, opts).params.maxTokens, 97);
 });
 
+test("generation_config's repetition penalty is a default that a request's own value replaces, 1 included", () => {
+  const penalised = { ...limits, sampling: { ...limits.sampling, repetitionPenalty: 1.1 } };
+  assert.equal(choiceSettings({}, [1], penalised, opts).params.sampling.repetitionPenalty, 1.1);
+  assert.equal(choiceSettings({ repetition_penalty: 1 }, [1], penalised, opts).params.sampling.repetitionPenalty, 1);
+  assert.equal(choiceSettings({ repetition_penalty: 1.3 }, [1], penalised, opts).params.sampling.repetitionPenalty, 1.3);
+});
+
 test("given fields win, vLLM's extras are read, and stop and ignore_eos shape the stopping", () => {
   const s = choiceSettings(
     {

@@ -7,13 +7,13 @@
  */
 import type { EngineStats, StepTrace } from "../engine/api.js";
 import type { AsyncEngine, EngineInfo } from "../engine/async-engine.js";
-import type { SamplerOptions } from "../generation/sampler.js";
 import type { ModelConfig } from "../models/config.js";
 import { renderChatTemplate, type ChatMessage } from "../tokenizer/chat-template.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { ChoiceRun } from "./choice-run.js";
 import { Generation } from "./generation.js";
 import { requestParams, type GenerateOptions, type RequestDefaults } from "./request-options.js";
+import type { SamplingDefaults } from "../generation/generation-config.js";
 
 export interface ChatTemplateSettings {
   /** Extra Jinja variables for the template, such as `{ enable_thinking: false }` for Qwen3. */
@@ -31,7 +31,7 @@ export interface EngineParts {
   tokenizer: Tokenizer;
   eosTokenIds: number[];
   /** generation_config.json's sampling settings. */
-  sampling: SamplerOptions;
+  sampling: SamplingDefaults;
   /** The model's folder or file. */
   path: string;
 }
@@ -43,7 +43,7 @@ export class Engine {
   /** The model's end-of-sequence ids: they end a request unless ignoreEos. */
   readonly eosTokenIds: readonly number[];
   /** generation_config.json's sampling settings, the defaults of every request. */
-  readonly sampling: Readonly<SamplerOptions>;
+  readonly sampling: Readonly<SamplingDefaults>;
   /** The model's folder or file. */
   readonly path: string;
   private readonly defaults: RequestDefaults;

@@ -7,8 +7,9 @@
  */
 import { DEFAULT_SAMPLING, RequestRejectedError, type RequestParams, type SamplingParams } from "../engine/api.js";
 import { checkRequest } from "../engine/engine.js";
-import { Sampler, type SamplerOptions } from "../generation/sampler.js";
+import { Sampler } from "../generation/sampler.js";
 import type { ModelConfig } from "../models/config.js";
+import type { SamplingDefaults } from "../generation/generation-config.js";
 
 export interface GenerateOptions {
   /** Most tokens to generate (default: the rest of the context, or of the KV pool when that is smaller). */
@@ -44,7 +45,7 @@ export interface RequestDefaults {
   poolTokens: number;
   eosTokenIds: readonly number[];
   /** generation_config.json's sampling settings. */
-  sampling: SamplerOptions;
+  sampling: SamplingDefaults;
 }
 
 /** The engine's parameters and the stop strings of one request; throws RangeError or RequestRejectedError for bad values. */
@@ -59,7 +60,7 @@ export function requestParams(
       `the prompt is ${promptIds.length} tokens, which leaves no room to generate in ${room} tokens; shorten it`,
     );
   }
-  const chosen: SamplerOptions = { ...defaults.sampling };
+  const chosen: SamplingDefaults = { ...defaults.sampling };
   for (const key of ["temperature", "topK", "topP", "minP", "seed"] as const) if (opts[key] !== undefined) chosen[key] = opts[key];
   // The sampler's own checks, here rather than in the engine's thread.
   new Sampler(chosen);
@@ -68,7 +69,7 @@ export function requestParams(
     ...chosen,
     presencePenalty: opts.presencePenalty ?? DEFAULT_SAMPLING.presencePenalty,
     frequencyPenalty: opts.frequencyPenalty ?? DEFAULT_SAMPLING.frequencyPenalty,
-    repetitionPenalty: opts.repetitionPenalty ?? DEFAULT_SAMPLING.repetitionPenalty,
+    repetitionPenalty: opts.repetitionPenalty ?? defaults.sampling.repetitionPenalty ?? DEFAULT_SAMPLING.repetitionPenalty,
   };
   if (opts.logitBias !== undefined) sampling.logitBias = opts.logitBias;
   const stopIds = [...new Set([...(opts.ignoreEos ? [] : defaults.eosTokenIds), ...(opts.stopTokenIds ?? [])])];

@@ -386,7 +386,13 @@ function describeSampling(p: SamplingParams, greedy: boolean, fromFile: string[]
   if (p.repetitionPenalty !== 1) parts.push(`repetition penalty ${p.repetitionPenalty}`);
   if (p.presencePenalty !== 0) parts.push(`presence penalty ${p.presencePenalty}`);
   if (p.frequencyPenalty !== 0) parts.push(`frequency penalty ${p.frequencyPenalty}`);
-  const names: Record<string, string> = { temperature: "temperature", topK: "top-k", topP: "top-p", minP: "min-p" };
+  const names: Record<string, string> = {
+    temperature: "temperature",
+    topK: "top-k",
+    topP: "top-p",
+    minP: "min-p",
+    repetitionPenalty: "repetition penalty",
+  };
   const source = fromFile.length > 0 ? ` (${fromFile.map((key) => names[key] ?? key).join(", ")} from generation_config.json)` : "";
   return parts.join(", ") + source;
 }

@@ -4,8 +4,7 @@
  */
 import { existsSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { readGenerationConfig } from "./generation-config.js";
-import type { SamplerOptions } from "./sampler.js";
+import { readGenerationConfig, type SamplingDefaults } from "./generation-config.js";
 import type { ModelConfig } from "../models/config.js";
 import type { Transformer } from "../models/transformer.js";
 import { ggufTokenizer } from "../tokenizer/gguf-tokenizer.js";
@@ -22,7 +21,7 @@ export interface LoadedCheckpoint {
   /** Tokens that end generation. */
   eosTokenIds: number[];
   /** The model's sampling defaults (greedy when it has none). */
-  sampling: SamplerOptions;
+  sampling: SamplingDefaults;
 }
 
 /**

@@ -5,9 +5,9 @@
  * end-of-sequence ids unless ignore_eos.
  */
 import { DEFAULT_SAMPLING, type RequestParams, type SamplingParams } from "../engine/api.js";
-import type { SamplerOptions } from "../generation/sampler.js";
 import { invalidRequest } from "./errors.js";
 import type { SamplingBody } from "./openai-schemas.js";
+import type { SamplingDefaults } from "../generation/generation-config.js";
 
 /** What the defaults and limits depend on. */
 export interface ModelLimits {
@@ -18,7 +18,7 @@ export interface ModelLimits {
   vocabSize: number;
   eosTokenIds: readonly number[];
   /** The model's sampling defaults (generation_config.json). */
-  sampling: SamplerOptions;
+  sampling: SamplingDefaults;
 }
 
 export interface ChoiceSettings {
@@ -61,7 +61,7 @@ export function samplingParams(body: SamplingBody, limits: ModelLimits): Samplin
     minP: body.min_p ?? defaults.minP ?? DEFAULT_SAMPLING.minP,
     presencePenalty: body.presence_penalty ?? DEFAULT_SAMPLING.presencePenalty,
     frequencyPenalty: body.frequency_penalty ?? DEFAULT_SAMPLING.frequencyPenalty,
-    repetitionPenalty: body.repetition_penalty ?? DEFAULT_SAMPLING.repetitionPenalty,
+    repetitionPenalty: body.repetition_penalty ?? defaults.repetitionPenalty ?? DEFAULT_SAMPLING.repetitionPenalty,
   };
   if (given(body.seed)) sampling.seed = body.seed;
   if (given(body.logit_bias)) {

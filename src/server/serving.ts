@@ -9,13 +9,13 @@ import { ChoiceRun, type ChoiceObserver, type ChoiceResult } from "../api/choice
 import type { ChatTemplateSettings } from "../api/engine.js";
 import { RequestRejectedError, type RequestParams } from "../engine/api.js";
 import type { AsyncEngine } from "../engine/async-engine.js";
-import type { SamplerOptions } from "../generation/sampler.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { invalidRequest, notFound, queueFull, serverError, unavailable, type ApiError } from "./errors.js";
 import { ServerMetrics } from "./metrics.js";
 import { paramsForChoice, type ChoiceSettings, type ModelLimits } from "./request-params.js";
 import { onClientGone } from "./sse.js";
 import { TokenText } from "./token-text.js";
+import type { SamplingDefaults } from "../generation/generation-config.js";
 
 export const DEFAULT_MAX_QUEUE = 256;
 
@@ -28,7 +28,7 @@ export interface ServedModel {
   tokenizer: Tokenizer;
   eosTokenIds: readonly number[];
   /** generation_config.json's sampling defaults. */
-  sampling: SamplerOptions;
+  sampling: SamplingDefaults;
   /** The id /v1/models lists (the --model argument as given). */
   name: string;
   /** A template to use instead of the model's, and extra variables for it (serve's --chat-template options). */
