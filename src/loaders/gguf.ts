@@ -206,6 +206,13 @@ export function readGgufParts(first: GgufHeader): GgufHeader[] {
   return parts;
 }
 
+/**
+ * Types read rather than mapped. Q8_0 and Q4_0 are rewritten in place into the kernels' row layout
+ * (copying every page on write costs more than reading them); Q4_1, Q5_0 and Q5_1 are re-encoded
+ * into new buffers, and a mapping's pages, once read, would stay resident beside the copy.
+ */
+const READ_TYPES: ReadonlySet<GgmlType> = new Set(["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]);
+
 /** A map covers whole pages: for a norm's few kilobytes the pages on either side cost more than a copy. */
 const MAP_MIN_BYTES = 64 * 1024;
 
@@ -213,7 +220,7 @@ const MAP_MIN_BYTES = 64 * 1024;
  * Tensors' bytes: all tensors, or only `names` (each must be in the file), in the order of
  * `names` (or of the header). Where the native addon can map the file, each is a private
  * copy-on-write map of its bytes, read from the page cache as it is first used instead of copied
- * into fresh memory (a 7B Q4_K_M file loads in seconds); otherwise, and for Q8_0, Q4_0 and
+ * into fresh memory (a 7B Q4_K_M file loads in seconds); otherwise, and for READ_TYPES and
  * tensors under MAP_MIN_BYTES, each is read into a fresh buffer of its own. Either way each starts
  * 4-byte aligned, so typed-array views of it work.
  */
@@ -231,9 +238,7 @@ export function readGgufTensors(header: GgufHeader, names?: Iterable<string>): M
     const read = new Map<string, Uint8Array<ArrayBuffer>>();
     for (const info of [...infos].sort((a, b) => a.offset - b.offset)) {
       const position = header.dataStart + info.offset;
-      // Q8_0 and Q4_0 are rewritten in place into the kernels' row layout: copying every page on
-      // write costs more than reading them.
-      const map = mappable && info.type !== "Q8_0" && info.type !== "Q4_0" && info.byteLength >= MAP_MIN_BYTES;
+      const map = mappable && !READ_TYPES.has(info.type) && info.byteLength >= MAP_MIN_BYTES;
       const mapped = map ? kernels.mapFile(header.path, position, info.byteLength) : null;
       if (mapped) {
         read.set(info.name, new Uint8Array(mapped, mapped.byteLength - info.byteLength, info.byteLength));
