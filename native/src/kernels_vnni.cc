@@ -509,8 +509,11 @@ constexpr int kBlockScales = Type == W_Q6_K ? 2 : 1;
 template <int Type>
 constexpr int64_t kBlockBytes = 64 * kBlockScales<Type> + kCodeBytes;
 
-// A strip is packed and multiplied a few groups at a time (groups [first, first + kChunkBlocks /
-// blocks_per_group)), so that its buffer stays in L1 between the two.
+// Blocks per packed piece of a strip: Q6_K's 16 of them take 10 KiB.
+constexpr int64_t kChunkBlocks = 16;
+
+// A strip is packed and multiplied kChunkBlocks blocks at a time, from group `first` on, so that
+// its buffer stays in L1 between the two.
 template <int Type>
 struct StripLayout {
   uint8_t* base;
@@ -542,12 +545,11 @@ constexpr int64_t x_step(int s) {
   return kFourBit<Type> ? (s & 3) * 4 + (s >> 2) * 64 : s * 4;
 }
 
-// Bytes [at, at + n) (n ≤ 64) of rows n0 .. n0 + 15 of w, transposed: v[j] then holds each row's
+// Bytes [at, at + n) (n ≤ 64) of the 16 rows from `first`, transposed: v[j] then holds each row's
 // bytes at + 4j .. at + 4j + 3 in its lane, zeros past n and for rows past the weight's end.
-inline void load_transposed(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t at, int64_t n, __m512i v[16]) {
+inline void load_transposed(const uint8_t* first, int64_t rows, int64_t row_bytes, int64_t at, int64_t n, __m512i v[16]) {
   const __mmask64 mask = n >= 64 ? ~0ull : (1ull << n) - 1;
-  for (int64_t r = 0; r < 16; r++)
-    v[r] = r < rows ? _mm512_maskz_loadu_epi8(mask, w.data + (n0 + r) * row_bytes + at) : _mm512_setzero_si512();
+  for (int64_t r = 0; r < 16; r++) v[r] = r < rows ? _mm512_maskz_loadu_epi8(mask, first + r * row_bytes + at) : _mm512_setzero_si512();
   transpose16(v);
 }
 
@@ -566,24 +568,27 @@ inline __m512i bits(__m512i v, int bit, int mask, int to) {
 // at a time, 2 blocks of 8-bit codes or 4 of 4-bit ones.
 // Blocks [b0, b1), b0 a multiple of four.
 template <int Type>
-void pack_block_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t b0, int64_t b1,
-                      const StripLayout<Type>& strip) {
+void pack_block_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t b0, int64_t b1, StripLayout<Type> strip) {
+  const uint8_t* const first = w.data + n0 * row_bytes;
   const int64_t quant_bytes = kFourBit<Type> ? w.cols / 2 : w.cols;
   constexpr int kDwordsPerBlock = kFourBit<Type> ? 4 : 8;
   for (int64_t c = b0 * kDwordsPerBlock * 4; c < std::min(quant_bytes, b1 * kDwordsPerBlock * 4); c += 64) {
     __m512i v[16];
-    load_transposed(w, n0, rows, row_bytes, c, std::min<int64_t>(64, quant_bytes - c), v);
+    load_transposed(first, rows, row_bytes, c, std::min<int64_t>(64, quant_bytes - c), v);
+    const int64_t blocks = std::min<int64_t>(16 / kDwordsPerBlock, b1 - c / (4 * kDwordsPerBlock));
+    // Unrolled, so that v stays in registers.
+#pragma GCC unroll 16
     for (int j = 0; j < 16; j++) {
-      const int64_t b = c / (4 * kDwordsPerBlock) + j / kDwordsPerBlock;
-      if (b >= b1) break;
+      if (j / kDwordsPerBlock >= blocks) continue;
+      uint8_t* block = strip.block(c / (4 * kDwordsPerBlock) + j / kDwordsPerBlock);
       const int s = j % kDwordsPerBlock;
       if constexpr (kFourBit<Type>) {
-        store(strip.codes(b, s), nibble(v[j], 0));
-        store(strip.codes(b, s + 4), nibble(v[j], 1));
+        store(strip.codes(block, s), nibble(v[j], 0));
+        store(strip.codes(block, s + 4), nibble(v[j], 1));
       } else if constexpr (Type == W_Q8_0) {
-        store(strip.codes(b, s), _mm512_xor_si512(v[j], _mm512_set1_epi8(static_cast<char>(0x80))));
+        store(strip.codes(block, s), _mm512_xor_si512(v[j], _mm512_set1_epi8(static_cast<char>(0x80))));
       } else {
-        store(strip.codes(b, s), v[j]);
+        store(strip.codes(block, s), v[j]);
       }
     }
   }
@@ -592,14 +597,15 @@ void pack_block_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_byt
 // The codes of Q4_K / Q5_K super-block sb: its 32-byte chunk c holds sub-block 2c in the low
 // nibbles and 2c + 1 in the high ones; Q5_K's fifth bits are bits 2c and 2c + 1 of qh.
 template <int Type>
-void pack_k45_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, const StripLayout<Type>& strip) {
+void pack_k45_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, StripLayout<Type> strip) {
+  const uint8_t* const first = w.data + n0 * row_bytes;
   constexpr bool kQ5 = Type == W_Q5_K;
   const int64_t at = sb * (kQ5 ? kQ5KBytes : kQ4KBytes);
   __m512i qh[16];
-  if constexpr (kQ5) load_transposed(w, n0, rows, row_bytes, at + 16, 32, qh);
+  if constexpr (kQ5) load_transposed(first, rows, row_bytes, at + 16, 32, qh);
   for (int half = 0; half < 2; half++) {
     __m512i v[16];
-    load_transposed(w, n0, rows, row_bytes, at + (kQ5 ? 48 : 16) + 64 * half, 64, v);
+    load_transposed(first, rows, row_bytes, at + (kQ5 ? 48 : 16) + 64 * half, 64, v);
     for (int j = 0; j < 16; j++) {
       const int c = 2 * half + j / 8, s = j % 8;
       __m512i lo = nibble(v[j], 0), hi = nibble(v[j], 1);
@@ -616,12 +622,13 @@ void pack_k45_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes
 // The codes of Q6_K super-block sb. In half h, value 32k + l (k = 0..3, l = 0..31) has its low
 // four bits in ql[32 (k % 2) + l] (low nibble for k < 2) and its top two in bits 2k, 2k + 1 of
 // qh[l]; the block of x 4h + k is those 32 values.
-void pack_q6k_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, const StripLayout<W_Q6_K>& strip) {
+void pack_q6k_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, StripLayout<W_Q6_K> strip) {
+  const uint8_t* const first = w.data + n0 * row_bytes;
   const int64_t at = sb * kQ6KBytes;
   for (int half = 0; half < 2; half++) {
     __m512i ql[16], qh[16];
-    load_transposed(w, n0, rows, row_bytes, at + 64 * half, 64, ql);
-    load_transposed(w, n0, rows, row_bytes, at + 128 + 32 * half, 32, qh);
+    load_transposed(first, rows, row_bytes, at + 64 * half, 64, ql);
+    load_transposed(first, rows, row_bytes, at + 128 + 32 * half, 32, qh);
     for (int k = 0; k < 4; k++)
       for (int s = 0; s < 8; s++)
         store(strip.codes(sb * 8 + 4 * half + k, s), _mm512_or_si512(nibble(ql[8 * (k % 2) + s], k / 2), bits(qh[s], 2 * k, 3, 4)));
@@ -631,11 +638,12 @@ void pack_q6k_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes
 // Groups [g0, g1) of rows [n0, n0 + 16) of w rearranged into `strip`; rows past the weight's end
 // are zeros.
 template <int Type>
-void pack_strip(const Weight& w, int64_t n0, int64_t g0, int64_t g1, const StripLayout<Type>& strip) {
+void pack_strip(const Weight& w, int64_t n0, int64_t g0, int64_t g1, StripLayout<Type> strip) {
   const int64_t K = w.cols;
   const int64_t rows = std::min<int64_t>(16, w.rows - n0);
   const int64_t row_bytes = weight_row_bytes(w.type, K);
-  auto row = [&](int64_t r) { return w.data + (n0 + r) * row_bytes; };
+  const uint8_t* const first = w.data + n0 * row_bytes;
+  auto row = [&](int64_t r) { return first + r * row_bytes; };
 
   if constexpr (kK45<Type>) {
     // w = d · sc · q − dmin · m per sub-block of 32.
@@ -695,7 +703,7 @@ void pack_strip(const Weight& w, int64_t n0, int64_t g0, int64_t g1, const Strip
     const int64_t quant_bytes = kFourBit<Type> ? K / 2 : K;
     for (int64_t b = g0; b < g1; b += 16) {
       __m512i v[16];
-      load_transposed(w, n0, rows, row_bytes, quant_bytes + 2 * b, 2 * std::min<int64_t>(16, g1 - b), v);
+      load_transposed(first, rows, row_bytes, quant_bytes + 2 * b, 2 * std::min<int64_t>(16, g1 - b), v);
       for (int64_t k = 0; b + k < g1; k++)
         store(strip.block(b + k), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v[k / 2], 16 * (k % 2)))));
     }
@@ -733,9 +741,8 @@ inline __m512i dot_steps(const __m512i c[8], const int8_t* x, int first, int n) 
 inline __m512 f32_at(const uint8_t* p) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p)); }
 inline __m512i i32_at(const uint8_t* p) { return _mm512_loadu_si512(p); }
 
-// Rows [m0, m0 + MR) of x against a packed strip: one accumulator per row of x, its lanes the
-// strip's sixteen weight rows.
-// Groups [g0, g1) of the strip carry on the sums in acc_mem (MR x 16 floats).
+// Rows [m0, m0 + MR) of x against groups [g0, g1) of a packed strip: one accumulator per row of
+// x, its lanes the strip's sixteen weight rows, carried on in acc_mem (MR x 16 floats).
 template <int Type, int MR>
 void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, int64_t g0, int64_t g1, float* acc_mem, Prefetcher& ahead) {
   constexpr bool kKQuant = kK45<Type> || Type == W_Q6_K;
@@ -817,9 +824,6 @@ void rest_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m, i
       rest_of_x<Type, MR - 1>(t, strip, m, g0, g1, acc_mem, ahead);
   }
 }
-
-// Blocks per packed piece of a strip: Q6_K's 16 of them take 10 KiB.
-constexpr int64_t kChunkBlocks = 16;
 
 template <int Type>
 void strip(const MatmulTask& t, int64_t n0) {
