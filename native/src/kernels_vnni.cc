@@ -509,15 +509,23 @@ constexpr int kBlockScales = Type == W_Q6_K ? 2 : 1;
 template <int Type>
 constexpr int64_t kBlockBytes = 64 * kBlockScales<Type> + kCodeBytes;
 
+// Blocks per packed piece of a strip: Q6_K's 16 of them take 10 KiB.
+constexpr int64_t kChunkBlocks = 16;
+
+// A strip is packed and multiplied kChunkBlocks blocks at a time, from group `first` on, so that
+// its buffer stays in L1 between the two.
 template <int Type>
 struct StripLayout {
   uint8_t* base;
   int64_t blocks_per_group;
+  int64_t first = 0;
   int64_t group_bytes() const { return 64 * kHeader<Type> + blocks_per_group * kBlockBytes<Type>; }
-  uint8_t* group(int64_t g) const { return base + g * group_bytes(); }
+  uint8_t* group(int64_t g) const { return base + (g - first) * group_bytes(); }
   // Block k of group g: the multiply loop's address, without dividing.
   uint8_t* block(int64_t g, int64_t k) const { return group(g) + 64 * kHeader<Type> + k * kBlockBytes<Type>; }
-  uint8_t* block(int64_t b) const { return block(b / blocks_per_group, b % blocks_per_group); }
+  // Block b of the strip; blocks_per_group is a power of two, and a division here would cost more
+  // than packing the codes.
+  uint8_t* block(int64_t b) const { return block(b >> __builtin_ctzll(blocks_per_group), b & (blocks_per_group - 1)); }
   static uint8_t* codes(uint8_t* block, int s) { return block + 64 * kBlockScales<Type> + 64 * s; }
   uint8_t* codes(int64_t b, int s) const { return codes(block(b), s); }
 };
@@ -537,16 +545,16 @@ constexpr int64_t x_step(int s) {
   return kFourBit<Type> ? (s & 3) * 4 + (s >> 2) * 64 : s * 4;
 }
 
-// Bytes [at, at + n) (n ≤ 64) of rows n0 .. n0 + 15 of w, transposed: v[j] then holds each row's
+// Bytes [at, at + n) (n ≤ 64) of the 16 rows from `first`, transposed: v[j] then holds each row's
 // bytes at + 4j .. at + 4j + 3 in its lane, zeros past n and for rows past the weight's end.
-inline void load_transposed(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t at, int64_t n, __m512i v[16]) {
+inline void load_transposed(const uint8_t* first, int64_t rows, int64_t row_bytes, int64_t at, int64_t n, __m512i v[16]) {
   const __mmask64 mask = n >= 64 ? ~0ull : (1ull << n) - 1;
-  for (int64_t r = 0; r < 16; r++)
-    v[r] = r < rows ? _mm512_maskz_loadu_epi8(mask, w.data + (n0 + r) * row_bytes + at) : _mm512_setzero_si512();
+  for (int64_t r = 0; r < 16; r++) v[r] = r < rows ? _mm512_maskz_loadu_epi8(mask, first + r * row_bytes + at) : _mm512_setzero_si512();
   transpose16(v);
 }
 
 inline void store(uint8_t* p, __m512i v) { _mm512_storeu_si512(p, v); }
+inline void store(uint8_t* p, __m512 v) { _mm512_storeu_ps(reinterpret_cast<float*>(p), v); }
 inline void store(uint8_t* p, const float* v) { std::memcpy(p, v, 64); }
 inline void store(uint8_t* p, const int32_t* v) { std::memcpy(p, v, 64); }
 
@@ -558,25 +566,29 @@ inline __m512i bits(__m512i v, int bit, int mask, int to) {
 
 // The codes of Q8_0, Q4_0 and MLX rows, which hold all their codes first: 64 bytes of every row
 // at a time, 2 blocks of 8-bit codes or 4 of 4-bit ones.
+// Blocks [b0, b1), b0 a multiple of four.
 template <int Type>
-void pack_block_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, const StripLayout<Type>& strip) {
-  const int64_t nb = w.cols / kBlock;
+void pack_block_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t b0, int64_t b1, StripLayout<Type> strip) {
+  const uint8_t* const first = w.data + n0 * row_bytes;
   const int64_t quant_bytes = kFourBit<Type> ? w.cols / 2 : w.cols;
   constexpr int kDwordsPerBlock = kFourBit<Type> ? 4 : 8;
-  for (int64_t c = 0; c < quant_bytes; c += 64) {
+  for (int64_t c = b0 * kDwordsPerBlock * 4; c < std::min(quant_bytes, b1 * kDwordsPerBlock * 4); c += 64) {
     __m512i v[16];
-    load_transposed(w, n0, rows, row_bytes, c, std::min<int64_t>(64, quant_bytes - c), v);
+    load_transposed(first, rows, row_bytes, c, std::min<int64_t>(64, quant_bytes - c), v);
+    const int64_t blocks = std::min<int64_t>(16 / kDwordsPerBlock, b1 - c / (4 * kDwordsPerBlock));
+    // Unrolled, so that v stays in registers.
+#pragma GCC unroll 16
     for (int j = 0; j < 16; j++) {
-      const int64_t b = c / (4 * kDwordsPerBlock) + j / kDwordsPerBlock;
-      if (b >= nb) break;
+      if (j / kDwordsPerBlock >= blocks) continue;
+      uint8_t* block = strip.block(c / (4 * kDwordsPerBlock) + j / kDwordsPerBlock);
       const int s = j % kDwordsPerBlock;
       if constexpr (kFourBit<Type>) {
-        store(strip.codes(b, s), nibble(v[j], 0));
-        store(strip.codes(b, s + 4), nibble(v[j], 1));
+        store(strip.codes(block, s), nibble(v[j], 0));
+        store(strip.codes(block, s + 4), nibble(v[j], 1));
       } else if constexpr (Type == W_Q8_0) {
-        store(strip.codes(b, s), _mm512_xor_si512(v[j], _mm512_set1_epi8(static_cast<char>(0x80))));
+        store(strip.codes(block, s), _mm512_xor_si512(v[j], _mm512_set1_epi8(static_cast<char>(0x80))));
       } else {
-        store(strip.codes(b, s), v[j]);
+        store(strip.codes(block, s), v[j]);
       }
     }
   }
@@ -585,14 +597,15 @@ void pack_block_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_byt
 // The codes of Q4_K / Q5_K super-block sb: its 32-byte chunk c holds sub-block 2c in the low
 // nibbles and 2c + 1 in the high ones; Q5_K's fifth bits are bits 2c and 2c + 1 of qh.
 template <int Type>
-void pack_k45_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, const StripLayout<Type>& strip) {
+void pack_k45_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, StripLayout<Type> strip) {
+  const uint8_t* const first = w.data + n0 * row_bytes;
   constexpr bool kQ5 = Type == W_Q5_K;
   const int64_t at = sb * (kQ5 ? kQ5KBytes : kQ4KBytes);
   __m512i qh[16];
-  if constexpr (kQ5) load_transposed(w, n0, rows, row_bytes, at + 16, 32, qh);
+  if constexpr (kQ5) load_transposed(first, rows, row_bytes, at + 16, 32, qh);
   for (int half = 0; half < 2; half++) {
     __m512i v[16];
-    load_transposed(w, n0, rows, row_bytes, at + (kQ5 ? 48 : 16) + 64 * half, 64, v);
+    load_transposed(first, rows, row_bytes, at + (kQ5 ? 48 : 16) + 64 * half, 64, v);
     for (int j = 0; j < 16; j++) {
       const int c = 2 * half + j / 8, s = j % 8;
       __m512i lo = nibble(v[j], 0), hi = nibble(v[j], 1);
@@ -609,31 +622,33 @@ void pack_k45_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes
 // The codes of Q6_K super-block sb. In half h, value 32k + l (k = 0..3, l = 0..31) has its low
 // four bits in ql[32 (k % 2) + l] (low nibble for k < 2) and its top two in bits 2k, 2k + 1 of
 // qh[l]; the block of x 4h + k is those 32 values.
-void pack_q6k_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, const StripLayout<W_Q6_K>& strip) {
+void pack_q6k_codes(const Weight& w, int64_t n0, int64_t rows, int64_t row_bytes, int64_t sb, StripLayout<W_Q6_K> strip) {
+  const uint8_t* const first = w.data + n0 * row_bytes;
   const int64_t at = sb * kQ6KBytes;
   for (int half = 0; half < 2; half++) {
     __m512i ql[16], qh[16];
-    load_transposed(w, n0, rows, row_bytes, at + 64 * half, 64, ql);
-    load_transposed(w, n0, rows, row_bytes, at + 128 + 32 * half, 32, qh);
+    load_transposed(first, rows, row_bytes, at + 64 * half, 64, ql);
+    load_transposed(first, rows, row_bytes, at + 128 + 32 * half, 32, qh);
     for (int k = 0; k < 4; k++)
       for (int s = 0; s < 8; s++)
         store(strip.codes(sb * 8 + 4 * half + k, s), _mm512_or_si512(nibble(ql[8 * (k % 2) + s], k / 2), bits(qh[s], 2 * k, 3, 4)));
   }
 }
 
-// Rows [n0, n0 + 16) of w rearranged into `strip`; rows past the weight's end are zeros.
+// Groups [g0, g1) of rows [n0, n0 + 16) of w rearranged into `strip`; rows past the weight's end
+// are zeros.
 template <int Type>
-void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
+void pack_strip(const Weight& w, int64_t n0, int64_t g0, int64_t g1, StripLayout<Type> strip) {
   const int64_t K = w.cols;
-  const int64_t nb = K / kBlock;
   const int64_t rows = std::min<int64_t>(16, w.rows - n0);
   const int64_t row_bytes = weight_row_bytes(w.type, K);
-  auto row = [&](int64_t r) { return w.data + (n0 + r) * row_bytes; };
+  const uint8_t* const first = w.data + n0 * row_bytes;
+  auto row = [&](int64_t r) { return first + r * row_bytes; };
 
   if constexpr (kK45<Type>) {
     // w = d · sc · q − dmin · m per sub-block of 32.
     const int64_t bytes = Type == W_Q5_K ? kQ5KBytes : kQ4KBytes;
-    for (int64_t sb = 0; sb < K / kQK; sb++) {
+    for (int64_t sb = g0; sb < g1; sb++) {
       pack_k45_codes<Type>(w, n0, rows, row_bytes, sb, strip);
       alignas(64) float d[16] = {}, dmin[16] = {};
       alignas(64) int32_t sc[8][16] = {}, mins[4][16] = {};
@@ -653,7 +668,7 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
     }
   } else if constexpr (Type == W_Q6_K) {
     // w = d · sc · (q − 32) per sub-block of 16: two per block of x.
-    for (int64_t sb = 0; sb < K / kQK; sb++) {
+    for (int64_t sb = g0; sb < g1; sb++) {
       pack_q6k_codes(w, n0, rows, row_bytes, sb, strip);
       alignas(64) float d[16] = {};
       alignas(64) int32_t sc[16][16] = {};
@@ -670,9 +685,9 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
     }
   } else if constexpr (kAffine<Type>) {
     // w = scale · q + bias per group: the bias meets the sum of x as quantized over the group.
-    pack_block_codes<Type>(w, n0, rows, row_bytes, strip);
-    const int64_t groups = nb / strip.blocks_per_group;
-    for (int64_t g = 0; g < groups; g++) {
+    const int64_t groups = K / kBlock / strip.blocks_per_group;
+    pack_block_codes<Type>(w, n0, rows, row_bytes, g0 * strip.blocks_per_group, g1 * strip.blocks_per_group, strip);
+    for (int64_t g = g0; g < g1; g++) {
       alignas(64) float scale[16] = {}, bias[16] = {};
       for (int64_t r = 0; r < rows; r++) {
         scale[r] = affine_param(w, w.scales, (n0 + r) * groups + g);
@@ -682,27 +697,30 @@ void pack_strip(const Weight& w, int64_t n0, const StripLayout<Type>& strip) {
       for (int64_t k = 0; k < strip.blocks_per_group; k++) store(strip.block(g, k), scale);
     }
   } else {
-    // Q8_0, Q4_0: each row's f16 block scales follow its codes.
-    pack_block_codes<Type>(w, n0, rows, row_bytes, strip);
+    // Q8_0, Q4_0: each row's f16 block scales follow its codes, read sixteen blocks at a time:
+    // lane r of v[j] holds row r's scales of blocks b + 2j (low half) and b + 2j + 1.
+    pack_block_codes<Type>(w, n0, rows, row_bytes, g0, g1, strip);
     const int64_t quant_bytes = kFourBit<Type> ? K / 2 : K;
-    for (int64_t b = 0; b < nb; b++) {
-      alignas(64) float dw[16] = {};
-      for (int64_t r = 0; r < rows; r++) dw[r] = f16_at(row(r) + quant_bytes + 2 * b);
-      store(strip.block(b), dw);
+    for (int64_t b = g0; b < g1; b += 16) {
+      __m512i v[16];
+      load_transposed(first, rows, row_bytes, quant_bytes + 2 * b, 2 * std::min<int64_t>(16, g1 - b), v);
+      for (int64_t k = 0; b + k < g1; k++)
+        store(strip.block(b + k), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v[k / 2], 16 * (k % 2)))));
     }
   }
 }
 
-// Brings a range of weights into cache two lines per step, while the strip before it is
-// multiplied: packing then reads from cache instead of waiting on memory.
+// Brings a range of weights into L2 while the strip before it is multiplied, spread over the
+// strip's steps (one per block and pass over it) so that all of the range arrives: packing then
+// reads from cache instead of waiting on memory.
 struct Prefetcher {
   const char* at;
   const char* end;
+  int64_t lines_per_step;
+  Prefetcher(const char* from, const char* to, int64_t steps)
+      : at(from), end(to), lines_per_step(std::max<int64_t>(1, ((to - from) / 64 + steps - 1) / std::max<int64_t>(1, steps))) {}
   void step() {
-    if (at >= end) return;
-    _mm_prefetch(at, _MM_HINT_T0);
-    _mm_prefetch(at + 64, _MM_HINT_T0);
-    at += 128;
+    for (int64_t i = 0; i < lines_per_step && at < end; i++, at += 64) _mm_prefetch(at, _MM_HINT_T1);
   }
 };
 
@@ -723,14 +741,13 @@ inline __m512i dot_steps(const __m512i c[8], const int8_t* x, int first, int n) 
 inline __m512 f32_at(const uint8_t* p) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p)); }
 inline __m512i i32_at(const uint8_t* p) { return _mm512_loadu_si512(p); }
 
-// Rows [m0, m0 + MR) of x against a packed strip: one accumulator per row of x, its lanes the
-// strip's sixteen weight rows.
+// Rows [m0, m0 + MR) of x against groups [g0, g1) of a packed strip: one accumulator per row of
+// x, its lanes the strip's sixteen weight rows, carried on in acc_mem (MR x 16 floats).
 template <int Type, int MR>
-void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, int64_t n0, Prefetcher& ahead) {
+void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, int64_t g0, int64_t g1, float* acc_mem, Prefetcher& ahead) {
   constexpr bool kKQuant = kK45<Type> || Type == W_Q6_K;
   const QuantX& xq = t.xq;
   const int64_t bpg = strip.blocks_per_group;
-  const int64_t groups = t.w->cols / kBlock / bpg;
   const int8_t* xs[MR];
   const float *xd[MR], *sums[MR], *gsum[MR];
   for (int i = 0; i < MR; i++) {
@@ -740,8 +757,8 @@ void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, 
     gsum[i] = xq.gsum + (m0 + i) * xq.g_stride;
   }
   __m512 acc[MR];
-  for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < groups; g++) {
+  for (int i = 0; i < MR; i++) acc[i] = _mm512_load_ps(acc_mem + 16 * i);
+  for (int64_t g = g0; g < g1; g++) {
     __m512i isum[MR];  // k-quants: the super-block's scaled integer dots
     if constexpr (kKQuant)
       for (int i = 0; i < MR; i++) isum[i] = _mm512_setzero_si512();
@@ -791,10 +808,7 @@ void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, 
       for (int i = 0; i < MR; i++) acc[i] = scale_step(acc[i], isum[i], d, _mm512_set1_ps(xd[i][8 * g]));
     }
   }
-  const int64_t N = t.w->rows;
-  const __mmask16 mask = lane_mask(N - n0);
-  const __m512 bias = t.bias ? _mm512_maskz_loadu_ps(mask, t.bias + n0) : _mm512_setzero_ps();
-  for (int i = 0; i < MR; i++) _mm512_mask_storeu_ps(t.out + (m0 + i) * N + n0, mask, _mm512_add_ps(acc[i], bias));
+  for (int i = 0; i < MR; i++) _mm512_store_ps(acc_mem + 16 * i, acc[i]);
 }
 
 // Rows of x per pass over the strip: eight accumulators and eight code vectors leave registers
@@ -802,12 +816,12 @@ void rows_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m0, 
 constexpr int kRowsOfX = 8;
 
 template <int Type, int MR>
-void rest_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m, int64_t n0, Prefetcher& ahead) {
+void rest_of_x(const MatmulTask& t, const StripLayout<Type>& strip, int64_t m, int64_t g0, int64_t g1, float* acc_mem, Prefetcher& ahead) {
   if constexpr (MR > 0) {
     if (t.M - m == MR)
-      rows_of_x<Type, MR>(t, strip, m, n0, ahead);
+      rows_of_x<Type, MR>(t, strip, m, g0, g1, acc_mem, ahead);
     else
-      rest_of_x<Type, MR - 1>(t, strip, m, n0, ahead);
+      rest_of_x<Type, MR - 1>(t, strip, m, g0, g1, acc_mem, ahead);
   }
 }
 
@@ -815,17 +829,32 @@ template <int Type>
 void strip(const MatmulTask& t, int64_t n0) {
   const Weight& w = *t.w;
   thread_local AlignedVector<uint8_t> buffer;
+  thread_local AlignedVector<float> acc;
   StripLayout<Type> layout{nullptr, kAffine<Type> ? w.group_size / kBlock : kK45<Type> || Type == W_Q6_K ? kQK / kBlock : 1};
-  buffer.resize(w.cols / kBlock / layout.blocks_per_group * layout.group_bytes());
+  const int64_t groups = w.cols / kBlock / layout.blocks_per_group;
+  const int64_t chunk = std::max<int64_t>(1, kChunkBlocks / layout.blocks_per_group);
+  buffer.resize(chunk * layout.group_bytes());
   layout.base = buffer.data();
-  pack_strip<Type>(w, n0, layout);
+  acc.assign(t.M * 16, 0.0f);
   // The pool hands out strips in order, so the next two are this thread's or another's next.
   const int64_t row_bytes = weight_row_bytes(Type, w.cols);
   const char* rows = reinterpret_cast<const char*>(w.data);
-  Prefetcher ahead{rows + std::min(w.rows, n0 + kStrip) * row_bytes, rows + std::min(w.rows, n0 + 3 * kStrip) * row_bytes};
-  int64_t m = 0;
-  for (; m + kRowsOfX <= t.M; m += kRowsOfX) rows_of_x<Type, kRowsOfX>(t, layout, m, n0, ahead);
-  rest_of_x<Type, kRowsOfX - 1>(t, layout, m, n0, ahead);
+  const int64_t passes = (t.M + kRowsOfX - 1) / kRowsOfX;
+  Prefetcher ahead(rows + std::min(w.rows, n0 + kStrip) * row_bytes, rows + std::min(w.rows, n0 + 3 * kStrip) * row_bytes,
+                   passes * groups * layout.blocks_per_group);
+  for (int64_t g0 = 0; g0 < groups; g0 += chunk) {
+    const int64_t g1 = std::min(groups, g0 + chunk);
+    layout.first = g0;
+    pack_strip<Type>(w, n0, g0, g1, layout);
+    int64_t m = 0;
+    for (; m + kRowsOfX <= t.M; m += kRowsOfX) rows_of_x<Type, kRowsOfX>(t, layout, m, g0, g1, acc.data() + 16 * m, ahead);
+    rest_of_x<Type, kRowsOfX - 1>(t, layout, m, g0, g1, acc.data() + 16 * m, ahead);
+  }
+  const int64_t N = w.rows;
+  const __mmask16 mask = lane_mask(N - n0);
+  const __m512 bias = t.bias ? _mm512_maskz_loadu_ps(mask, t.bias + n0) : _mm512_setzero_ps();
+  for (int64_t m = 0; m < t.M; m++)
+    _mm512_mask_storeu_ps(t.out + m * N + n0, mask, _mm512_add_ps(_mm512_load_ps(acc.data() + 16 * m), bias));
 }
 
 }  // namespace
