@@ -12,6 +12,7 @@ import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { loadCheckpoint } from "../src/generation/load-checkpoint.js";
 import { selectBackend } from "../src/engine/backend.js";
+import { DEFAULT_BLOCK_SIZE } from "../src/engine/engine-options.js";
 import { PagedKvCache } from "../src/engine/kv-cache.js";
 import type { Batch } from "../src/engine/batch-forward.js";
 import type { Kernels } from "../src/kernels/kernels.js";
@@ -27,7 +28,10 @@ const { values } = parseArgs({
     "batch-invariant": { type: "string", default: "on" },
   },
 });
-if (!values.model) throw new Error("--model is required");
+if (!values.model) {
+  process.stderr.write("profile-step: --model is required (a GGUF file or checkpoint folder)\n");
+  process.exit(2);
+}
 
 const { model } = loadCheckpoint(values.model);
 const backend = selectBackend(model, {
@@ -41,7 +45,7 @@ const kernels = forward.kernels as Kernels<{ rows: number; cols: number }>;
 const config = forward.config;
 const context = Number(values.context);
 const steps = Number(values.steps);
-const blockSize = 16;
+const blockSize = DEFAULT_BLOCK_SIZE;
 
 // Every kernel call's time by a label (kernel, and the weight's shape for matmuls).
 const times = new Map<string, { ms: number; calls: number }>();
